@@ -22,12 +22,34 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod admin;
+mod api;
+mod config;
+mod duration;
+mod fault;
+mod server;
+mod store;
+mod wire;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::SimConfig;
+pub use duration::{format_duration, parse_duration};
+pub use fault::Fault;
+
+use server::Shared;
+use store::{MIN_TTL, Store};
 
 /// How the simulator answers a refresh grant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RefreshMode {
     /// Return the same refresh token again, which stays usable (the guide's example).
     #[default]
@@ -38,12 +60,25 @@ pub enum RefreshMode {
     Rotate,
 }
 
-/// The body shape of a v1 error answer (bad client, bad credentials, bad refresh token).
-/// v2 errors are always `{"code":..,"message":..}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+impl std::str::FromStr for RefreshMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "same" => Ok(RefreshMode::Same),
+            "rotate" => Ok(RefreshMode::Rotate),
+            other => Err(format!("refresh mode {other:?}: expected same or rotate")),
+        }
+    }
+}
+
+/// The body shape of a v1 error answer (bad client, bad credentials, bad refresh token, bad
+/// token on `oauth2/read`). v2 errors are always `{"code":..,"message":..}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ErrorBody {
     /// RFC 6749 style `{"error":"invalid_grant","error_description":"..."}` (application/json).
     #[default]
+    #[serde(rename = "oauth")]
     OAuth,
     /// `{"code":401,"message":"..."}` (application/json), as v2 answers.
     CodeMessage,
@@ -57,8 +92,25 @@ pub enum ErrorBody {
     JsonAsHtml,
 }
 
+impl std::str::FromStr for ErrorBody {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.replace('-', "_").as_str() {
+            "oauth" => Ok(ErrorBody::OAuth),
+            "code_message" => Ok(ErrorBody::CodeMessage),
+            "text" => Ok(ErrorBody::Text),
+            "html" => Ok(ErrorBody::Html),
+            "empty" => Ok(ErrorBody::Empty),
+            "json_as_html" => Ok(ErrorBody::JsonAsHtml),
+            _ => Err(format!(
+                "error body {s:?}: expected oauth, code-message, text, html, empty or json-as-html"
+            )),
+        }
+    }
+}
+
 /// An OAuth client known to the simulator.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct Client {
     /// The client id.
     pub id: String,
@@ -67,7 +119,11 @@ pub struct Client {
 }
 
 /// A subscriber (portal user) that can obtain tokens with the password grant.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// JSON form (config file, `POST /_sim/subscribers`): `username` and `password` are required,
+/// the other fields default as in [`Subscriber::new`].
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(from = "SubscriberJson")]
 pub struct Subscriber {
     /// Login name, matched exactly after form/query decoding (e.g. `111@abc-company`).
     pub username: String,
@@ -87,59 +143,81 @@ pub struct Subscriber {
 }
 
 impl Subscriber {
-    /// A subscriber with sensible defaults: scope `Office Manager`, domain = the part after the
-    /// `@` (or `default`), territory `territory`, uid `<user>@<domain>`, MFA off.
+    /// A subscriber with defaults: scope `Office Manager`, domain = the part after the last `@`
+    /// (`default` if none), territory `sim-territory`, uid = the username, MFA off.
     pub fn new(username: &str, password: &str) -> Self {
-        let _ = (username, password);
-        todo!()
+        let domain = match username.rsplit_once('@') {
+            Some((_, d)) if !d.is_empty() => d.to_owned(),
+            _ => "default".to_owned(),
+        };
+        Subscriber {
+            username: username.to_owned(),
+            password: password.to_owned(),
+            scope: "Office Manager".to_owned(),
+            domain,
+            territory: "sim-territory".to_owned(),
+            uid: username.to_owned(),
+            mfa: false,
+        }
+    }
+
+    /// The same subscriber with MFA on or off.
+    pub fn with_mfa(self, mfa: bool) -> Self {
+        Subscriber { mfa, ..self }
+    }
+
+    /// The same subscriber with another scope.
+    pub fn with_scope(self, scope: &str) -> Self {
+        Subscriber {
+            scope: scope.to_owned(),
+            ..self
+        }
     }
 }
 
-/// A fault the simulator plays on token requests (v1 `oauth2/token` and v2 `tokens`) unless
-/// the variant says otherwise. Inject with [`Sim::inject`] (active until [`Sim::clear_faults`]
-/// or, for variants with a `count`, until used up) or [`Sim::inject_times`].
-#[derive(Clone, Debug, PartialEq)]
-pub enum Fault {
-    /// Answer `status` (e.g. 500, 502, 503) with an HTML body to the next `count` token requests.
-    Status { status: u16, count: u32 },
-    /// Answer `status` to each token request with probability `fraction` (0.0..=1.0).
-    StatusFraction { status: u16, fraction: f64 },
-    /// Delay each token request by this much before answering.
-    Latency(Duration),
-    /// Never answer token requests (until the server shuts down); the client must time out.
-    Hang,
-    /// Answer 200 with a truncated JSON document (the grant is processed first, so a rotated
-    /// refresh token is consumed).
-    MalformedJson,
-    /// Keep the status but send an empty body (the grant is processed first).
-    EmptyBody,
-    /// Send the normal JSON body labelled `Content-Type: text/html`.
-    JsonAsHtml,
-    /// A web application firewall: once more than `after` token requests arrive within `window`
-    /// (a fixed window starting at the first request), answer an HTML 403 until it ends.
-    Firewall { after: u32, window: Duration },
-    /// Answer 429 with `Retry-After: retry_after_secs` to the next `count` token requests.
-    TooManyRequests { retry_after_secs: u64, count: u32 },
-    /// Answer `401` with `{"code":401,"message":"Invalid Scope [APP001]"}`.
-    InvalidScope,
-    /// Reject every refresh grant with the configured bad-refresh status (`invalid_grant`).
-    RejectRefresh,
-    /// Answer 405 to token requests made with this HTTP method (`GET` or `POST`), as a server
-    /// that accepts only one of the two would.
-    MethodNotAllowed { method: String },
-    /// Answer `status` to the next `count` `oauth2/read` requests (not token requests).
-    ReadStatus { status: u16, count: u32 },
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscriberJson {
+    username: String,
+    password: String,
+    scope: Option<String>,
+    domain: Option<String>,
+    territory: Option<String>,
+    uid: Option<String>,
+    #[serde(default)]
+    mfa: bool,
 }
 
-/// Request counters. `by_key` maps `"endpoint/grant/result"` (e.g. `"token/password/ok"`,
-/// `"v2/refresh_token/invalid_grant"`, `"read/-/ok"`, `"token/password/fault_503"`) to a count.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+impl From<SubscriberJson> for Subscriber {
+    fn from(j: SubscriberJson) -> Self {
+        let d = Subscriber::new(&j.username, &j.password);
+        Subscriber {
+            scope: j.scope.unwrap_or(d.scope),
+            domain: j.domain.unwrap_or(d.domain),
+            territory: j.territory.unwrap_or(d.territory),
+            uid: j.uid.unwrap_or(d.uid),
+            mfa: j.mfa,
+            ..d
+        }
+    }
+}
+
+/// Request counters. `by_key` maps `"endpoint/grant/result"` to a count, where endpoint is
+/// `token` (v1), `v2` or `read`; grant is `password`, `refresh_token`, `other` or `-`; result
+/// is `ok`, `mfa_required`, an error (`invalid_client`, `invalid_credentials`,
+/// `invalid_request`, `unsupported_grant_type`, `refresh_unknown`, `refresh_reused`,
+/// `refresh_expired`, `refresh_revoked`, `refresh_rejected`, `refresh_other_client`,
+/// `not_found`, `method_not_allowed`, and on `read`: `missing_token`, `invalid_token`,
+/// `expired`, `revoked`) or a fault (`fault_503`, `fault_429`, `fault_firewall`, `fault_hang`,
+/// `fault_invalid_scope`, `fault_method_not_allowed`, `fault_empty_body_<result>`,
+/// `fault_malformed_json_<result>`). E.g. `"token/password/ok"`.
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Stats {
     /// All requests to any token endpoint (v1 and v2), whatever their outcome.
     pub token_requests: u64,
     /// Token requests with `grant_type=password`.
     pub password_grants: u64,
-    /// Password grants answered with a usable token.
+    /// Password grants answered with a usable token (not MFA, body not spoilt by a fault).
     pub password_grants_ok: u64,
     /// Token requests with `grant_type=refresh_token`.
     pub refresh_grants: u64,
@@ -155,124 +233,25 @@ pub struct Stats {
     pub by_key: BTreeMap<String, u64>,
 }
 
-/// How to start a simulator. Build with [`SimConfig::new`] and the builder methods.
-#[derive(Clone, Debug)]
-pub struct SimConfig {
-    /// Address to bind (port 0 picks a free one).
-    pub listen: SocketAddr,
-    /// Base path of the API, normalised to start with `/` and not end with one (`""` = root).
-    pub base_path: String,
-    /// Access-token lifetime (at least 1 s).
-    pub token_ttl: Duration,
-    /// Refresh behaviour.
-    pub refresh_mode: RefreshMode,
-    /// Refresh-token lifetime (`None`: never expires).
-    pub refresh_token_ttl: Option<Duration>,
-    /// A new password grant revokes the user's earlier access and refresh tokens.
-    pub password_grant_revokes_previous: bool,
-    /// Serve v2 `tokens`; when false it answers 404 with an HTML page.
-    pub v2_enabled: bool,
-    /// Status for a bad client id/secret on v1 (400, 401 or 403).
-    pub bad_client_status: u16,
-    /// Status for a bad, expired, revoked or reused refresh token on v1 (400, 401 or 403).
-    pub bad_refresh_status: u16,
-    /// Body shape of v1 error answers.
-    pub error_body: ErrorBody,
-    /// The `apiversion` string reported (`"Version: 44.1.0"`).
-    pub api_version: String,
-    /// OAuth clients.
-    pub clients: Vec<Client>,
-    /// Subscribers.
-    pub subscribers: Vec<Subscriber>,
-    /// Faults active from the start.
-    pub faults: Vec<Fault>,
-}
-
-impl Default for SimConfig {
-    fn default() -> Self {
-        Self::new()
+impl Stats {
+    /// The count for one `"endpoint/grant/result"` key (0 if never seen).
+    pub fn count(&self, key: &str) -> u64 {
+        self.by_key.get(key).copied().unwrap_or(0)
     }
 }
 
-impl SimConfig {
-    /// Listen on 127.0.0.1:0, base path `/ns-api`, TTL 3600 s, refresh mode Same, v2 enabled,
-    /// bad client → 401, bad refresh → 400, OAuth-style error bodies, no clients or subscribers.
-    pub fn new() -> Self {
-        todo!()
-    }
-    /// Address to bind.
-    pub fn listen(self, addr: SocketAddr) -> Self {
-        Self {
-            listen: addr,
-            ..self
-        }
-    }
-    /// Base path (`/ns-api`, `ns-api/`, `/` ...), normalised.
-    pub fn base_path(self, p: &str) -> Self {
-        let _ = p;
-        todo!()
-    }
-    /// Access-token lifetime (clamped to at least 1 s).
-    pub fn token_ttl(self, ttl: Duration) -> Self {
-        Self {
-            token_ttl: ttl,
-            ..self
-        }
-    }
-    /// Refresh behaviour.
-    pub fn refresh_mode(self, m: RefreshMode) -> Self {
-        Self {
-            refresh_mode: m,
-            ..self
-        }
-    }
-    /// Refresh-token lifetime (`None`: never expires).
-    pub fn refresh_token_ttl(self, ttl: Option<Duration>) -> Self {
-        Self {
-            refresh_token_ttl: ttl,
-            ..self
-        }
-    }
-    /// A new password grant revokes the user's earlier tokens.
-    pub fn password_grant_revokes_previous(self, yes: bool) -> Self {
-        Self {
-            password_grant_revokes_previous: yes,
-            ..self
-        }
-    }
-    /// Serve v2 (`true`) or answer it 404 with HTML (`false`).
-    pub fn v2_enabled(self, yes: bool) -> Self {
-        Self {
-            v2_enabled: yes,
-            ..self
-        }
-    }
-    /// Status and body shape of v1 errors for a bad client and for a bad refresh token.
-    pub fn errors(self, bad_client_status: u16, bad_refresh_status: u16, body: ErrorBody) -> Self {
-        Self {
-            bad_client_status,
-            bad_refresh_status,
-            error_body: body,
-            ..self
-        }
-    }
-    /// Add an OAuth client.
-    pub fn client(mut self, id: &str, secret: &str) -> Self {
-        self.clients.push(Client {
-            id: id.into(),
-            secret: secret.into(),
-        });
-        self
-    }
-    /// Add a subscriber.
-    pub fn subscriber(mut self, s: Subscriber) -> Self {
-        self.subscribers.push(s);
-        self
-    }
-    /// Add a fault active from the start.
-    pub fn fault(mut self, f: Fault) -> Self {
-        self.faults.push(f);
-        self
+/// Stops the server when the last [`Sim`] handle goes.
+struct Running {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    base_path: String,
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
     }
 }
 
@@ -280,102 +259,192 @@ impl SimConfig {
 /// handle is dropped.
 #[derive(Clone)]
 pub struct Sim {
-    _private: (),
+    inner: Arc<Running>,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim")
+            .field("base_url", &self.base_url())
+            .finish()
+    }
 }
 
 impl Sim {
     /// Bind and start serving in the current tokio runtime.
     pub async fn start(config: SimConfig) -> std::io::Result<Sim> {
-        let _ = config;
-        todo!()
+        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        let addr = listener.local_addr()?;
+        let base_path = server::normalise_base(&config.base_path);
+        let mut store = Store::new(config.settings());
+        for c in &config.clients {
+            store.add_client(&c.id, &c.secret);
+        }
+        for s in &config.subscribers {
+            store.add_subscriber(s.clone());
+        }
+        for f in &config.faults {
+            store.faults.push(f.fault.clone(), f.times);
+        }
+        let (stop, stop_rx) = watch::channel(false);
+        let shared = Arc::new(Shared::new(store, stop_rx.clone()));
+        let app = server::router(shared.clone(), &base_path);
+        let mut stop_signal = stop_rx;
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = stop_signal.wait_for(|stop| *stop).await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "nsapi-sim server failed");
+            }
+        });
+        tracing::debug!(%addr, base_path, "nsapi-sim listening");
+        Ok(Sim {
+            inner: Arc::new(Running {
+                shared,
+                addr,
+                base_path,
+                stop,
+                task: Mutex::new(Some(task)),
+            }),
+        })
     }
+
+    fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
-        todo!()
+        self.inner.addr
     }
+
     /// `http://ADDR/ns-api/` (with the configured base path and a trailing slash).
     pub fn base_url(&self) -> String {
-        todo!()
+        format!("http://{}{}/", self.inner.addr, self.inner.base_path)
     }
+
     /// `http://ADDR/_sim/`, the admin API.
     pub fn admin_url(&self) -> String {
-        todo!()
+        format!("http://{}/_sim/", self.inner.addr)
     }
+
     /// Add (or replace) an OAuth client.
     pub fn add_client(&self, id: &str, secret: &str) {
-        let _ = (id, secret);
-        todo!()
+        self.shared().lock().add_client(id, secret);
     }
+
     /// Add (or replace, by username) a subscriber.
     pub fn add_subscriber(&self, s: Subscriber) {
-        let _ = s;
-        todo!()
+        self.shared().lock().add_subscriber(s);
     }
+
     /// Change a subscriber's password (no-op for an unknown user). Existing tokens stay valid.
     pub fn set_password(&self, username: &str, password: &str) {
-        let _ = (username, password);
-        todo!()
+        self.shared().lock().set_password(username, password);
     }
+
     /// Change the refresh behaviour for refresh grants from now on.
     pub fn set_refresh_mode(&self, m: RefreshMode) {
-        let _ = m;
-        todo!()
+        self.shared().lock().settings.refresh_mode = m;
     }
-    /// Change the lifetime of tokens issued from now on.
+
+    /// Change the lifetime of access tokens issued from now on (raised to 1 s if shorter).
     pub fn set_token_ttl(&self, ttl: Duration) {
-        let _ = ttl;
-        todo!()
+        self.shared().lock().settings.token_ttl = ttl.max(MIN_TTL);
     }
+
+    /// Change the lifetime of refresh tokens issued from now on (`None`: no limit).
+    pub fn set_refresh_token_ttl(&self, ttl: Option<Duration>) {
+        self.shared().lock().settings.refresh_token_ttl = ttl;
+    }
+
+    /// Whether a new password grant revokes the user's earlier tokens.
+    pub fn set_password_grant_revokes_previous(&self, yes: bool) {
+        self.shared()
+            .lock()
+            .settings
+            .password_grant_revokes_previous = yes;
+    }
+
+    /// Status for a bad client and for a bad refresh token, and the body shape of v1 errors.
+    pub fn set_errors(&self, bad_client_status: u16, bad_refresh_status: u16, body: ErrorBody) {
+        let mut st = self.shared().lock();
+        st.settings.bad_client_status = bad_client_status;
+        st.settings.bad_refresh_status = bad_refresh_status;
+        st.settings.error_body = body;
+    }
+
     /// Enable or disable (404 HTML) v2.
     pub fn set_v2_enabled(&self, yes: bool) {
-        let _ = yes;
-        todo!()
+        self.shared().lock().settings.v2_enabled = yes;
     }
+
     /// Activate a fault (see [`Fault`] for how long each lasts).
     pub fn inject(&self, fault: Fault) {
-        let _ = fault;
-        todo!()
+        self.shared().lock().faults.push(fault, None);
     }
+
     /// Activate a fault for the next `times` requests it applies to only.
     pub fn inject_times(&self, fault: Fault, times: u32) {
-        let _ = (fault, times);
-        todo!()
+        self.shared().lock().faults.push(fault, Some(times));
     }
+
     /// Remove every active fault.
     pub fn clear_faults(&self) {
-        todo!()
+        self.shared().lock().faults.clear();
     }
+
     /// A snapshot of the request counters.
     pub fn stats(&self) -> Stats {
-        todo!()
+        self.shared().lock().stats.clone()
     }
+
     /// Zero the request counters.
     pub fn reset_stats(&self) {
-        todo!()
+        self.shared().lock().stats = Stats::default();
     }
+
     /// Whether this access token would be accepted by `oauth2/read` right now (known, not
     /// expired, not revoked, not an MFA intermediate token).
     pub fn is_token_valid(&self, access_token: &str) -> bool {
-        let _ = access_token;
-        todo!()
+        self.shared()
+            .lock()
+            .read(access_token, Instant::now())
+            .is_ok()
     }
-    /// Revoke an access token (and its refresh token), or a refresh token (and its access token).
+
+    /// Revoke an access token (and its refresh token), or a refresh token (and the access
+    /// tokens issued with it).
     pub fn revoke_token(&self, token: &str) {
-        let _ = token;
-        todo!()
+        self.shared().lock().revoke(token);
     }
+
     /// Make an access token (or a refresh token) expire now.
     pub fn expire_token(&self, token: &str) {
-        let _ = token;
-        todo!()
+        self.shared()
+            .lock()
+            .expire(token, Instant::now(), SystemTime::now());
     }
+
     /// Revoke every refresh token issued so far, so each refresh grant with one of them fails
-    /// (tokens issued later work; use [`Fault::RejectRefresh`] to reject all refreshes).
+    /// (tokens issued later work; inject [`Fault::RejectRefresh`] to reject all refreshes).
     pub fn revoke_refresh_tokens(&self) {
-        todo!()
+        self.shared().lock().revoke_all_refresh();
     }
-    /// Stop serving and wait for the server task to end.
+
+    /// Stop serving (hanging requests are released) and wait, up to 5 s, for the server to end.
     pub async fn shutdown(self) {
-        todo!()
+        let _ = self.inner.stop.send(true);
+        let task = self.inner.task.lock().ok().and_then(|mut t| t.take());
+        if let Some(task) = task {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
     }
 }

@@ -1,0 +1,253 @@
+//! The admin API under `/_sim/`: read counters, inject faults, add users and clients, change
+//! settings and ask whether a token is valid. JSON in and out. It exists for tests and demos;
+//! it has no authentication, so bind the simulator to loopback.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::duration::{serde_duration, serde_opt_duration};
+use crate::fault::FaultEntry;
+use crate::server::Shared;
+use crate::store::MIN_TTL;
+use crate::{ErrorBody, RefreshMode, Subscriber};
+
+type St = State<Arc<Shared>>;
+
+pub(crate) fn router() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/_sim/health", get(|| async { "ok\n" }))
+        .route("/_sim/stats", get(stats).delete(reset_stats))
+        .route(
+            "/_sim/faults",
+            get(list_faults).post(add_faults).delete(clear_faults),
+        )
+        .route(
+            "/_sim/settings",
+            get(settings).put(update_settings).patch(update_settings),
+        )
+        .route("/_sim/clients", post(add_client))
+        .route("/_sim/subscribers", post(add_subscriber))
+        .route("/_sim/subscribers/{username}/password", put(set_password))
+        .route(
+            "/_sim/tokens/valid",
+            get(token_valid_query).post(token_valid_body),
+        )
+        .route("/_sim/tokens/revoke", post(revoke))
+        .route("/_sim/tokens/expire", post(expire))
+        .route("/_sim/refresh-tokens/revoke", post(revoke_refresh))
+}
+
+fn bad_request(msg: impl Into<String>) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({"error": msg.into()}))).into_response()
+}
+
+async fn stats(State(sh): St) -> Response {
+    Json(sh.lock().stats.clone()).into_response()
+}
+
+async fn reset_stats(State(sh): St) -> StatusCode {
+    sh.lock().stats = Default::default();
+    StatusCode::NO_CONTENT
+}
+
+async fn list_faults(State(sh): St) -> Response {
+    Json(sh.lock().faults.list()).into_response()
+}
+
+/// One fault object or an array of them.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    Many(Vec<FaultEntry>),
+    One(FaultEntry),
+}
+
+async fn add_faults(State(sh): St, Json(body): Json<Value>) -> Response {
+    let entries = match serde_json::from_value::<OneOrMany>(body) {
+        Ok(OneOrMany::Many(v)) => v,
+        Ok(OneOrMany::One(e)) => vec![e],
+        Err(e) => return bad_request(format!("not a fault: {e}")),
+    };
+    if let Some(err) = entries.iter().find_map(|e| e.fault.validate().err()) {
+        return bad_request(err);
+    }
+    let mut st = sh.lock();
+    for e in entries {
+        st.faults.push(e.fault, e.times);
+    }
+    Json(st.faults.list()).into_response()
+}
+
+async fn clear_faults(State(sh): St) -> StatusCode {
+    sh.lock().faults.clear();
+    StatusCode::NO_CONTENT
+}
+
+async fn settings(State(sh): St) -> Response {
+    Json(sh.lock().settings.clone()).into_response()
+}
+
+/// Any subset of the settings.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsPatch {
+    #[serde(default, with = "opt_duration")]
+    token_ttl: Option<std::time::Duration>,
+    refresh_mode: Option<RefreshMode>,
+    #[serde(default, with = "opt_opt_duration")]
+    refresh_token_ttl: Option<Option<std::time::Duration>>,
+    password_grant_revokes_previous: Option<bool>,
+    v2_enabled: Option<bool>,
+    bad_client_status: Option<u16>,
+    bad_refresh_status: Option<u16>,
+    error_body: Option<ErrorBody>,
+    api_version: Option<String>,
+}
+
+/// A present field holds a duration.
+mod opt_duration {
+    use serde::Deserializer;
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<std::time::Duration>, D::Error> {
+        super::serde_duration::deserialize(d).map(Some)
+    }
+}
+
+/// A present field holds a lifetime, `null`/`"never"` included.
+mod opt_opt_duration {
+    use serde::Deserializer;
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<std::time::Duration>>, D::Error> {
+        super::serde_opt_duration::deserialize(d).map(Some)
+    }
+}
+
+fn valid_status(s: Option<u16>) -> bool {
+    s.is_none_or(|s| (100..=599).contains(&s))
+}
+
+async fn update_settings(State(sh): St, Json(body): Json<Value>) -> Response {
+    let patch: SettingsPatch = match serde_json::from_value(body) {
+        Ok(p) => p,
+        Err(e) => return bad_request(format!("invalid settings: {e}")),
+    };
+    if !valid_status(patch.bad_client_status) || !valid_status(patch.bad_refresh_status) {
+        return bad_request("statuses must be within 100..=599");
+    }
+    let mut st = sh.lock();
+    let s = &mut st.settings;
+    if let Some(v) = patch.token_ttl {
+        s.token_ttl = v.max(MIN_TTL);
+    }
+    if let Some(v) = patch.refresh_mode {
+        s.refresh_mode = v;
+    }
+    if let Some(v) = patch.refresh_token_ttl {
+        s.refresh_token_ttl = v;
+    }
+    if let Some(v) = patch.password_grant_revokes_previous {
+        s.password_grant_revokes_previous = v;
+    }
+    if let Some(v) = patch.v2_enabled {
+        s.v2_enabled = v;
+    }
+    if let Some(v) = patch.bad_client_status {
+        s.bad_client_status = v;
+    }
+    if let Some(v) = patch.bad_refresh_status {
+        s.bad_refresh_status = v;
+    }
+    if let Some(v) = patch.error_body {
+        s.error_body = v;
+    }
+    if let Some(v) = patch.api_version {
+        s.api_version = v;
+    }
+    Json(st.settings.clone()).into_response()
+}
+
+#[derive(Deserialize)]
+struct ClientBody {
+    id: String,
+    secret: String,
+}
+
+async fn add_client(State(sh): St, Json(c): Json<ClientBody>) -> StatusCode {
+    sh.lock().add_client(&c.id, &c.secret);
+    StatusCode::NO_CONTENT
+}
+
+async fn add_subscriber(State(sh): St, Json(s): Json<Subscriber>) -> StatusCode {
+    sh.lock().add_subscriber(s);
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct PasswordBody {
+    password: String,
+}
+
+async fn set_password(
+    State(sh): St,
+    Path(username): Path<String>,
+    Json(b): Json<PasswordBody>,
+) -> Response {
+    if sh.lock().set_password(&username, &b.password) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "no such subscriber"})),
+        )
+            .into_response()
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenBody {
+    token: String,
+}
+
+fn validity(sh: &Shared, token: &str) -> Response {
+    let answer = sh.lock().read(token, Instant::now());
+    let body = match answer {
+        Ok(_) => json!({"valid": true}),
+        Err(reason) => json!({"valid": false, "reason": reason}),
+    };
+    Json(body).into_response()
+}
+
+async fn token_valid_query(State(sh): St, Query(t): Query<TokenBody>) -> Response {
+    validity(&sh, &t.token)
+}
+
+async fn token_valid_body(State(sh): St, Json(t): Json<TokenBody>) -> Response {
+    validity(&sh, &t.token)
+}
+
+async fn revoke(State(sh): St, Json(t): Json<TokenBody>) -> Response {
+    let found = sh.lock().revoke(&t.token);
+    Json(json!({"found": found})).into_response()
+}
+
+async fn expire(State(sh): St, Json(t): Json<TokenBody>) -> Response {
+    let found = sh
+        .lock()
+        .expire(&t.token, Instant::now(), SystemTime::now());
+    Json(json!({"found": found})).into_response()
+}
+
+async fn revoke_refresh(State(sh): St) -> StatusCode {
+    sh.lock().revoke_all_refresh();
+    StatusCode::NO_CONTENT
+}

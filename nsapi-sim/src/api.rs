@@ -1,0 +1,446 @@
+//! The simulated NetSapiens endpoints: v1 `oauth2/token` and `oauth2/read`, v2 `tokens`.
+//! Turns HTTP into [`GrantRequest`]s and store answers into the body shapes real servers send.
+//! Never logs a secret: only endpoint, grant type, result and status.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use axum::body::Body;
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::ErrorBody;
+use crate::fault::{BodyFault, EarlyAnswer};
+use crate::server::Shared;
+use crate::store::{GrantError, GrantKind, GrantRequest, Issued, Settings, TokenInfo};
+use crate::wire::{format_expires, html_page, parse_urlencoded, xml_escape};
+
+/// Largest request body read (a token request is a few hundred bytes).
+const BODY_LIMIT: usize = 64 * 1024;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Api {
+    V1,
+    V2,
+}
+
+impl Api {
+    fn endpoint(self) -> &'static str {
+        match self {
+            Api::V1 => "token",
+            Api::V2 => "v2",
+        }
+    }
+}
+
+fn respond(status: u16, content_type: Option<&'static str>, body: impl Into<Body>) -> Response {
+    let mut res = Response::new(body.into());
+    *res.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Some(ct) = content_type {
+        res.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    }
+    res
+}
+
+const JSON: Option<&str> = Some("application/json");
+const HTML: Option<&str> = Some("text/html; charset=UTF-8");
+
+fn json_response(status: u16, v: &Value) -> Response {
+    respond(status, JSON, v.to_string())
+}
+
+pub(crate) fn html_response(status: u16, detail: &str) -> Response {
+    respond(status, HTML, html_page(status, detail))
+}
+
+pub(crate) async fn v1_token(State(sh): State<Arc<Shared>>, req: Request) -> Response {
+    token_endpoint(sh, Api::V1, req).await
+}
+
+pub(crate) async fn v2_tokens(State(sh): State<Arc<Shared>>, req: Request) -> Response {
+    token_endpoint(sh, Api::V2, req).await
+}
+
+async fn token_endpoint(sh: Arc<Shared>, api: Api, req: Request) -> Response {
+    let endpoint = api.endpoint();
+    let method = req.method().clone();
+    let v2_enabled = {
+        let mut st = sh.lock();
+        st.stats.token_requests += 1;
+        if api == Api::V2 {
+            st.stats.v2_requests += 1;
+        }
+        st.settings.v2_enabled
+    };
+    if api == Api::V2 && !v2_enabled {
+        return finish(
+            &sh,
+            endpoint,
+            GrantKind::Missing,
+            "not_found",
+            html_response(404, "The requested URL was not found on this server."),
+        );
+    }
+    let allowed = match api {
+        Api::V1 => method == Method::GET || method == Method::POST,
+        Api::V2 => method == Method::POST,
+    };
+    if !allowed {
+        let res = respond(405, Some("text/plain"), "Method Not Allowed");
+        return finish(&sh, endpoint, GrantKind::Missing, "method_not_allowed", res);
+    }
+    let grant_req = match read_params(req).await {
+        Ok(pairs) => GrantRequest::from_pairs(pairs),
+        Err(e) => {
+            let err = GrantError::InvalidRequest(e);
+            let res = error_response(&sh.lock().settings, api, &err);
+            return finish(&sh, endpoint, GrantKind::Missing, err.result_key(), res);
+        }
+    };
+    let grant = grant_req.grant();
+    let plan = {
+        let mut st = sh.lock();
+        match grant {
+            GrantKind::Password => st.stats.password_grants += 1,
+            GrantKind::Refresh => st.stats.refresh_grants += 1,
+            _ => {}
+        }
+        st.faults
+            .plan_token(&method, grant == GrantKind::Refresh, Instant::now())
+    };
+    if !plan.delay.is_zero() {
+        tokio::time::sleep(plan.delay).await;
+    }
+    if let Some(early) = plan.early {
+        let key = early.result_key();
+        let res = match early {
+            EarlyAnswer::Hang => {
+                sh.count(endpoint, grant, &key);
+                sh.until_shutdown().await;
+                return html_response(503, "The server is shutting down.");
+            }
+            EarlyAnswer::Status(s) => html_response(s, "The server encountered a temporary error."),
+            EarlyAnswer::Firewall => respond(
+                403,
+                HTML,
+                "<!DOCTYPE html>\n<html><head><title>403 Forbidden</title></head><body>\
+                 <h1>Forbidden</h1><p>Your request was blocked by the web application firewall. \
+                 Your IP address has been logged.</p></body></html>\n",
+            ),
+            EarlyAnswer::TooManyRequests(secs) => {
+                let mut res = html_response(429, "Too many requests, slow down.");
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                res
+            }
+            EarlyAnswer::InvalidScope => json_response(
+                401,
+                &json!({"code": 401, "message": "Invalid Scope [APP001]"}),
+            ),
+            EarlyAnswer::MethodNotAllowed => respond(405, Some("text/plain"), "Method Not Allowed"),
+        };
+        return finish(&sh, endpoint, grant, &key, res);
+    }
+
+    let (res, key, ok) = {
+        let mut st = sh.lock();
+        let outcome = st.grant(
+            &grant_req,
+            plan.reject_refresh,
+            Instant::now(),
+            SystemTime::now(),
+        );
+        match outcome {
+            Ok(issued) if issued.mfa => (
+                json_response(200, &mfa_body(&issued, &st.settings)),
+                "mfa_required",
+                false,
+            ),
+            Ok(issued) => (
+                json_response(200, &token_body(&issued, &st.settings, api)),
+                "ok",
+                true,
+            ),
+            Err(err) => (
+                error_response(&st.settings, api, &err),
+                err.result_key(),
+                false,
+            ),
+        }
+    };
+    let (res, key, ok) = match plan.body {
+        None => (res, key.to_owned(), ok),
+        Some(BodyFault::JsonAsHtml) => (relabel_html(res), key.to_owned(), ok),
+        Some(BodyFault::Empty) => (empty_body(res), format!("fault_empty_body_{key}"), false),
+        Some(BodyFault::Malformed) => (
+            malformed(res).await,
+            format!("fault_malformed_json_{key}"),
+            false,
+        ),
+    };
+    if ok {
+        let mut st = sh.lock();
+        match grant {
+            GrantKind::Password => st.stats.password_grants_ok += 1,
+            GrantKind::Refresh => st.stats.refresh_grants_ok += 1,
+            _ => {}
+        }
+    }
+    finish(&sh, endpoint, grant, &key, res)
+}
+
+/// Count the request and log it (without any secret).
+fn finish(sh: &Shared, endpoint: &str, grant: GrantKind, result: &str, res: Response) -> Response {
+    sh.count(endpoint, grant, result);
+    tracing::debug!(
+        endpoint,
+        grant = grant.label(),
+        result,
+        status = res.status().as_u16(),
+        "request"
+    );
+    res
+}
+
+/// The request's fields, from the query string and the body (the body wins), whatever the
+/// encoding: form, multipart or JSON.
+async fn read_params(req: Request) -> Result<Vec<(String, String)>, &'static str> {
+    let mut pairs = parse_urlencoded(req.uri().query().unwrap_or("").as_bytes());
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if content_type.starts_with("multipart/form-data") {
+        let mut multipart = Multipart::from_request(req, &())
+            .await
+            .map_err(|_| "malformed multipart body")?;
+        while let Some(field) = multipart
+            .next_field()
+            .await
+            .map_err(|_| "malformed multipart body")?
+        {
+            let name = field.name().unwrap_or_default().to_owned();
+            let value = field.text().await.map_err(|_| "malformed multipart body")?;
+            pairs.push((name, value));
+        }
+        return Ok(pairs);
+    }
+    let body = axum::body::to_bytes(req.into_body(), BODY_LIMIT)
+        .await
+        .map_err(|_| "request body too large or unreadable")?;
+    if body.is_empty() {
+        return Ok(pairs);
+    }
+    if content_type.starts_with("application/json") || content_type.contains("+json") {
+        let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(&body) else {
+            return Err("the body is not a JSON object");
+        };
+        for (k, v) in map {
+            let v = match v {
+                Value::String(s) => s,
+                Value::Null => continue,
+                other => other.to_string(),
+            };
+            pairs.push((k, v));
+        }
+    } else {
+        pairs.extend(parse_urlencoded(&body));
+    }
+    Ok(pairs)
+}
+
+fn token_body(t: &Issued, settings: &Settings, api: Api) -> Value {
+    let s = &t.subscriber;
+    let user = s.username.split('@').next().unwrap_or_default();
+    let mut v = json!({
+        "access_token": t.access_token,
+        "expires_in": t.expires_in,
+        "scope": s.scope,
+        "token_type": "Bearer",
+        "refresh_token": t.refresh_token,
+        "legacy": false,
+        "domain": s.domain,
+        "apiversion": settings.api_version,
+        "username": s.username,
+        "user": user,
+        "territory": s.territory,
+        "uid": s.uid,
+    });
+    if api == Api::V2 {
+        v["client_id"] = json!(t.client_id);
+        v["user_scope"] = json!(s.scope);
+    }
+    v
+}
+
+fn mfa_body(t: &Issued, settings: &Settings) -> Value {
+    let s = &t.subscriber;
+    json!({
+        "access_token": t.access_token,
+        "expires_in": t.expires_in,
+        "scope": "mfa_required",
+        "token_type": "Bearer",
+        "mfa_type": "totp",
+        "mfa_vendor": "google",
+        "username": s.username,
+        "domain": s.domain,
+        "apiversion": settings.api_version,
+    })
+}
+
+fn error_response(settings: &Settings, api: Api, err: &GrantError) -> Response {
+    let status = err.status(settings);
+    if api == Api::V2 {
+        return json_response(status, &json!({"code": status, "message": err.message()}));
+    }
+    v1_error(
+        settings.error_body,
+        status,
+        err.oauth_error(),
+        err.message(),
+    )
+}
+
+/// A v1 error in the configured body shape.
+pub(crate) fn v1_error(style: ErrorBody, status: u16, error: &str, message: &str) -> Response {
+    let oauth = json!({"error": error, "error_description": message});
+    match style {
+        ErrorBody::OAuth => json_response(status, &oauth),
+        ErrorBody::CodeMessage => {
+            json_response(status, &json!({"code": status, "message": message}))
+        }
+        ErrorBody::Text => respond(
+            status,
+            Some("text/plain; charset=UTF-8"),
+            message.to_owned(),
+        ),
+        ErrorBody::Html => html_response(status, message),
+        ErrorBody::Empty => respond(status, None, Body::empty()),
+        ErrorBody::JsonAsHtml => respond(status, HTML, oauth.to_string()),
+    }
+}
+
+fn relabel_html(mut res: Response) -> Response {
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=UTF-8"),
+    );
+    res
+}
+
+fn empty_body(res: Response) -> Response {
+    let (mut parts, _) = res.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::empty())
+}
+
+/// Cut the JSON body in half, as a proxy that drops the connection's tail would.
+async fn malformed(res: Response) -> Response {
+    let (mut parts, body) = res.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let cut = bytes.slice(..bytes.len() / 2);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(cut))
+}
+
+pub(crate) async fn read(State(sh): State<Arc<Shared>>, req: Request) -> Response {
+    let (injected, style) = {
+        let mut st = sh.lock();
+        st.stats.read_requests += 1;
+        (st.faults.plan_read(), st.settings.error_body)
+    };
+    if let Some(status) = injected {
+        let res = html_response(status, "The server encountered a temporary error.");
+        return finish(
+            &sh,
+            "read",
+            GrantKind::Missing,
+            &format!("fault_{status}"),
+            res,
+        );
+    }
+    let as_json = parse_urlencoded(req.uri().query().unwrap_or("").as_bytes())
+        .iter()
+        .any(|(k, v)| k == "format" && v.eq_ignore_ascii_case("json"));
+    let Some(token) = bearer(req.headers()) else {
+        let res = v1_error(
+            style,
+            401,
+            "invalid_request",
+            "No access token was provided",
+        );
+        return finish(&sh, "read", GrantKind::Missing, "missing_token", res);
+    };
+    let answer = {
+        let st = sh.lock();
+        st.read(&token, Instant::now())
+            .map(|info| (info, st.settings.api_version.clone()))
+    };
+    let res = match answer {
+        Err(why) => {
+            let res = v1_error(
+                style,
+                401,
+                "invalid_token",
+                "The access token provided is invalid",
+            );
+            return finish(&sh, "read", GrantKind::Missing, why, res);
+        }
+        Ok((info, version)) if as_json => json_response(200, &read_json(&info, &version)),
+        Ok((info, version)) => respond(
+            200,
+            Some("text/xml; charset=UTF-8"),
+            read_xml(&info, &version),
+        ),
+    };
+    finish(&sh, "read", GrantKind::Missing, "ok", res)
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+}
+
+fn read_fields(info: &TokenInfo, version: &str) -> [(&'static str, String); 8] {
+    let s = &info.subscriber;
+    [
+        ("token", info.token.clone()),
+        ("client_id", info.client_id.clone()),
+        ("territory", s.territory.clone()),
+        ("domain", s.domain.clone()),
+        ("uid", s.uid.clone()),
+        ("expires", format_expires(info.expires_wall)),
+        ("scope", s.scope.clone()),
+        ("apiversion", version.to_owned()),
+    ]
+}
+
+fn read_json(info: &TokenInfo, version: &str) -> Value {
+    let map = read_fields(info, version)
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), Value::String(v)));
+    Value::Object(map.collect())
+}
+
+fn read_xml(info: &TokenInfo, version: &str) -> String {
+    let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Oauth>");
+    for (k, v) in read_fields(info, version) {
+        xml.push_str(&format!("<{k}>{}</{k}>", xml_escape(&v)));
+    }
+    xml.push_str("</Oauth>\n");
+    xml
+}
+
+pub(crate) async fn not_found() -> impl IntoResponse {
+    html_response(404, "The requested URL was not found on this server.")
+}

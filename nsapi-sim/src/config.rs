@@ -1,0 +1,334 @@
+//! How a simulator starts: [`SimConfig`], built in Rust or read from a JSON config file.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::duration::{serde_duration, serde_opt_duration};
+use crate::fault::{Fault, FaultEntry};
+use crate::server::normalise_base;
+use crate::store::{MIN_TTL, Settings};
+use crate::{Client, ErrorBody, RefreshMode, Subscriber};
+
+/// How to start a simulator. Build with [`SimConfig::new`] and the builder methods, or read a
+/// JSON file with [`SimConfig::from_json_file`].
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Address to bind (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// Base path of the API, normalised to start with `/` and not end with one (`""` = root).
+    pub base_path: String,
+    /// Access-token lifetime (at least 1 s).
+    pub token_ttl: Duration,
+    /// Refresh behaviour.
+    pub refresh_mode: RefreshMode,
+    /// Refresh-token lifetime (`None`: never expires).
+    pub refresh_token_ttl: Option<Duration>,
+    /// A new password grant revokes the user's earlier access and refresh tokens.
+    pub password_grant_revokes_previous: bool,
+    /// Serve v2 `tokens`; when false it answers 404 with an HTML page.
+    pub v2_enabled: bool,
+    /// Status for a bad client id/secret on v1 and v2 (400, 401 or 403).
+    pub bad_client_status: u16,
+    /// Status for a bad, expired, revoked or reused refresh token (400, 401 or 403).
+    pub bad_refresh_status: u16,
+    /// Body shape of v1 error answers (v2 always answers `{"code","message"}`).
+    pub error_body: ErrorBody,
+    /// The `apiversion` string reported (`"Version: 44.1.0"`).
+    pub api_version: String,
+    /// OAuth clients.
+    pub clients: Vec<Client>,
+    /// Subscribers.
+    pub subscribers: Vec<Subscriber>,
+    /// Faults active from the start, each with an optional limit.
+    pub(crate) faults: Vec<FaultEntry>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SimConfig {
+    /// Listen on 127.0.0.1:0, base path `/ns-api`, TTL 3600 s, refresh mode Same, no refresh
+    /// token lifetime, v2 enabled, bad client → 401, bad refresh → 400, OAuth-style error
+    /// bodies, `apiversion` `Version: 44.1.0`, no clients, subscribers or faults.
+    pub fn new() -> Self {
+        SimConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            base_path: "/ns-api".into(),
+            token_ttl: Duration::from_secs(3600),
+            refresh_mode: RefreshMode::Same,
+            refresh_token_ttl: None,
+            password_grant_revokes_previous: false,
+            v2_enabled: true,
+            bad_client_status: 401,
+            bad_refresh_status: 400,
+            error_body: ErrorBody::OAuth,
+            api_version: "Version: 44.1.0".into(),
+            clients: Vec::new(),
+            subscribers: Vec::new(),
+            faults: Vec::new(),
+        }
+    }
+
+    /// Address to bind.
+    pub fn listen(self, addr: SocketAddr) -> Self {
+        Self {
+            listen: addr,
+            ..self
+        }
+    }
+
+    /// Base path (`/ns-api`, `ns-api/`, `/` for the root, ...), normalised.
+    pub fn base_path(self, p: &str) -> Self {
+        Self {
+            base_path: normalise_base(p),
+            ..self
+        }
+    }
+
+    /// Access-token lifetime (raised to 1 s if shorter).
+    pub fn token_ttl(self, ttl: Duration) -> Self {
+        Self {
+            token_ttl: ttl.max(MIN_TTL),
+            ..self
+        }
+    }
+
+    /// Refresh behaviour.
+    pub fn refresh_mode(self, m: RefreshMode) -> Self {
+        Self {
+            refresh_mode: m,
+            ..self
+        }
+    }
+
+    /// Refresh-token lifetime (`None`: never expires).
+    pub fn refresh_token_ttl(self, ttl: Option<Duration>) -> Self {
+        Self {
+            refresh_token_ttl: ttl,
+            ..self
+        }
+    }
+
+    /// A new password grant revokes the user's earlier tokens.
+    pub fn password_grant_revokes_previous(self, yes: bool) -> Self {
+        Self {
+            password_grant_revokes_previous: yes,
+            ..self
+        }
+    }
+
+    /// Serve v2 (`true`) or answer it 404 with HTML (`false`).
+    pub fn v2_enabled(self, yes: bool) -> Self {
+        Self {
+            v2_enabled: yes,
+            ..self
+        }
+    }
+
+    /// Status for a bad client and for a bad refresh token, and the body shape of v1 errors.
+    pub fn errors(self, bad_client_status: u16, bad_refresh_status: u16, body: ErrorBody) -> Self {
+        Self {
+            bad_client_status,
+            bad_refresh_status,
+            error_body: body,
+            ..self
+        }
+    }
+
+    /// The `apiversion` string reported.
+    pub fn api_version(self, v: &str) -> Self {
+        Self {
+            api_version: v.into(),
+            ..self
+        }
+    }
+
+    /// Add an OAuth client.
+    pub fn client(mut self, id: &str, secret: &str) -> Self {
+        self.clients.push(Client {
+            id: id.into(),
+            secret: secret.into(),
+        });
+        self
+    }
+
+    /// Add a subscriber.
+    pub fn subscriber(mut self, s: Subscriber) -> Self {
+        self.subscribers.push(s);
+        self
+    }
+
+    /// Add a fault active from the start (see [`Fault`] for how long each lasts).
+    pub fn fault(mut self, f: Fault) -> Self {
+        self.faults.push(FaultEntry {
+            fault: f,
+            times: None,
+        });
+        self
+    }
+
+    /// Add a fault for the first `times` requests it applies to.
+    pub fn fault_times(mut self, f: Fault, times: u32) -> Self {
+        self.faults.push(FaultEntry {
+            fault: f,
+            times: Some(times),
+        });
+        self
+    }
+
+    /// Read a JSON config file (see [`SimConfig::from_json`]).
+    pub fn from_json_file(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Parse a JSON config. Every field is optional; durations are seconds or strings such as
+    /// `"60s"`:
+    ///
+    /// ```json
+    /// {"listen": "127.0.0.1:8080", "base_path": "/ns-api", "token_ttl": "60s",
+    ///  "refresh_mode": "rotate", "refresh_token_ttl": "1h",
+    ///  "password_grant_revokes_previous": false, "v2_enabled": true,
+    ///  "bad_client_status": 401, "bad_refresh_status": 400, "error_body": "oauth",
+    ///  "api_version": "Version: 44.1.0",
+    ///  "clients": [{"id": "client-id", "secret": "client-secret"}],
+    ///  "subscribers": [{"username": "111@abc-company", "password": "s3cret",
+    ///                   "scope": "Office Manager", "mfa": false}],
+    ///  "faults": [{"type": "status", "status": 503, "count": 2}]}
+    /// ```
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        let file: ConfigFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        file.into_config()
+    }
+
+    pub(crate) fn settings(&self) -> Settings {
+        Settings {
+            token_ttl: self.token_ttl.max(MIN_TTL),
+            refresh_mode: self.refresh_mode,
+            refresh_token_ttl: self.refresh_token_ttl,
+            password_grant_revokes_previous: self.password_grant_revokes_previous,
+            v2_enabled: self.v2_enabled,
+            bad_client_status: self.bad_client_status,
+            bad_refresh_status: self.bad_refresh_status,
+            error_body: self.error_body,
+            api_version: self.api_version.clone(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    listen: Option<SocketAddr>,
+    base_path: Option<String>,
+    #[serde(default, deserialize_with = "some_duration")]
+    token_ttl: Option<Duration>,
+    refresh_mode: Option<RefreshMode>,
+    #[serde(default, with = "serde_opt_duration")]
+    refresh_token_ttl: Option<Duration>,
+    password_grant_revokes_previous: Option<bool>,
+    v2_enabled: Option<bool>,
+    bad_client_status: Option<u16>,
+    bad_refresh_status: Option<u16>,
+    error_body: Option<ErrorBody>,
+    api_version: Option<String>,
+    #[serde(default)]
+    clients: Vec<Client>,
+    #[serde(default)]
+    subscribers: Vec<Subscriber>,
+    #[serde(default)]
+    faults: Vec<FaultEntry>,
+}
+
+fn some_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    serde_duration::deserialize(d).map(Some)
+}
+
+impl ConfigFile {
+    fn into_config(self) -> Result<SimConfig, String> {
+        let mut c = SimConfig::new();
+        for status in [self.bad_client_status, self.bad_refresh_status]
+            .into_iter()
+            .flatten()
+        {
+            if !(100..=599).contains(&status) {
+                return Err(format!("status {status} is not an HTTP status"));
+            }
+        }
+        for f in &self.faults {
+            f.fault.validate()?;
+        }
+        if let Some(v) = self.listen {
+            c.listen = v;
+        }
+        if let Some(v) = self.base_path {
+            c = c.base_path(&v);
+        }
+        if let Some(v) = self.token_ttl {
+            c = c.token_ttl(v);
+        }
+        if let Some(v) = self.refresh_mode {
+            c.refresh_mode = v;
+        }
+        c.refresh_token_ttl = self.refresh_token_ttl;
+        if let Some(v) = self.password_grant_revokes_previous {
+            c.password_grant_revokes_previous = v;
+        }
+        if let Some(v) = self.v2_enabled {
+            c.v2_enabled = v;
+        }
+        if let Some(v) = self.bad_client_status {
+            c.bad_client_status = v;
+        }
+        if let Some(v) = self.bad_refresh_status {
+            c.bad_refresh_status = v;
+        }
+        if let Some(v) = self.error_body {
+            c.error_body = v;
+        }
+        if let Some(v) = self.api_version {
+            c.api_version = v;
+        }
+        c.clients = self.clients;
+        c.subscribers = self.subscribers;
+        c.faults = self.faults;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_full_config() {
+        let c = SimConfig::from_json(
+            r#"{"base_path": "ns-api/", "token_ttl": "60s", "refresh_mode": "rotate",
+                "refresh_token_ttl": 120, "error_body": "code_message",
+                "clients": [{"id": "c", "secret": "s"}],
+                "subscribers": [{"username": "111@abc", "password": "p", "mfa": true}],
+                "faults": [{"type": "latency", "delay": "5ms", "times": 3}]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.base_path, "/ns-api");
+        assert_eq!(c.token_ttl, Duration::from_secs(60));
+        assert_eq!(c.refresh_mode, RefreshMode::Rotate);
+        assert_eq!(c.refresh_token_ttl, Some(Duration::from_secs(120)));
+        assert_eq!(c.error_body, ErrorBody::CodeMessage);
+        assert_eq!(c.subscribers[0].domain, "abc");
+        assert!(c.subscribers[0].mfa);
+        assert_eq!(c.faults[0].times, Some(3));
+    }
+
+    #[test]
+    fn rejects_unknown_fields_and_bad_statuses() {
+        assert!(SimConfig::from_json(r#"{"token_tll": 5}"#).is_err());
+        assert!(SimConfig::from_json(r#"{"bad_client_status": 99}"#).is_err());
+    }
+}
