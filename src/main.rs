@@ -1,1 +1,157 @@
-fn main() {}
+//! The `nsapi-token-operator` binary: `run` starts the controller, `crd` prints the CRD.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use kube::runtime::events::Reporter;
+use tracing::{error, info};
+
+use nsapi_token_operator::admin::{self, AdminState};
+use nsapi_token_operator::clock::SystemClock;
+use nsapi_token_operator::inputs::Policy;
+use nsapi_token_operator::metrics::Metrics;
+use nsapi_token_operator::nsapi::{NsApiClient, NsApiClientConfig};
+use nsapi_token_operator::reconciler::{self, Context};
+use nsapi_token_operator::telemetry::{self, LogFormat};
+use nsapi_token_operator::{crd, schedule};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Keeps a NetSapiens API OAuth2 Bearer token in a Kubernetes Secret, always valid"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller (uses the in-cluster config, or KUBECONFIG).
+    Run(RunArgs),
+    /// Print the NsApiCredential CRD as YAML.
+    Crd,
+}
+
+#[derive(Parser)]
+struct RunArgs {
+    /// API hosts that credentials may send their secrets to (glob, `*` matches any run of
+    /// characters; repeatable). Without any, every host is allowed.
+    #[arg(
+        long = "allowed-api-host",
+        value_name = "GLOB",
+        env = "NSAPI_ALLOWED_API_HOSTS",
+        value_delimiter = ','
+    )]
+    allowed_api_hosts: Vec<String>,
+    /// Allow http:// API base URLs (for tests and demos on loopback; never in production).
+    #[arg(long, env = "NSAPI_ALLOW_INSECURE_HTTP")]
+    allow_insecure_http: bool,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text", env = "NSAPI_LOG_FORMAT")]
+    log_format: LogFormat,
+    /// Address of the HTTP server for /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8080", env = "NSAPI_HTTP_ADDR")]
+    http_addr: SocketAddr,
+    /// Timeout of each request to the NetSapiens API (Go duration).
+    #[arg(long, default_value = "15s", value_parser = parse_timeout)]
+    api_timeout: Duration,
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let d = schedule::parse_duration(s)?;
+    Duration::try_from(d).map_err(|e| e.to_string())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => {
+            print!("{}", crd::crd_yaml());
+            ExitCode::SUCCESS
+        }
+        Command::Run(args) => {
+            telemetry::init(args.log_format);
+            match run(args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    error!(error = %e, "operator stopped");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let listener = admin::bind(args.http_addr).await?;
+    info!(addr = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
+    let admin_state = AdminState {
+        ready: ready.clone(),
+        metrics: metrics.clone(),
+    };
+    let admin = tokio::spawn(admin::serve(listener, admin_state, stopped()));
+
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = kube::Client::try_default().await?;
+    reconciler::ensure_crd_served(&client).await?;
+
+    let clock = Arc::new(SystemClock);
+    let nsapi = NsApiClient::new(
+        NsApiClientConfig {
+            timeout: args.api_timeout,
+            ..NsApiClientConfig::default()
+        },
+        clock.clone(),
+    )?;
+    let policy = Policy {
+        allowed_api_hosts: args.allowed_api_hosts,
+        allow_insecure_http: args.allow_insecure_http,
+    };
+    if policy.allowed_api_hosts.is_empty() {
+        info!("no --allowed-api-host given: credentials may call any API host");
+    }
+    let reporter = Reporter {
+        controller: "nsapi-token-operator".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let ctx = Arc::new(Context::new(
+        client, nsapi, clock, policy, reporter, metrics,
+    ));
+    ready.store(true, Ordering::Relaxed);
+    reconciler::run(ctx, stopped()).await;
+    ready.store(false, Ordering::Relaxed);
+    admin.await??;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

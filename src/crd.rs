@@ -1,0 +1,346 @@
+//! The `NsApiCredential` custom resource: types, schema, validation rules and printer columns.
+//! No logic lives here beyond defaults; deciding and talking to APIs happen elsewhere.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// Kubernetes object names for Secrets: RFC 1123 DNS subdomains.
+const DNS_SUBDOMAIN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// Keys of a Secret's `data` map.
+const SECRET_KEY: &str = r"^[-._a-zA-Z0-9]+$";
+/// A Go-style duration such as `10m`, `90s` or `1h30m`.
+const DURATION: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
+/// An absolute http(s) URL without user info, query string or fragment.
+const BASE_URL: &str = r"^https?://[^/?#@\s]+(/[^?#\s]*)?$";
+
+/// The label the operator puts on every Secret it writes.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// The value of [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY: &str = "nsapi-token-operator";
+
+/// Desired state of an NsApiCredential: where the NetSapiens API is, which Secrets hold the
+/// credentials, and which Secret receives the token.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "nsapi.io",
+    version = "v1alpha1",
+    kind = "NsApiCredential",
+    plural = "nsapicredentials",
+    shortname = "nscred",
+    namespaced,
+    status = "NsApiCredentialStatus",
+    doc = "An OAuth2 Bearer token for the NetSapiens API, kept valid in a Secret by nsapi-token-operator.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#
+    ),
+    printcolumn(name = "Domain", type_ = "string", json_path = ".status.domain"),
+    printcolumn(name = "Scope", type_ = "string", json_path = ".status.scope"),
+    printcolumn(name = "Expires", type_ = "string", json_path = ".status.expiresAt"),
+    printcolumn(
+        name = "Next refresh",
+        type_ = "string",
+        json_path = ".status.nextRefreshAt"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new(
+    "self.tokenSecret.name != self.clientSecretRef.name && self.tokenSecret.name != self.subscriberSecretRef.name"
+).message("tokenSecret.name must differ from the input Secrets (clientSecretRef, subscriberSecretRef)"))]
+#[serde(rename_all = "camelCase")]
+pub struct NsApiCredentialSpec {
+    /// Base URL of the NetSapiens API, e.g. `https://portal.example.com/ns-api/`. The `/ns-api/`
+    /// suffix may be omitted. Must be https; plain http is refused unless the operator runs with
+    /// `--allow-insecure-http`. The host must match the operator's `--allowed-api-host` list.
+    #[schemars(length(max = 2048), regex(pattern = BASE_URL))]
+    #[x_kube(validation = Rule::new("isURL(self)").message("apiBaseUrl must be an absolute URL such as https://portal.example.com/ns-api/"))]
+    pub api_base_url: String,
+
+    /// The Secret, in this namespace, holding the OAuth client id and client secret issued by the
+    /// service provider.
+    pub client_secret_ref: ClientSecretRef,
+
+    /// The Secret, in this namespace, holding the subscriber (API user) username and password.
+    /// Use a dedicated API user without MFA: an unattended operator cannot answer an MFA prompt.
+    pub subscriber_secret_ref: SubscriberSecretRef,
+
+    /// The output Secret that receives the token and that pods mount.
+    pub token_secret: TokenSecretTemplate,
+
+    /// Rotate the token this long before it expires (Go duration, e.g. `10m`). Clamped to at most
+    /// half the token lifetime and, when the lifetime allows, to at least 2m so the kubelet has
+    /// time to update mounted Secrets.
+    #[serde(default = "default_refresh_before")]
+    #[schemars(length(max = 32), regex(pattern = DURATION))]
+    pub refresh_before: String,
+
+    /// HTTP method of the refresh grant: `GET` with a query string (as the NetSapiens guide
+    /// documents) or `POST` with a form body.
+    #[serde(default)]
+    pub refresh_method: RefreshMethodSpec,
+
+    /// Which token endpoint to use: `v1` (`/oauth2/token/`), `v2` (`/v2/tokens`, servers 44+), or
+    /// `auto` (try v2, fall back to v1 when the server has no v2).
+    #[serde(default)]
+    pub token_api: TokenApiSpec,
+
+    /// Stop calling the NetSapiens API for this credential. The current token stays in place
+    /// until it expires.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+fn default_refresh_before() -> String {
+    "10m".to_owned()
+}
+
+/// Reference to the Secret with the OAuth client credentials.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientSecretRef {
+    /// Name of a Secret in the NsApiCredential's namespace.
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
+    pub name: String,
+    /// Key holding the OAuth client id.
+    #[serde(default = "default_client_id_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY))]
+    pub client_id_key: String,
+    /// Key holding the OAuth client secret.
+    #[serde(default = "default_client_secret_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY))]
+    pub client_secret_key: String,
+}
+
+fn default_client_id_key() -> String {
+    "client_id".to_owned()
+}
+fn default_client_secret_key() -> String {
+    "client_secret".to_owned()
+}
+
+/// Reference to the Secret with the subscriber's login.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriberSecretRef {
+    /// Name of a Secret in the NsApiCredential's namespace.
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
+    pub name: String,
+    /// Key holding the username, e.g. `111@abc-company`.
+    #[serde(default = "default_username_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY))]
+    pub username_key: String,
+    /// Key holding the password.
+    #[serde(default = "default_password_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY))]
+    pub password_key: String,
+}
+
+fn default_username_key() -> String {
+    "username".to_owned()
+}
+fn default_password_key() -> String {
+    "password".to_owned()
+}
+
+/// The output Secret.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenSecretTemplate {
+    /// Name of the Secret to write, in the NsApiCredential's namespace. An existing Secret of this
+    /// name that this NsApiCredential does not own is never overwritten.
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
+    pub name: String,
+    /// Extra labels for the Secret. `app.kubernetes.io/managed-by` is reserved.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new("!('app.kubernetes.io/managed-by' in self)").message("the label app.kubernetes.io/managed-by is set by the operator"))]
+    pub labels: BTreeMap<String, String>,
+    /// Extra annotations for the Secret. Keys under `nsapi.io/` are reserved.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('nsapi.io/'))").message("annotations under nsapi.io/ are set by the operator"))]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// HTTP method of the refresh grant.
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum RefreshMethodSpec {
+    /// Query string, as documented by NetSapiens.
+    #[default]
+    #[serde(rename = "GET")]
+    Get,
+    /// Form body.
+    #[serde(rename = "POST")]
+    Post,
+}
+
+/// Which token endpoint the operator calls.
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenApiSpec {
+    /// `POST {base}/oauth2/token/`.
+    #[default]
+    V1,
+    /// `POST {base}/v2/tokens` (NetSapiens 44 and later).
+    V2,
+    /// v2 when the server has it, else v1.
+    Auto,
+}
+
+/// What the operator last observed and did.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NsApiCredentialStatus {
+    /// `Ready` is True while the output Secret holds a valid token; `Degraded` is True while the
+    /// operator fails to do its work (the token may still be valid).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The Secret that holds the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_name: Option<String>,
+    /// When the current token was requested (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<String>,
+    /// When the current token expires (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// When the operator will next call the NetSapiens API for this credential (RFC 3339): the
+    /// planned rotation, or the next retry after a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_refresh_at: Option<String>,
+    /// The grant that produced the current token: `password` or `refresh_token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_grant: Option<String>,
+    /// The token endpoint that answered: `v1` or `v2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_api: Option<String>,
+    /// The token's scope, e.g. `Office Manager`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// The subscriber's domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// The subscriber's territory (reseller).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub territory: Option<String>,
+    /// The subscriber's user id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// The NetSapiens API version reported by the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
+    /// Failed attempts since the last success.
+    #[serde(default)]
+    pub consecutive_failures: u32,
+    /// A keyed digest of the inputs of the last attempt (API URL, token API, client and
+    /// subscriber credentials). It reveals nothing about them; it lets the operator retry at once
+    /// when an input changes after a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs_fingerprint: Option<String>,
+}
+
+impl NsApiCredentialStatus {
+    /// The condition of the given type, if present.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
+}
+
+/// The CRD as YAML, exactly as `nsapi-token-operator crd` prints it and `deploy/crds/` holds it.
+pub fn crd_yaml() -> String {
+    serde_yaml::to_string(&NsApiCredential::crd()).expect("the CRD always serialises")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn defaults_fill_optional_fields() {
+        let spec: NsApiCredentialSpec = serde_json::from_value(json!({
+            "apiBaseUrl": "https://portal.example.com/ns-api/",
+            "clientSecretRef": {"name": "client"},
+            "subscriberSecretRef": {"name": "subscriber"},
+            "tokenSecret": {"name": "token"},
+        }))
+        .unwrap();
+        assert_eq!(spec.refresh_before, "10m");
+        assert_eq!(spec.refresh_method, RefreshMethodSpec::Get);
+        assert_eq!(spec.token_api, TokenApiSpec::V1);
+        assert_eq!(spec.client_secret_ref.client_id_key, "client_id");
+        assert_eq!(spec.client_secret_ref.client_secret_key, "client_secret");
+        assert_eq!(spec.subscriber_secret_ref.username_key, "username");
+        assert_eq!(spec.subscriber_secret_ref.password_key, "password");
+        assert!(!spec.suspend);
+    }
+
+    #[test]
+    fn crd_names_and_columns() {
+        let crd = NsApiCredential::crd();
+        assert_eq!(
+            crd.metadata.name.as_deref(),
+            Some("nsapicredentials.nsapi.io")
+        );
+        assert_eq!(crd.spec.scope, "Namespaced");
+        assert_eq!(crd.spec.names.short_names, Some(vec!["nscred".to_owned()]));
+        let version = &crd.spec.versions[0];
+        assert_eq!(version.name, "v1alpha1");
+        assert!(version.subresources.as_ref().unwrap().status.is_some());
+        let columns: Vec<_> = version
+            .additional_printer_columns
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(
+            columns,
+            ["Ready", "Domain", "Scope", "Expires", "Next refresh", "Age"]
+        );
+    }
+
+    #[test]
+    fn schema_carries_validation_and_docs() {
+        let yaml = crd_yaml();
+        for needle in [
+            "x-kubernetes-validations",
+            "isURL(self)",
+            "tokenSecret.name must differ",
+            "pattern:",
+            "Rotate the token this long before it expires",
+            "- GET",
+            "- auto",
+        ] {
+            assert!(yaml.contains(needle), "CRD YAML lacks {needle:?}");
+        }
+    }
+
+    /// The checked-in CRD must be exactly what the types generate (regenerate with
+    /// `cargo run -- crd > deploy/crds/nsapi.io_nsapicredentials.yaml`).
+    #[test]
+    fn checked_in_crd_matches_the_types() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/crds/nsapi.io_nsapicredentials.yaml"
+        );
+        let checked_in = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            checked_in == crd_yaml(),
+            "{path} drifted from src/crd.rs: run `cargo run -- crd > deploy/crds/nsapi.io_nsapicredentials.yaml`"
+        );
+    }
+}

@@ -1,0 +1,946 @@
+//! The controller: for each NsApiCredential, load the inputs, decide, call the NetSapiens API
+//! when a token is due, write the output Secret, report status and events, and requeue for the
+//! next rotation. Deciding is delegated to the pure modules; this file does the I/O.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{
+    Api, DeleteParams, ListParams, PartialObjectMeta, Patch, PatchParams, PostParams, Preconditions,
+};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{debug, info, instrument, warn};
+
+use crate::clock::Clock;
+use crate::crd::{NsApiCredential, NsApiCredentialStatus};
+use crate::inputs::{self, Policy, Problem, ValidSpec};
+use crate::metrics::Metrics;
+use crate::nsapi::{
+    ClientCredentials, ErrorKind, Grant, NsApiClient, NsApiError, SecretString,
+    SubscriberCredentials, TokenApi, TokenGrant,
+};
+use crate::schedule::{self, CurrentToken, Decision, FailureClass, FailureGate, MintReason};
+use crate::status::{self, DEGRADED, READY, reason};
+use crate::token_secret::{self, Ownership, StoredToken, rfc3339};
+use crate::{Error, Result};
+
+/// The one field manager for everything the operator writes.
+pub const FIELD_MANAGER: &str = "nsapi-token-operator";
+
+/// A refresh token held in memory only (never in a Secret that pods can mount), with what it
+/// was obtained with. Each one is taken out before it is sent, so it is used at most once.
+struct Session {
+    refresh_token: SecretString,
+    inputs_fingerprint: String,
+    api: TokenApi,
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: kube::Client,
+    pub nsapi: NsApiClient,
+    pub clock: Arc<dyn Clock>,
+    pub policy: Policy,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+impl Context {
+    pub fn new(
+        client: kube::Client,
+        nsapi: NsApiClient,
+        clock: Arc<dyn Clock>,
+        policy: Policy,
+        reporter: Reporter,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            nsapi,
+            clock,
+            policy,
+            metrics,
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn take_session(&self, uid: &str) -> Option<Session> {
+        self.sessions.lock().expect("session lock").remove(uid)
+    }
+
+    fn keep_session(&self, uid: &str, session: Session) {
+        self.sessions
+            .lock()
+            .expect("session lock")
+            .insert(uid.to_owned(), session);
+    }
+}
+
+/// Fails fast, with a hint, when the NsApiCredential CRD is not served.
+pub async fn ensure_crd_served(client: &kube::Client) -> Result<()> {
+    let credentials: Api<NsApiCredential> = Api::all(client.clone());
+    credentials
+        .list(&ListParams::default().limit(1))
+        .await
+        .map_err(Error::CrdNotInstalled)?;
+    Ok(())
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let credentials: Api<NsApiCredential> = Api::all(ctx.client.clone());
+    let controller = Controller::new(credentials, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    // Metadata only: the operator never holds the data of Secrets it does not own in memory.
+    let secrets: Api<PartialObjectMeta<Secret>> = Api::all(ctx.client.clone());
+    let secret_changes = watcher(secrets, watcher::Config::default()).touched_objects();
+
+    info!("controller started");
+    controller
+        .watches_stream(secret_changes, move |secret| {
+            credentials_using(&store, &secret)
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                debug!(%error, "reconcile loop");
+            }
+        })
+        .await;
+    info!("controller stopped");
+}
+
+/// The credentials a Secret matters to: those that reference it as an input or output, and the
+/// one that controls it.
+fn credentials_using(
+    store: &Store<NsApiCredential>,
+    secret: &impl Resource,
+) -> Vec<ObjectRef<NsApiCredential>> {
+    let meta = secret.meta();
+    let (Some(ns), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref()) else {
+        return Vec::new();
+    };
+    let mut refs: Vec<_> = store
+        .state()
+        .iter()
+        .filter(|c| c.namespace().as_deref() == Some(ns))
+        .filter(|c| {
+            let s = &c.spec;
+            s.client_secret_ref.name == name
+                || s.subscriber_secret_ref.name == name
+                || s.token_secret.name == name
+                || c.status
+                    .as_ref()
+                    .and_then(|st| st.token_secret_name.as_deref())
+                    == Some(name)
+        })
+        .map(|c| ObjectRef::from_obj(c.as_ref()))
+        .collect();
+    for owner in meta.owner_references.iter().flatten() {
+        if owner.controller == Some(true) && owner.kind == "NsApiCredential" {
+            refs.push(ObjectRef::new(&owner.name).within(ns));
+        }
+    }
+    refs
+}
+
+fn error_policy(credential: Arc<NsApiCredential>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(
+        credential = %credential.name_any(),
+        namespace = credential.namespace().unwrap_or_default(),
+        %error,
+        "reconcile failed; retrying"
+    );
+    ctx.metrics.reconcile_error(error.metric_label());
+    Action::requeue(Duration::from_secs(10))
+}
+
+#[instrument(skip_all, fields(namespace = credential.namespace().unwrap_or_default(), credential = %credential.name_any()))]
+async fn reconcile(credential: Arc<NsApiCredential>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.metrics.reconcile();
+    Reconcile::new(&credential, &ctx)?.run().await
+}
+
+/// One pass over one credential.
+struct Reconcile<'a> {
+    credential: &'a NsApiCredential,
+    ctx: &'a Context,
+    uid: String,
+    secrets: Api<Secret>,
+    old: NsApiCredentialStatus,
+    new: NsApiCredentialStatus,
+}
+
+impl<'a> Reconcile<'a> {
+    fn new(credential: &'a NsApiCredential, ctx: &'a Context) -> Result<Self> {
+        let namespace = credential
+            .namespace()
+            .ok_or(Error::MissingField("namespace"))?;
+        let uid = credential.uid().ok_or(Error::MissingField("uid"))?;
+        let old = credential.status.clone().unwrap_or_default();
+        let mut new = old.clone();
+        new.observed_generation = credential.metadata.generation;
+        Ok(Self {
+            credential,
+            ctx,
+            uid,
+            secrets: Api::namespaced(ctx.client.clone(), &namespace),
+            old,
+            new,
+        })
+    }
+
+    async fn run(mut self) -> Result<Action> {
+        let now = self.ctx.clock.now();
+        let spec = &self.credential.spec;
+
+        // The token in place: in the output Secret, or in the one written under an earlier name.
+        let output = self.secrets.get_opt(&spec.token_secret.name).await?;
+        let (token, previous) = match token_secret::ownership(output.as_ref(), self.credential) {
+            Ownership::Foreign => {
+                let message = format!(
+                    "Secret {:?} already exists and is not owned by this NsApiCredential; it is left \
+                     untouched. Delete it, or choose another spec.tokenSecret.name",
+                    spec.token_secret.name
+                );
+                return self
+                    .report_problem(None, now, reason::SECRET_CONFLICT, &message)
+                    .await;
+            }
+            Ownership::Owned => (self.stored_token(output.as_ref()), None),
+            Ownership::Absent => self.previous_token().await?,
+        };
+        if let Some(t) = &token {
+            self.new.issued_at = Some(rfc3339(t.times.issued_at));
+            self.new.expires_at = Some(rfc3339(t.times.expires_at));
+        }
+
+        let valid = match inputs::validate(spec, &self.ctx.policy) {
+            Ok(valid) => valid,
+            Err(p) => {
+                return self
+                    .report_problem(token.as_ref(), now, p.reason, &p.message)
+                    .await;
+            }
+        };
+
+        if spec.suspend {
+            return self.report_suspended(token.as_ref(), now).await;
+        }
+
+        let (client, subscriber) = match self.load_inputs().await? {
+            Ok(inputs) => inputs,
+            Err(p) => {
+                return self
+                    .report_problem(token.as_ref(), now, p.reason, &p.message)
+                    .await;
+            }
+        };
+        let fingerprint = inputs::fingerprint(&valid, &client, &subscriber);
+
+        let current = token.as_ref().map(|t| CurrentToken {
+            times: t.times,
+            inputs_match: t.inputs_fingerprint == fingerprint,
+        });
+        let failure = self.failure_gate(&fingerprint);
+        let seed = self.seed(token.as_ref());
+        match schedule::decide(now, current, valid.refresh_before, seed, failure) {
+            Decision::Wait { until, reason } => {
+                debug!(?reason, until = %rfc3339(until), "no token needed now");
+                if let Some(token) = &token {
+                    self.write_secret(token, output.as_ref(), previous.as_ref())
+                        .await?;
+                }
+                self.report_waiting(token.as_ref(), now, until).await
+            }
+            Decision::Mint(why) => {
+                info!(?why, "obtaining a token");
+                let outcome = self
+                    .obtain(&valid, &client, &subscriber, &fingerprint, why)
+                    .await;
+                match outcome {
+                    Ok(obtained) => {
+                        let stored = self.store(&valid, &obtained.grant, &fingerprint);
+                        self.write_secret(&stored, output.as_ref(), previous.as_ref())
+                            .await?;
+                        self.report_success(&valid, &obtained, &stored, &fingerprint)
+                            .await
+                    }
+                    Err(error) => {
+                        self.report_failure(token.as_ref(), &error, &fingerprint, seed)
+                            .await
+                    }
+                }
+            }
+        }
+    }
+
+    fn stored_token(&self, secret: Option<&Secret>) -> Option<StoredToken> {
+        let secret = secret?;
+        match token_secret::read_token(secret) {
+            Ok(token) => Some(token),
+            Err(why) => {
+                warn!(secret = secret.name_any(), %why, "output Secret holds no usable token record; a new token will be obtained");
+                None
+            }
+        }
+    }
+
+    /// When the output name changed, the token still lives in the Secret written before.
+    async fn previous_token(&self) -> Result<(Option<StoredToken>, Option<Secret>)> {
+        let Some(old_name) = self.old.token_secret_name.as_deref() else {
+            return Ok((None, None));
+        };
+        if old_name == self.credential.spec.token_secret.name {
+            return Ok((None, None));
+        }
+        let old = self.secrets.get_opt(old_name).await?;
+        if token_secret::ownership(old.as_ref(), self.credential) != Ownership::Owned {
+            return Ok((None, None));
+        }
+        Ok((self.stored_token(old.as_ref()), old))
+    }
+
+    async fn load_inputs(
+        &self,
+    ) -> Result<std::result::Result<(ClientCredentials, SubscriberCredentials), Problem>> {
+        let spec = &self.credential.spec;
+        let client_secret = self.secrets.get_opt(&spec.client_secret_ref.name).await?;
+        let subscriber_secret = if spec.subscriber_secret_ref.name == spec.client_secret_ref.name {
+            client_secret.clone()
+        } else {
+            self.secrets
+                .get_opt(&spec.subscriber_secret_ref.name)
+                .await?
+        };
+        Ok(
+            inputs::client_credentials(spec, client_secret.as_ref()).and_then(|client| {
+                let subscriber = inputs::subscriber_credentials(spec, subscriber_secret.as_ref())?;
+                Ok((client, subscriber))
+            }),
+        )
+    }
+
+    fn failure_gate(&self, fingerprint: &str) -> Option<FailureGate> {
+        if self.old.consecutive_failures == 0 {
+            return None;
+        }
+        let retry_at = self.old.next_refresh_at.as_deref()?.parse().ok()?;
+        Some(FailureGate {
+            retry_at,
+            inputs_match: self.old.inputs_fingerprint.as_deref() == Some(fingerprint),
+        })
+    }
+
+    fn seed(&self, token: Option<&StoredToken>) -> u64 {
+        let issued = token
+            .map(|t| rfc3339(t.times.issued_at))
+            .unwrap_or_default();
+        schedule::seed_of(&[&self.uid, &issued])
+    }
+
+    /// Gets a token: the refresh grant when this operator holds a refresh token for these
+    /// inputs, else (or when the refresh is refused) the password grant.
+    async fn obtain(
+        &self,
+        valid: &ValidSpec,
+        client: &ClientCredentials,
+        subscriber: &SubscriberCredentials,
+        fingerprint: &str,
+        why: MintReason,
+    ) -> std::result::Result<Obtained, NsApiError> {
+        let nsapi = &self.ctx.nsapi;
+        let metrics = &self.ctx.metrics;
+        let session = self
+            .ctx
+            .take_session(&self.uid)
+            .filter(|s| s.inputs_fingerprint == fingerprint && !why.needs_password_grant());
+        let mut fallback_from = None;
+        if let Some(session) = session {
+            let started = std::time::Instant::now();
+            let result = nsapi
+                .refresh_grant(
+                    &valid.base_url,
+                    session.api,
+                    valid.refresh_method,
+                    client,
+                    &session.refresh_token,
+                )
+                .await;
+            metrics.token_request(
+                Grant::RefreshToken,
+                result.as_ref().err(),
+                started.elapsed(),
+            );
+            match result {
+                Ok(grant) => {
+                    self.remember(&grant, fingerprint);
+                    return Ok(Obtained {
+                        grant,
+                        info: None,
+                        fallback_from: None,
+                    });
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::RefreshRejected | ErrorKind::Authentication
+                    ) =>
+                {
+                    info!(error = %e, "refresh grant refused; falling back to the password grant");
+                    fallback_from = Some(e);
+                }
+                // The refresh token may or may not have been consumed: it is not sent again.
+                Err(e) => return Err(e),
+            }
+        }
+        let started = std::time::Instant::now();
+        let result = nsapi
+            .password_grant(&valid.base_url, valid.token_api, client, subscriber)
+            .await;
+        metrics.token_request(Grant::Password, result.as_ref().err(), started.elapsed());
+        let grant = result?;
+        self.remember(&grant, fingerprint);
+        // Inspect the new token for status (territory, uid); a failure here costs nothing.
+        let info = match nsapi.read_token(&valid.base_url, &grant.access_token).await {
+            Ok(info) => Some(info),
+            Err(e) => {
+                debug!(error = %e, "token inspection failed; status lacks territory and uid");
+                None
+            }
+        };
+        Ok(Obtained {
+            grant,
+            info,
+            fallback_from,
+        })
+    }
+
+    fn remember(&self, grant: &TokenGrant, fingerprint: &str) {
+        if let Some(refresh_token) = &grant.refresh_token {
+            self.ctx.keep_session(
+                &self.uid,
+                Session {
+                    refresh_token: refresh_token.clone(),
+                    inputs_fingerprint: fingerprint.to_owned(),
+                    api: grant.api,
+                },
+            );
+        }
+    }
+
+    fn store(&self, valid: &ValidSpec, grant: &TokenGrant, fingerprint: &str) -> StoredToken {
+        // Whole seconds, rounded towards the earlier time: never later than the server's expiry.
+        let floor = |t: Timestamp| Timestamp::from_second(t.as_second()).unwrap_or(t);
+        StoredToken {
+            access_token: grant.access_token.clone(),
+            token_type: grant.token_type.clone(),
+            times: schedule::TokenTimes {
+                issued_at: floor(grant.requested_at),
+                expires_at: floor(grant.expires_at),
+            },
+            api_base_url: valid.base_url.as_str().to_owned(),
+            domain: grant.domain.clone(),
+            scope: grant.scope.clone(),
+            inputs_fingerprint: fingerprint.to_owned(),
+        }
+    }
+
+    /// Writes the output Secret when its content would change; never touches a Secret this
+    /// credential does not control. Removes the Secret written under an earlier name.
+    async fn write_secret(
+        &mut self,
+        token: &StoredToken,
+        existing: Option<&Secret>,
+        previous: Option<&Secret>,
+    ) -> Result<()> {
+        let desired = token_secret::desired_secret(self.credential, token);
+        let name = self.credential.spec.token_secret.name.clone();
+        match existing {
+            None => {
+                // Create, not apply: if a Secret of this name appeared meanwhile, creation fails
+                // instead of taking it over.
+                let params = PostParams {
+                    field_manager: Some(FIELD_MANAGER.to_owned()),
+                    ..PostParams::default()
+                };
+                self.secrets.create(&params, &desired).await?;
+                info!(secret = %name, "output Secret created");
+            }
+            Some(existing) if token_secret::needs_write(existing, &desired) => {
+                let mut patch = desired;
+                // Optimistic concurrency: fail rather than overwrite a Secret changed since read.
+                patch.metadata.resource_version = existing.metadata.resource_version.clone();
+                self.secrets
+                    .patch(
+                        &name,
+                        &PatchParams::apply(FIELD_MANAGER).force(),
+                        &Patch::Apply(&patch),
+                    )
+                    .await?;
+                info!(secret = %name, "output Secret updated");
+            }
+            Some(_) => {}
+        }
+        self.new.token_secret_name = Some(name);
+        if let Some(previous) = previous {
+            let old_name = previous.name_any();
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: previous.uid(),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            match self.secrets.delete(&old_name, &params).await {
+                Ok(_) => {
+                    info!(secret = %old_name, "removed the output Secret written under the previous name")
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    async fn report_success(
+        mut self,
+        valid: &ValidSpec,
+        obtained: &Obtained,
+        stored: &StoredToken,
+        fingerprint: &str,
+    ) -> Result<Action> {
+        let now = self.ctx.clock.now();
+        let grant = &obtained.grant;
+        let info = obtained.info.as_ref();
+        let times = stored.times;
+        let seed = self.seed(Some(stored));
+        let next = schedule::refresh_at(times, valid.refresh_before, seed);
+        let generation = self.credential.metadata.generation;
+        let same_inputs = self.old.inputs_fingerprint.as_deref() == Some(fingerprint);
+        let keep = |new: Option<String>, old: &Option<String>| {
+            new.or_else(|| if same_inputs { old.clone() } else { None })
+        };
+        let s = &mut self.new;
+        s.issued_at = Some(rfc3339(times.issued_at));
+        s.expires_at = Some(rfc3339(times.expires_at));
+        s.next_refresh_at = Some(rfc3339(next));
+        s.last_grant = Some(grant.grant.as_str().to_owned());
+        s.token_api = Some(grant.api.as_str().to_owned());
+        s.scope = grant
+            .scope
+            .clone()
+            .or_else(|| info.and_then(|i| i.scope.clone()));
+        s.domain = grant
+            .domain
+            .clone()
+            .or_else(|| info.and_then(|i| i.domain.clone()));
+        s.territory = keep(
+            grant
+                .territory
+                .clone()
+                .or_else(|| info.and_then(|i| i.territory.clone())),
+            &self.old.territory,
+        );
+        s.uid = keep(
+            grant
+                .uid
+                .clone()
+                .or_else(|| info.and_then(|i| i.uid.clone())),
+            &self.old.uid,
+        );
+        s.server_version = keep(
+            grant
+                .api_version
+                .clone()
+                .or_else(|| info.and_then(|i| i.api_version.clone())),
+            &self.old.server_version,
+        );
+        s.consecutive_failures = 0;
+        s.inputs_fingerprint = Some(fingerprint.to_owned());
+
+        let (why, verb) = match grant.grant {
+            Grant::Password => (reason::TOKEN_ISSUED, "issued"),
+            Grant::RefreshToken => (reason::TOKEN_REFRESHED, "refreshed"),
+        };
+        let message = format!(
+            "token {verb} by the {} grant; valid until {}",
+            grant.grant.as_str(),
+            rfc3339(times.expires_at)
+        );
+        status::set(
+            &mut s.conditions,
+            READY,
+            true,
+            why,
+            &message,
+            generation,
+            now,
+        );
+        status::set(
+            &mut s.conditions,
+            DEGRADED,
+            false,
+            reason::AS_EXPECTED,
+            "",
+            generation,
+            now,
+        );
+        self.ctx
+            .metrics
+            .token_times(self.credential, Some(times.expires_at), Some(next));
+        if let Some(e) = &obtained.fallback_from {
+            let note = format!(
+                "the refresh grant was refused ({e}); a new token was issued by the password grant"
+            );
+            self.event(EventType::Normal, reason::REFRESH_FALLBACK, &note)
+                .await;
+        }
+        self.event(EventType::Normal, why, &message).await;
+        info!(grant = grant.grant.as_str(), expires_at = %rfc3339(times.expires_at), next_refresh_at = %rfc3339(next), "token {verb}");
+        self.finish(now, next).await
+    }
+
+    async fn report_failure(
+        mut self,
+        token: Option<&StoredToken>,
+        error: &NsApiError,
+        fingerprint: &str,
+        seed: u64,
+    ) -> Result<Action> {
+        let now = self.ctx.clock.now();
+        let (why, class, advice) = match error.kind() {
+            ErrorKind::Transient => (reason::API_UNAVAILABLE, FailureClass::Transient, ""),
+            ErrorKind::Authentication | ErrorKind::RefreshRejected => (
+                reason::AUTHENTICATION_FAILED,
+                FailureClass::Refused,
+                "; check the client and subscriber Secrets (a change to either retries at once)",
+            ),
+            ErrorKind::MfaRequired => (
+                reason::MFA_REQUIRED,
+                FailureClass::Refused,
+                "; use a dedicated API user without multi-factor authentication",
+            ),
+            ErrorKind::Permanent => (
+                reason::API_REQUEST_REJECTED,
+                FailureClass::Refused,
+                "; check spec.apiBaseUrl and spec.tokenApi",
+            ),
+        };
+        let failures = self.old.consecutive_failures.saturating_add(1);
+        let retry_after = error
+            .retry_after()
+            .and_then(|d| SignedDuration::try_from(d).ok());
+        let delay = schedule::retry_delay(class, failures, retry_after, seed ^ u64::from(failures));
+        let retry_at = now + delay;
+        let message = format!("{error}{advice}; next attempt at {}", rfc3339(retry_at));
+        warn!(reason = why, error = %error, consecutive_failures = failures, retry_at = %rfc3339(retry_at), "could not obtain a token");
+
+        let generation = self.credential.metadata.generation;
+        let s = &mut self.new;
+        s.consecutive_failures = failures;
+        s.inputs_fingerprint = Some(fingerprint.to_owned());
+        s.next_refresh_at = Some(rfc3339(retry_at));
+        status::set(
+            &mut s.conditions,
+            DEGRADED,
+            true,
+            why,
+            &message,
+            generation,
+            now,
+        );
+        set_ready_for(s, token, now, why, &message, generation);
+        self.ctx.metrics.token_times(
+            self.credential,
+            token.map(|t| t.times.expires_at),
+            Some(retry_at),
+        );
+        self.event(EventType::Warning, why, &message).await;
+        self.finish(now, retry_at).await
+    }
+
+    async fn report_waiting(
+        mut self,
+        token: Option<&StoredToken>,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<Action> {
+        let generation = self.credential.metadata.generation;
+        let s = &mut self.new;
+        s.next_refresh_at = Some(rfc3339(until));
+        if s.consecutive_failures == 0 {
+            status::set(
+                &mut s.conditions,
+                DEGRADED,
+                false,
+                reason::AS_EXPECTED,
+                "",
+                generation,
+                now,
+            );
+        }
+        match token {
+            Some(t) if t.times.is_valid_at(now) => {
+                if !status::is_true(&s.conditions, READY) {
+                    let message = format!("token valid until {}", rfc3339(t.times.expires_at));
+                    status::set(
+                        &mut s.conditions,
+                        READY,
+                        true,
+                        reason::TOKEN_VALID,
+                        &message,
+                        generation,
+                        now,
+                    );
+                }
+            }
+            _ => {
+                let (why, message) = s
+                    .condition(DEGRADED)
+                    .filter(|c| c.status == "True")
+                    .map(|c| (c.reason.clone(), c.message.clone()))
+                    .unwrap_or_else(|| {
+                        (
+                            reason::TOKEN_EXPIRED.to_owned(),
+                            "no valid token".to_owned(),
+                        )
+                    });
+                set_ready_for(s, token, now, &why, &message, generation);
+            }
+        }
+        self.ctx.metrics.token_times(
+            self.credential,
+            token.map(|t| t.times.expires_at),
+            Some(until),
+        );
+        self.finish(now, until).await
+    }
+
+    /// Something the user must fix; no request is sent until they do.
+    async fn report_problem(
+        mut self,
+        token: Option<&StoredToken>,
+        now: Timestamp,
+        why: &str,
+        message: &str,
+    ) -> Result<Action> {
+        let generation = self.credential.metadata.generation;
+        let changed = self
+            .old
+            .condition(DEGRADED)
+            .is_none_or(|c| c.reason != why || c.message != message);
+        let s = &mut self.new;
+        s.next_refresh_at = None;
+        status::set(
+            &mut s.conditions,
+            DEGRADED,
+            true,
+            why,
+            message,
+            generation,
+            now,
+        );
+        set_ready_for(s, token, now, why, message, generation);
+        if changed {
+            warn!(reason = why, message, "credential cannot be acted on");
+            self.event(EventType::Warning, why, message).await;
+        }
+        self.ctx
+            .metrics
+            .token_times(self.credential, token.map(|t| t.times.expires_at), None);
+        self.finish_until_expiry(now, token).await
+    }
+
+    async fn report_suspended(
+        mut self,
+        token: Option<&StoredToken>,
+        now: Timestamp,
+    ) -> Result<Action> {
+        let generation = self.credential.metadata.generation;
+        let valid = token.filter(|t| t.times.is_valid_at(now));
+        let message = match valid {
+            Some(t) => format!(
+                "spec.suspend is true: no token requests are made; the current token expires at {}",
+                rfc3339(t.times.expires_at)
+            ),
+            None => "spec.suspend is true: no token requests are made".to_owned(),
+        };
+        let s = &mut self.new;
+        s.next_refresh_at = None;
+        status::set(
+            &mut s.conditions,
+            READY,
+            valid.is_some(),
+            reason::SUSPENDED,
+            &message,
+            generation,
+            now,
+        );
+        status::set(
+            &mut s.conditions,
+            DEGRADED,
+            false,
+            reason::SUSPENDED,
+            "",
+            generation,
+            now,
+        );
+        self.ctx
+            .metrics
+            .token_times(self.credential, token.map(|t| t.times.expires_at), None);
+        self.finish_until_expiry(now, token).await
+    }
+
+    /// Writes status if it changed and requeues at `at`, or when the token expires if sooner.
+    async fn finish(self, now: Timestamp, at: Timestamp) -> Result<Action> {
+        let expiry = self.token_expiry().filter(|e| *e > now);
+        let at = expiry.map_or(at, |e| e.min(at));
+        self.write_status().await?;
+        Ok(Action::requeue(until(now, at)))
+    }
+
+    /// For problems: nothing to do until something changes, except to report the token expiring.
+    async fn finish_until_expiry(
+        self,
+        now: Timestamp,
+        token: Option<&StoredToken>,
+    ) -> Result<Action> {
+        let expiry = token.map(|t| t.times.expires_at).filter(|e| *e > now);
+        self.write_status().await?;
+        Ok(match expiry {
+            Some(at) => Action::requeue(until(now, at)),
+            None => Action::await_change(),
+        })
+    }
+
+    fn token_expiry(&self) -> Option<Timestamp> {
+        self.new.expires_at.as_deref()?.parse().ok()
+    }
+
+    async fn write_status(&self) -> Result<()> {
+        if self.new == self.old {
+            return Ok(());
+        }
+        let api: Api<NsApiCredential> = Api::namespaced(
+            self.ctx.client.clone(),
+            &self.credential.namespace().unwrap_or_default(),
+        );
+        let patch = json!({
+            "apiVersion": "nsapi.io/v1alpha1",
+            "kind": "NsApiCredential",
+            "status": self.new,
+        });
+        api.patch_status(
+            &self.credential.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn event(&self, type_: EventType, why: &str, note: &str) {
+        let event = Event {
+            type_,
+            reason: why.to_owned(),
+            note: Some(truncate(note, 1000)),
+            action: "ObtainToken".to_owned(),
+            secondary: None,
+        };
+        let reference = self.credential.object_ref(&());
+        if let Err(error) = self.ctx.recorder.publish(&event, &reference).await {
+            warn!(%error, "could not record an event");
+        }
+    }
+}
+
+struct Obtained {
+    grant: TokenGrant,
+    info: Option<crate::nsapi::TokenInfo>,
+    fallback_from: Option<NsApiError>,
+}
+
+/// Ready while the token in place is valid; otherwise False with the reason that applies.
+fn set_ready_for(
+    s: &mut NsApiCredentialStatus,
+    token: Option<&StoredToken>,
+    now: Timestamp,
+    why: &str,
+    message: &str,
+    generation: Option<i64>,
+) {
+    match token {
+        Some(t) if t.times.is_valid_at(now) => {
+            if !status::is_true(&s.conditions, READY) {
+                let m = format!("token valid until {}", rfc3339(t.times.expires_at));
+                status::set(
+                    &mut s.conditions,
+                    READY,
+                    true,
+                    reason::TOKEN_VALID,
+                    &m,
+                    generation,
+                    now,
+                );
+            }
+        }
+        Some(t) => {
+            let m = format!(
+                "token expired at {}: {message}",
+                rfc3339(t.times.expires_at)
+            );
+            status::set(
+                &mut s.conditions,
+                READY,
+                false,
+                reason::TOKEN_EXPIRED,
+                &m,
+                generation,
+                now,
+            );
+        }
+        None => status::set(
+            &mut s.conditions,
+            READY,
+            false,
+            why,
+            message,
+            generation,
+            now,
+        ),
+    }
+}
+
+fn until(now: Timestamp, at: Timestamp) -> Duration {
+    let d = at.duration_since(now);
+    Duration::try_from(d)
+        .unwrap_or_default()
+        .max(Duration::from_secs(1))
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}

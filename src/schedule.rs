@@ -1,0 +1,534 @@
+//! Pure timing: when a token is due for rotation, whether to mint one now, and how long to back
+//! off after a failure. Every function takes `now` (or needs no time at all) and never reads a
+//! clock; jitter is derived from a seed, so the same inputs always give the same answer.
+
+use jiff::{SignedDuration, Timestamp};
+
+/// How long the kubelet may take to project an updated Secret into a pod's volume.
+pub const KUBELET_PROPAGATION: SignedDuration = SignedDuration::from_secs(120);
+/// Most jitter ever subtracted from a rotation time.
+const MAX_JITTER: SignedDuration = SignedDuration::from_secs(60);
+/// Recorded issue times further in the future than this are not trusted.
+const CLOCK_SKEW_TOLERANCE: SignedDuration = SignedDuration::from_secs(300);
+/// Recorded lifetimes longer than this are not trusted (NetSapiens tokens last an hour).
+const MAX_PLAUSIBLE_LIFETIME: SignedDuration = SignedDuration::from_hours(7 * 24);
+
+/// The validity window of a token, as recorded when it was obtained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenTimes {
+    pub issued_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+impl TokenTimes {
+    pub fn lifetime(&self) -> SignedDuration {
+        self.expires_at.duration_since(self.issued_at)
+    }
+
+    pub fn is_valid_at(&self, now: Timestamp) -> bool {
+        now < self.expires_at
+    }
+}
+
+/// How far before expiry to rotate: `refresh_before`, raised to the kubelet's propagation lag
+/// when the lifetime allows, and never more than half the lifetime.
+pub fn refresh_lead(lifetime: SignedDuration, refresh_before: SignedDuration) -> SignedDuration {
+    let half = lifetime / 2;
+    refresh_before.max(KUBELET_PROPAGATION.min(half)).min(half)
+}
+
+/// When to rotate a token: expiry minus the lead, minus a jitter in `[0, min(lead/10, 60s))`
+/// chosen by `seed`, so that many credentials created together spread their refreshes, and a
+/// given token always gets the same time.
+pub fn refresh_at(times: TokenTimes, refresh_before: SignedDuration, seed: u64) -> Timestamp {
+    let lead = refresh_lead(times.lifetime(), refresh_before);
+    let jitter = fraction_of((lead / 10).min(MAX_JITTER), seed);
+    times.expires_at - lead - jitter
+}
+
+/// Why a token must be obtained now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MintReason {
+    /// There is no token yet (or its Secret is gone or unreadable).
+    NoToken,
+    /// The token was obtained with other inputs (API URL, token API, client or subscriber).
+    InputsChanged,
+    /// The recorded times cannot be trusted (issued in the future, implausible lifetime).
+    Untrusted,
+    /// The rotation time has come.
+    Due,
+    /// The token has expired.
+    Expired,
+}
+
+impl MintReason {
+    /// True when the token in place may not be refreshed but must be replaced by a password
+    /// grant, because it belongs to other inputs.
+    pub fn needs_password_grant(self) -> bool {
+        matches!(self, MintReason::InputsChanged)
+    }
+}
+
+/// Why no token is obtained now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitReason {
+    /// The token is fresh until its rotation time.
+    Fresh,
+    /// A recent failure with these same inputs is still backing off.
+    BackingOff,
+}
+
+/// What to do about a credential's token now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Mint(MintReason),
+    Wait {
+        until: Timestamp,
+        reason: WaitReason,
+    },
+}
+
+/// The token currently in the output Secret, as far as timing is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CurrentToken {
+    pub times: TokenTimes,
+    /// Whether the token was obtained with the inputs the credential has now.
+    pub inputs_match: bool,
+}
+
+/// The last failed attempt, if any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailureGate {
+    /// No new attempt before this time.
+    pub retry_at: Timestamp,
+    /// Whether the failed attempt used the inputs the credential has now. A change of input
+    /// (a corrected password, say) lifts the gate at once.
+    pub inputs_match: bool,
+}
+
+/// Decides whether to obtain a token now. Never mints a token that is not due: a fresh token
+/// obtained with the current inputs means waiting, whatever triggered the call.
+pub fn decide(
+    now: Timestamp,
+    current: Option<CurrentToken>,
+    refresh_before: SignedDuration,
+    seed: u64,
+    failure: Option<FailureGate>,
+) -> Decision {
+    let wanted = match current {
+        None => Decision::Mint(MintReason::NoToken),
+        Some(token) if !trusted(token.times, now) => Decision::Mint(MintReason::Untrusted),
+        Some(token) if !token.inputs_match => Decision::Mint(MintReason::InputsChanged),
+        Some(token) if !token.times.is_valid_at(now) => Decision::Mint(MintReason::Expired),
+        Some(token) => {
+            let at = refresh_at(token.times, refresh_before, seed);
+            if now >= at {
+                Decision::Mint(MintReason::Due)
+            } else {
+                Decision::Wait {
+                    until: at,
+                    reason: WaitReason::Fresh,
+                }
+            }
+        }
+    };
+    match (wanted, failure) {
+        (Decision::Mint(_), Some(gate)) if gate.inputs_match && now < gate.retry_at => {
+            Decision::Wait {
+                until: gate.retry_at,
+                reason: WaitReason::BackingOff,
+            }
+        }
+        _ => wanted,
+    }
+}
+
+fn trusted(times: TokenTimes, now: Timestamp) -> bool {
+    let lifetime = times.lifetime();
+    lifetime > SignedDuration::ZERO
+        && lifetime <= MAX_PLAUSIBLE_LIFETIME
+        && times.issued_at <= now + CLOCK_SKEW_TOLERANCE
+}
+
+/// How a failure should be retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureClass {
+    /// Retrying may help soon: outages, timeouts, rate limits.
+    Transient,
+    /// The server refused the credentials or the request can never work as configured: retry
+    /// rarely, so a subscriber's account is not locked and our IP is not banned.
+    Refused,
+}
+
+/// The delay before the next attempt after `consecutive_failures` (at least 1) failures:
+/// exponential (transient: 5 s doubling up to 5 min; refused: 5 min doubling up to 1 h), with
+/// "equal jitter" (half fixed, half chosen by `seed`), and never shorter than a server's
+/// `Retry-After` (itself capped at 1 h).
+pub fn retry_delay(
+    class: FailureClass,
+    consecutive_failures: u32,
+    retry_after: Option<SignedDuration>,
+    seed: u64,
+) -> SignedDuration {
+    let (base, cap) = match class {
+        FailureClass::Transient => (SignedDuration::from_secs(5), SignedDuration::from_mins(5)),
+        FailureClass::Refused => (SignedDuration::from_mins(5), SignedDuration::from_hours(1)),
+    };
+    let doublings = consecutive_failures.saturating_sub(1).min(16);
+    let full = (base * (1i32 << doublings)).min(cap);
+    let delay = full / 2 + fraction_of(full / 2, seed);
+    match retry_after {
+        Some(after) => delay.max(after.min(SignedDuration::from_hours(1))),
+        None => delay,
+    }
+}
+
+/// A deterministic value in `[0, max)` picked by `seed`.
+fn fraction_of(max: SignedDuration, seed: u64) -> SignedDuration {
+    let millis = max.as_millis();
+    if millis <= 0 {
+        return SignedDuration::ZERO;
+    }
+    SignedDuration::from_millis((mix(seed) % millis as u64) as i64)
+}
+
+/// SplitMix64 finaliser: spreads nearby seeds over the whole range.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A stable seed from strings (e.g. a credential's UID and its token's issue time); FNV-1a.
+pub fn seed_of(parts: &[&str]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in part.bytes().chain([0xff]) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+/// Parses a Go-style duration (`10m`, `90s`, `1h30m`, `1.5h`, `500ms`), as the CRD schema allows.
+pub fn parse_duration(input: &str) -> Result<SignedDuration, String> {
+    let invalid = || format!("{input:?} is not a duration such as 10m, 90s or 1h30m");
+    if input.is_empty() {
+        return Err(invalid());
+    }
+    let mut total = SignedDuration::ZERO;
+    let mut rest = input;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(invalid)?;
+        let (number, tail) = rest.split_at(number_len);
+        let value: f64 = number.parse().map_err(|_| invalid())?;
+        let (unit_secs, unit_len) = if tail.starts_with("ms") {
+            (0.001, 2)
+        } else if tail.starts_with('s') {
+            (1.0, 1)
+        } else if tail.starts_with('m') {
+            (60.0, 1)
+        } else if tail.starts_with('h') {
+            (3600.0, 1)
+        } else {
+            return Err(invalid());
+        };
+        let part = SignedDuration::try_from_secs_f64(value * unit_secs).map_err(|_| invalid())?;
+        total = total.checked_add(part).ok_or_else(invalid)?;
+        rest = &tail[unit_len..];
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+    fn secs(n: i64) -> SignedDuration {
+        SignedDuration::from_secs(n)
+    }
+    fn hour_token() -> TokenTimes {
+        TokenTimes {
+            issued_at: ts("2026-01-01T10:00:00Z"),
+            expires_at: ts("2026-01-01T11:00:00Z"),
+        }
+    }
+    fn fresh(times: TokenTimes) -> Option<CurrentToken> {
+        Some(CurrentToken {
+            times,
+            inputs_match: true,
+        })
+    }
+
+    #[test]
+    fn lead_is_clamped_to_half_the_lifetime_and_the_kubelet_lag() {
+        let cases = [
+            // (lifetime, refreshBefore, expected lead)
+            (3600, 600, 600),   // the default
+            (3600, 30, 120),    // raised to the kubelet's lag
+            (3600, 3000, 1800), // at most half the lifetime
+            (60, 600, 30),      // short test tokens: half the lifetime
+            (200, 10, 100),     // lag wanted, but half the lifetime is less
+            (3600, 0, 120),
+        ];
+        for (lifetime, before, expected) in cases {
+            assert_eq!(
+                refresh_lead(secs(lifetime), secs(before)),
+                secs(expected),
+                "lifetime {lifetime}, refreshBefore {before}"
+            );
+        }
+    }
+
+    #[test]
+    fn jitter_is_only_ever_earlier_and_small() {
+        let times = hour_token();
+        let latest = times.expires_at - secs(600);
+        let mut distinct = std::collections::BTreeSet::new();
+        for seed in 0..500 {
+            let at = refresh_at(times, secs(600), seed);
+            assert!(
+                at <= latest,
+                "seed {seed} rotates later than the lead allows"
+            );
+            assert!(
+                at > latest - secs(60),
+                "seed {seed} jitters by a minute or more"
+            );
+            distinct.insert(at);
+        }
+        assert!(
+            distinct.len() > 100,
+            "jitter does not spread: {}",
+            distinct.len()
+        );
+        assert_eq!(
+            refresh_at(times, secs(600), 7),
+            refresh_at(times, secs(600), 7)
+        );
+    }
+
+    #[test]
+    fn short_lifetime_jitter_stays_within_a_tenth_of_the_lead() {
+        let times = TokenTimes {
+            issued_at: ts("2026-01-01T10:00:00Z"),
+            expires_at: ts("2026-01-01T10:01:00Z"),
+        };
+        for seed in 0..100 {
+            let at = refresh_at(times, secs(600), seed);
+            assert!(at <= ts("2026-01-01T10:00:30Z"));
+            assert!(at > ts("2026-01-01T10:00:27Z"));
+        }
+    }
+
+    #[test]
+    fn decisions_at_fixed_times() {
+        let t = hour_token();
+        let rotation = refresh_at(t, secs(600), 1);
+        let wait = |until| Decision::Wait {
+            until,
+            reason: WaitReason::Fresh,
+        };
+        let cases: Vec<(&str, Timestamp, Option<CurrentToken>, Decision)> = vec![
+            (
+                "no token",
+                ts("2026-01-01T10:00:00Z"),
+                None,
+                Decision::Mint(MintReason::NoToken),
+            ),
+            (
+                "just issued",
+                ts("2026-01-01T10:00:01Z"),
+                fresh(t),
+                wait(rotation),
+            ),
+            (
+                "early",
+                ts("2026-01-01T10:40:00Z"),
+                fresh(t),
+                wait(rotation),
+            ),
+            (
+                "one second before",
+                rotation - secs(1),
+                fresh(t),
+                wait(rotation),
+            ),
+            ("due", rotation, fresh(t), Decision::Mint(MintReason::Due)),
+            (
+                "due, inside the lead",
+                ts("2026-01-01T10:55:00Z"),
+                fresh(t),
+                Decision::Mint(MintReason::Due),
+            ),
+            (
+                "expired",
+                ts("2026-01-01T11:00:00Z"),
+                fresh(t),
+                Decision::Mint(MintReason::Expired),
+            ),
+            (
+                "long expired",
+                ts("2026-03-01T00:00:00Z"),
+                fresh(t),
+                Decision::Mint(MintReason::Expired),
+            ),
+            (
+                "inputs changed",
+                ts("2026-01-01T10:05:00Z"),
+                Some(CurrentToken {
+                    times: t,
+                    inputs_match: false,
+                }),
+                Decision::Mint(MintReason::InputsChanged),
+            ),
+            (
+                "small clock skew: issued a minute in our future",
+                ts("2026-01-01T09:59:00Z"),
+                fresh(t),
+                wait(rotation),
+            ),
+            (
+                "large clock skew: issued an hour in our future",
+                ts("2026-01-01T09:00:00Z"),
+                fresh(t),
+                Decision::Mint(MintReason::Untrusted),
+            ),
+            (
+                "expiry before issue",
+                ts("2026-01-01T10:10:00Z"),
+                fresh(TokenTimes {
+                    issued_at: t.expires_at,
+                    expires_at: t.issued_at,
+                }),
+                Decision::Mint(MintReason::Untrusted),
+            ),
+            (
+                "implausible lifetime",
+                ts("2026-01-01T10:10:00Z"),
+                fresh(TokenTimes {
+                    issued_at: t.issued_at,
+                    expires_at: ts("2027-01-01T00:00:00Z"),
+                }),
+                Decision::Mint(MintReason::Untrusted),
+            ),
+        ];
+        for (name, now, current, expected) in cases {
+            assert_eq!(decide(now, current, secs(600), 1, None), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn failures_gate_minting_until_the_retry_time_unless_inputs_change() {
+        let t = hour_token();
+        let now = ts("2026-01-01T10:56:00Z");
+        let retry_at = ts("2026-01-01T10:57:00Z");
+        let gate = |inputs_match| {
+            Some(FailureGate {
+                retry_at,
+                inputs_match,
+            })
+        };
+        assert_eq!(
+            decide(now, fresh(t), secs(600), 1, gate(true)),
+            Decision::Wait {
+                until: retry_at,
+                reason: WaitReason::BackingOff
+            }
+        );
+        assert_eq!(
+            decide(now, fresh(t), secs(600), 1, gate(false)),
+            Decision::Mint(MintReason::Due)
+        );
+        assert_eq!(
+            decide(retry_at, fresh(t), secs(600), 1, gate(true)),
+            Decision::Mint(MintReason::Due)
+        );
+        // A gate never forces a call for a token that is not due.
+        assert!(matches!(
+            decide(
+                ts("2026-01-01T10:10:00Z"),
+                fresh(t),
+                secs(600),
+                1,
+                gate(false)
+            ),
+            Decision::Wait {
+                reason: WaitReason::Fresh,
+                ..
+            }
+        ));
+        // No token and the same failing inputs: still wait.
+        assert_eq!(
+            decide(now, None, secs(600), 1, gate(true)),
+            Decision::Wait {
+                until: retry_at,
+                reason: WaitReason::BackingOff
+            }
+        );
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let check = |class, n: u32, low: i64, high: i64| {
+            for seed in 0..50 {
+                let d = retry_delay(class, n, None, seed);
+                assert!(
+                    d >= secs(low) && d <= secs(high),
+                    "{class:?} #{n} seed {seed}: {d:?} outside [{low}, {high}] s"
+                );
+            }
+        };
+        check(FailureClass::Transient, 1, 2, 5);
+        check(FailureClass::Transient, 2, 5, 10);
+        check(FailureClass::Transient, 5, 40, 80);
+        check(FailureClass::Transient, 30, 150, 300);
+        check(FailureClass::Refused, 1, 150, 300);
+        check(FailureClass::Refused, 2, 300, 600);
+        check(FailureClass::Refused, 100, 1800, 3600);
+    }
+
+    #[test]
+    fn retry_after_is_honoured_and_capped() {
+        let d = retry_delay(FailureClass::Transient, 1, Some(secs(120)), 3);
+        assert_eq!(d, secs(120));
+        let d = retry_delay(FailureClass::Transient, 1, Some(secs(86_400)), 3);
+        assert_eq!(d, secs(3600));
+        let d = retry_delay(FailureClass::Refused, 3, Some(secs(1)), 3);
+        assert!(d >= secs(600));
+    }
+
+    #[test]
+    fn seeds_are_stable_and_distinguish_parts() {
+        assert_eq!(seed_of(&["a", "b"]), seed_of(&["a", "b"]));
+        assert_ne!(seed_of(&["ab", ""]), seed_of(&["a", "b"]));
+    }
+
+    #[test]
+    fn go_durations() {
+        for (input, expected) in [
+            ("10m", 600_000),
+            ("90s", 90_000),
+            ("1h30m", 5_400_000),
+            ("1.5h", 5_400_000),
+            ("500ms", 500),
+            ("0s", 0),
+        ] {
+            assert_eq!(
+                parse_duration(input).unwrap(),
+                SignedDuration::from_millis(expected),
+                "{input}"
+            );
+        }
+        for bad in ["", "10", "m", "10x", "-5m", "1h 30m", "1..5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,389 @@
+//! Pure: the output Secret a token should be written as, and the token read back from a Secret
+//! already in the cluster. Knows the Secret's keys and annotations; talks to nothing.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+
+use crate::crd::{MANAGED_BY, MANAGED_BY_LABEL, NsApiCredential};
+use crate::nsapi::SecretString;
+use crate::schedule::TokenTimes;
+
+pub const KEY_ACCESS_TOKEN: &str = "access_token";
+pub const KEY_AUTHORIZATION: &str = "authorization";
+pub const KEY_TOKEN_TYPE: &str = "token_type";
+pub const KEY_EXPIRES_AT: &str = "expires_at";
+pub const KEY_API_BASE_URL: &str = "api_base_url";
+pub const KEY_DOMAIN: &str = "domain";
+pub const KEY_SCOPE: &str = "scope";
+
+pub const ANNOTATION_ISSUED_AT: &str = "nsapi.io/issued-at";
+pub const ANNOTATION_EXPIRES_AT: &str = "nsapi.io/expires-at";
+/// Keyed digest of the inputs the token was obtained with (see `fingerprint`).
+pub const ANNOTATION_INPUTS: &str = "nsapi.io/inputs-fingerprint";
+
+/// A token as the output Secret holds it. The refresh token is deliberately absent: every pod
+/// that mounts the Secret could read it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredToken {
+    pub access_token: SecretString,
+    pub token_type: String,
+    pub times: TokenTimes,
+    pub api_base_url: String,
+    pub domain: Option<String>,
+    pub scope: Option<String>,
+    pub inputs_fingerprint: String,
+}
+
+/// Who holds the Secret with the output name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ownership {
+    Absent,
+    /// Controlled by this NsApiCredential.
+    Owned,
+    /// Someone else's: never overwritten.
+    Foreign,
+}
+
+pub fn ownership(secret: Option<&Secret>, credential: &NsApiCredential) -> Ownership {
+    let Some(secret) = secret else {
+        return Ownership::Absent;
+    };
+    let uid = credential.meta().uid.as_deref();
+    let controlled = secret
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid);
+    if controlled {
+        Ownership::Owned
+    } else {
+        Ownership::Foreign
+    }
+}
+
+/// The Secret that should exist for `token`: keys, labels, annotations and a controller
+/// ownerReference to the credential (so it is garbage-collected with it).
+pub fn desired_secret(credential: &NsApiCredential, token: &StoredToken) -> Secret {
+    let template = &credential.spec.token_secret;
+    let mut labels = template.labels.clone();
+    labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned());
+    let mut annotations = template.annotations.clone();
+    annotations.insert(
+        ANNOTATION_ISSUED_AT.to_owned(),
+        rfc3339(token.times.issued_at),
+    );
+    annotations.insert(
+        ANNOTATION_EXPIRES_AT.to_owned(),
+        rfc3339(token.times.expires_at),
+    );
+    annotations.insert(
+        ANNOTATION_INPUTS.to_owned(),
+        token.inputs_fingerprint.clone(),
+    );
+
+    let mut data = BTreeMap::new();
+    let mut put = |key: &str, value: &str| {
+        data.insert(key.to_owned(), ByteString(value.as_bytes().to_vec()));
+    };
+    put(KEY_ACCESS_TOKEN, token.access_token.expose());
+    put(
+        KEY_AUTHORIZATION,
+        &format!("{} {}", token.token_type, token.access_token.expose()),
+    );
+    put(KEY_TOKEN_TYPE, &token.token_type);
+    put(KEY_EXPIRES_AT, &rfc3339(token.times.expires_at));
+    put(KEY_API_BASE_URL, &token.api_base_url);
+    if let Some(domain) = &token.domain {
+        put(KEY_DOMAIN, domain);
+    }
+    if let Some(scope) = &token.scope {
+        put(KEY_SCOPE, scope);
+    }
+
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(template.name.clone()),
+            namespace: credential.meta().namespace.clone(),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: credential.controller_owner_ref(&()).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".to_owned()),
+        data: Some(data),
+        ..Secret::default()
+    }
+}
+
+/// Whether writing `desired` would change `existing`: compares the data and what the operator
+/// sets in the metadata, ignoring what others add (extra labels, annotations, managedFields).
+pub fn needs_write(existing: &Secret, desired: &Secret) -> bool {
+    fn subset(
+        want: &Option<BTreeMap<String, String>>,
+        have: &Option<BTreeMap<String, String>>,
+    ) -> bool {
+        let empty = BTreeMap::new();
+        let have = have.as_ref().unwrap_or(&empty);
+        want.iter().flatten().all(|(k, v)| have.get(k) == Some(v))
+    }
+    existing.data != desired.data
+        || existing.type_ != desired.type_
+        || !subset(&desired.metadata.labels, &existing.metadata.labels)
+        || !subset(
+            &desired.metadata.annotations,
+            &existing.metadata.annotations,
+        )
+        || existing.metadata.owner_references != desired.metadata.owner_references
+}
+
+/// Why a Secret holds no usable token record.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UnreadableToken {
+    #[error("the Secret has no {0:?} key")]
+    MissingKey(&'static str),
+    #[error("the Secret has no {0} annotation")]
+    MissingAnnotation(&'static str),
+    #[error("the {0} annotation is not an RFC 3339 time")]
+    BadTime(&'static str),
+    #[error("the {0:?} key is not UTF-8")]
+    NotUtf8(&'static str),
+}
+
+/// Reads back the token an owned Secret holds, so a restarted operator knows whether it is
+/// still fresh without calling the API.
+pub fn read_token(secret: &Secret) -> Result<StoredToken, UnreadableToken> {
+    let data = secret.data.as_ref();
+    let text = |key: &'static str| -> Result<Option<String>, UnreadableToken> {
+        match data.and_then(|d| d.get(key)) {
+            None => Ok(None),
+            Some(bytes) => String::from_utf8(bytes.0.clone())
+                .map(Some)
+                .map_err(|_| UnreadableToken::NotUtf8(key)),
+        }
+    };
+    let required = |key: &'static str| text(key)?.ok_or(UnreadableToken::MissingKey(key));
+    let annotations = secret.metadata.annotations.as_ref();
+    let annotation = |key: &'static str| {
+        annotations
+            .and_then(|a| a.get(key))
+            .cloned()
+            .ok_or(UnreadableToken::MissingAnnotation(key))
+    };
+    let time = |key: &'static str| -> Result<Timestamp, UnreadableToken> {
+        annotation(key)?
+            .parse()
+            .map_err(|_| UnreadableToken::BadTime(key))
+    };
+
+    let access_token = required(KEY_ACCESS_TOKEN)?;
+    if access_token.is_empty() {
+        return Err(UnreadableToken::MissingKey(KEY_ACCESS_TOKEN));
+    }
+    Ok(StoredToken {
+        access_token: SecretString::new(access_token),
+        token_type: text(KEY_TOKEN_TYPE)?.unwrap_or_else(|| "Bearer".to_owned()),
+        times: TokenTimes {
+            issued_at: time(ANNOTATION_ISSUED_AT)?,
+            expires_at: time(ANNOTATION_EXPIRES_AT)?,
+        },
+        api_base_url: required(KEY_API_BASE_URL)?,
+        domain: text(KEY_DOMAIN)?,
+        scope: text(KEY_SCOPE)?,
+        inputs_fingerprint: annotation(ANNOTATION_INPUTS)?,
+    })
+}
+
+/// RFC 3339 in UTC with whole seconds, e.g. `2026-01-01T10:00:00Z`.
+pub fn rfc3339(at: Timestamp) -> String {
+    at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::NsApiCredentialSpec;
+    use serde_json::json;
+
+    fn credential() -> NsApiCredential {
+        let spec: NsApiCredentialSpec = serde_json::from_value(json!({
+            "apiBaseUrl": "https://portal.example.com/ns-api/",
+            "clientSecretRef": {"name": "client"},
+            "subscriberSecretRef": {"name": "subscriber"},
+            "tokenSecret": {"name": "abc-token", "labels": {"team": "voice"}, "annotations": {"note": "x"}},
+        }))
+        .unwrap();
+        let mut cred = NsApiCredential::new("abc", spec);
+        cred.metadata.namespace = Some("telephony".into());
+        cred.metadata.uid = Some("uid-1".into());
+        cred
+    }
+
+    fn token() -> StoredToken {
+        StoredToken {
+            access_token: SecretString::from("90679e87dc2e6409211e822434122aaf9480"),
+            token_type: "Bearer".into(),
+            times: TokenTimes {
+                issued_at: "2026-01-01T10:00:00Z".parse().unwrap(),
+                expires_at: "2026-01-01T11:00:00Z".parse().unwrap(),
+            },
+            api_base_url: "https://portal.example.com/ns-api/".into(),
+            domain: Some("abc-company".into()),
+            scope: Some("Office Manager".into()),
+            inputs_fingerprint: "v1:abcd".into(),
+        }
+    }
+
+    fn value(secret: &Secret, key: &str) -> String {
+        String::from_utf8(secret.data.as_ref().unwrap()[key].0.clone()).unwrap()
+    }
+
+    #[test]
+    fn desired_secret_has_the_documented_keys_and_metadata() {
+        let secret = desired_secret(&credential(), &token());
+        assert_eq!(secret.metadata.name.as_deref(), Some("abc-token"));
+        assert_eq!(secret.metadata.namespace.as_deref(), Some("telephony"));
+        assert_eq!(secret.type_.as_deref(), Some("Opaque"));
+        assert_eq!(
+            value(&secret, "access_token"),
+            "90679e87dc2e6409211e822434122aaf9480"
+        );
+        assert_eq!(
+            value(&secret, "authorization"),
+            "Bearer 90679e87dc2e6409211e822434122aaf9480"
+        );
+        assert_eq!(value(&secret, "token_type"), "Bearer");
+        assert_eq!(value(&secret, "expires_at"), "2026-01-01T11:00:00Z");
+        assert_eq!(
+            value(&secret, "api_base_url"),
+            "https://portal.example.com/ns-api/"
+        );
+        assert_eq!(value(&secret, "domain"), "abc-company");
+        assert_eq!(value(&secret, "scope"), "Office Manager");
+        let keys: Vec<_> = secret.data.as_ref().unwrap().keys().cloned().collect();
+        assert!(!keys.iter().any(|k| k.contains("refresh")), "{keys:?}");
+
+        let labels = secret.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[MANAGED_BY_LABEL], MANAGED_BY);
+        assert_eq!(labels["team"], "voice");
+        let annotations = secret.metadata.annotations.as_ref().unwrap();
+        assert_eq!(annotations[ANNOTATION_ISSUED_AT], "2026-01-01T10:00:00Z");
+        assert_eq!(annotations[ANNOTATION_EXPIRES_AT], "2026-01-01T11:00:00Z");
+        assert_eq!(annotations["note"], "x");
+
+        let owner = &secret.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(owner.kind, "NsApiCredential");
+        assert_eq!(owner.api_version, "nsapi.io/v1alpha1");
+        assert_eq!(owner.uid, "uid-1");
+        assert_eq!(owner.controller, Some(true));
+    }
+
+    #[test]
+    fn a_written_token_reads_back_identically() {
+        let secret = desired_secret(&credential(), &token());
+        assert_eq!(read_token(&secret).unwrap(), token());
+    }
+
+    #[test]
+    fn missing_or_corrupt_records_are_reported() {
+        let good = desired_secret(&credential(), &token());
+        let mut no_annotation = good.clone();
+        no_annotation
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .remove(ANNOTATION_EXPIRES_AT);
+        let mut bad_time = good.clone();
+        bad_time
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(ANNOTATION_ISSUED_AT.into(), "yesterday".into());
+        let mut no_token = good.clone();
+        no_token.data.as_mut().unwrap().remove(KEY_ACCESS_TOKEN);
+        let mut empty_token = good.clone();
+        empty_token
+            .data
+            .as_mut()
+            .unwrap()
+            .insert(KEY_ACCESS_TOKEN.into(), ByteString(vec![]));
+        let mut binary = good.clone();
+        binary
+            .data
+            .as_mut()
+            .unwrap()
+            .insert(KEY_ACCESS_TOKEN.into(), ByteString(vec![0xff, 0xfe]));
+        let cases = [
+            (
+                no_annotation,
+                UnreadableToken::MissingAnnotation(ANNOTATION_EXPIRES_AT),
+            ),
+            (bad_time, UnreadableToken::BadTime(ANNOTATION_ISSUED_AT)),
+            (no_token, UnreadableToken::MissingKey(KEY_ACCESS_TOKEN)),
+            (empty_token, UnreadableToken::MissingKey(KEY_ACCESS_TOKEN)),
+            (binary, UnreadableToken::NotUtf8(KEY_ACCESS_TOKEN)),
+            (
+                Secret::default(),
+                UnreadableToken::MissingKey(KEY_ACCESS_TOKEN),
+            ),
+        ];
+        for (secret, expected) in cases {
+            assert_eq!(read_token(&secret), Err(expected));
+        }
+    }
+
+    #[test]
+    fn ownership_follows_the_controller_reference() {
+        let cred = credential();
+        let ours = desired_secret(&cred, &token());
+        assert_eq!(ownership(None, &cred), Ownership::Absent);
+        assert_eq!(ownership(Some(&ours), &cred), Ownership::Owned);
+        let mut other = ours.clone();
+        other.metadata.owner_references.as_mut().unwrap()[0].uid = "uid-2".into();
+        assert_eq!(ownership(Some(&other), &cred), Ownership::Foreign);
+        let mut not_controller = ours.clone();
+        not_controller.metadata.owner_references.as_mut().unwrap()[0].controller = None;
+        assert_eq!(ownership(Some(&not_controller), &cred), Ownership::Foreign);
+        assert_eq!(
+            ownership(Some(&Secret::default()), &cred),
+            Ownership::Foreign
+        );
+    }
+
+    #[test]
+    fn unchanged_content_needs_no_write() {
+        let cred = credential();
+        let desired = desired_secret(&cred, &token());
+        let mut existing = desired.clone();
+        existing.metadata.resource_version = Some("42".into());
+        existing
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("added-by-someone".into(), "x".into());
+        assert!(!needs_write(&existing, &desired));
+
+        let mut relabelled = cred.clone();
+        relabelled
+            .spec
+            .token_secret
+            .labels
+            .insert("team".into(), "data".into());
+        assert!(needs_write(
+            &existing,
+            &desired_secret(&relabelled, &token())
+        ));
+
+        let mut rotated = token();
+        rotated.access_token = SecretString::from("ffff");
+        assert!(needs_write(&existing, &desired_secret(&cred, &rotated)));
+    }
+}
