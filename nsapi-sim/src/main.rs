@@ -1,1 +1,253 @@
-fn main() {}
+//! `nsapi-sim`: run the NetSapiens API simulator as a process, for demos and manual tests.
+//! Prints the base URL as the first stdout line, logs to stderr, stops on Ctrl-C or SIGTERM.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use nsapi_sim::{ErrorBody, Fault, RefreshMode, Sim, SimConfig, Subscriber, parse_duration};
+
+const ADMIN_HELP: &str = "\
+ENDPOINTS (BASE = http://ADDR/ns-api by default):
+  POST|GET BASE/oauth2/token[/]   v1 password and refresh_token grants; fields in a form body,
+                                  the query string, a multipart body or a JSON body
+  GET      BASE/oauth2/read?format=json   token info for `Authorization: Bearer TOKEN`
+                                  (XML without format=json)
+  POST     BASE/v2/tokens[/]      v2 grants, JSON body; errors {\"code\",\"message\"}
+
+ADMIN API (JSON, no authentication: keep the simulator on loopback):
+  GET    /_sim/health                       200 \"ok\"
+  GET    /_sim/stats                        counters, with by_key \"endpoint/grant/result\"
+  DELETE /_sim/stats                        zero the counters
+  GET    /_sim/faults                       active faults
+  POST   /_sim/faults                       add a fault or an array of faults, e.g.
+                                            {\"type\":\"status\",\"status\":503,\"count\":2}
+  DELETE /_sim/faults                       clear every fault
+  GET    /_sim/settings                     current settings
+  PUT    /_sim/settings                     change any of: token_ttl, refresh_mode,
+                                            refresh_token_ttl, password_grant_revokes_previous,
+                                            v2_enabled, bad_client_status, bad_refresh_status,
+                                            error_body, api_version
+  POST   /_sim/clients                      {\"id\",\"secret\"}
+  POST   /_sim/subscribers                  {\"username\",\"password\"[,\"scope\",\"domain\",
+                                            \"territory\",\"uid\",\"mfa\"]}
+  PUT    /_sim/subscribers/USERNAME/password  {\"password\"}
+  POST   /_sim/tokens/valid                 {\"token\"} -> {\"valid\":bool[,\"reason\"]}
+  GET    /_sim/tokens/valid?token=TOKEN     the same
+  POST   /_sim/tokens/revoke                {\"token\"} access or refresh token -> {\"found\"}
+  POST   /_sim/tokens/expire                {\"token\"} make it expire now -> {\"found\"}
+  POST   /_sim/refresh-tokens/revoke        revoke every refresh token issued so far
+
+FAULTS (JSON for --fault, the config file and POST /_sim/faults; add \"times\":N to limit any):
+  {\"type\":\"status\",\"status\":503,\"count\":2}           5xx (or any status) for the next N
+  {\"type\":\"status_fraction\",\"status\":500,\"fraction\":0.3}  that status for 30% of them
+  {\"type\":\"latency\",\"delay\":\"200ms\"}                  added latency
+  {\"type\":\"hang\"}                                     never answer
+  {\"type\":\"malformed_json\"} {\"type\":\"empty_body\"} {\"type\":\"json_as_html\"}
+  {\"type\":\"firewall\",\"after\":5,\"window\":\"60s\"}        HTML 403 past N requests per window
+  {\"type\":\"too_many_requests\",\"retry_after_secs\":30,\"count\":1}   429 + Retry-After
+  {\"type\":\"invalid_scope\"}                            401 Invalid Scope [APP001]
+  {\"type\":\"reject_refresh\"}                           every refresh grant fails
+  {\"type\":\"method_not_allowed\",\"method\":\"GET\"}       405 for GET (or POST) token requests
+  {\"type\":\"read_status\",\"status\":500,\"count\":1}      fault on oauth2/read
+Token faults apply to v1 oauth2/token and v2 tokens. Durations: 60s, 500ms, 2m, 1h or seconds.";
+
+/// A NetSapiens API simulator: OAuth2 token endpoints (v1 and v2) with the real API's quirks
+/// and injectable faults, plus an admin API under /_sim/.
+///
+/// Prints the base URL (e.g. http://127.0.0.1:8080/ns-api/) as the first line on stdout.
+/// Flags override the config file; --client, --subscriber and --fault add to it.
+#[derive(Parser, Debug)]
+#[command(name = "nsapi-sim", version, after_long_help = ADMIN_HELP)]
+struct Cli {
+    /// Address to listen on; port 0 picks a free port [default: 127.0.0.1:8080, or the config file's].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+
+    /// JSON config file: listen, base_path, token_ttl, refresh_mode, refresh_token_ttl,
+    /// password_grant_revokes_previous, v2_enabled, bad_client_status, bad_refresh_status,
+    /// error_body, api_version, clients [{id, secret}], subscribers [{username, password,
+    /// scope, domain, territory, uid, mfa}], faults [...].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Base path of the API [default: /ns-api]; "/" serves at the root.
+    #[arg(long, value_name = "PATH")]
+    base_path: Option<String>,
+
+    /// Access-token lifetime, at least 1s [default: 3600s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    token_ttl: Option<Duration>,
+
+    /// Refresh behaviour: same (the same refresh token comes back and stays valid) or rotate
+    /// (a new one each time; each is accepted once) [default: same].
+    #[arg(long, value_name = "MODE")]
+    refresh_mode: Option<RefreshMode>,
+
+    /// Refresh-token lifetime [default: none, refresh tokens never expire].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    refresh_token_ttl: Option<Duration>,
+
+    /// A new password grant revokes the user's earlier access and refresh tokens.
+    #[arg(long)]
+    password_grant_revokes_previous: bool,
+
+    /// Disable API v2: /v2/tokens answers 404 with an HTML page, as older servers do.
+    #[arg(long)]
+    no_v2: bool,
+
+    /// HTTP status for a bad client id or secret: 400, 401 or 403 [default: 401].
+    #[arg(long, value_name = "STATUS", value_parser = clap::value_parser!(u16).range(100..=599))]
+    bad_client_status: Option<u16>,
+
+    /// HTTP status for a bad, expired, revoked or reused refresh token [default: 400].
+    #[arg(long, value_name = "STATUS", value_parser = clap::value_parser!(u16).range(100..=599))]
+    bad_refresh_status: Option<u16>,
+
+    /// Body of v1 errors: oauth ({"error","error_description"}), code-message
+    /// ({"code","message"}), text, html, empty, json-as-html [default: oauth].
+    #[arg(long, value_name = "STYLE")]
+    error_body: Option<ErrorBody>,
+
+    /// The apiversion string reported [default: "Version: 44.1.0"].
+    #[arg(long, value_name = "STRING")]
+    api_version: Option<String>,
+
+    /// An OAuth client, ID:SECRET (repeatable).
+    #[arg(long, value_name = "ID:SECRET", value_parser = parse_pair)]
+    client: Vec<(String, String)>,
+
+    /// A subscriber, USERNAME:PASSWORD (repeatable); scope Office Manager, domain after the @.
+    #[arg(long, value_name = "USERNAME:PASSWORD", value_parser = parse_pair)]
+    subscriber: Vec<(String, String)>,
+
+    /// A subscriber with MFA enabled, USERNAME:PASSWORD (repeatable): the password grant
+    /// answers an unusable token with scope mfa_required.
+    #[arg(long, value_name = "USERNAME:PASSWORD", value_parser = parse_pair)]
+    mfa_subscriber: Vec<(String, String)>,
+
+    /// A fault active from the start, as JSON (repeatable), e.g.
+    /// '{"type":"status","status":503,"count":2}'; see FAULTS below (--help).
+    #[arg(long, value_name = "JSON")]
+    fault: Vec<Fault>,
+
+    /// Log filter (tracing EnvFilter syntax), also read from RUST_LOG. Tokens and passwords
+    /// are never logged.
+    #[arg(long, value_name = "FILTER", env = "RUST_LOG", default_value = "info")]
+    log: String,
+}
+
+/// Split `A:B` at the first colon (passwords may contain colons, usernames do not).
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once(':') {
+        Some((a, b)) if !a.is_empty() => Ok((a.to_owned(), b.to_owned())),
+        _ => Err("expected NAME:SECRET".to_owned()),
+    }
+}
+
+fn build_config(cli: Cli) -> Result<SimConfig, String> {
+    let mut c = match &cli.config {
+        Some(path) => SimConfig::from_json_file(path)?,
+        None => SimConfig::new().listen(SocketAddr::from(([127, 0, 0, 1], 8080))),
+    };
+    if let Some(v) = cli.listen {
+        c = c.listen(v);
+    }
+    if let Some(v) = &cli.base_path {
+        c = c.base_path(v);
+    }
+    if let Some(v) = cli.token_ttl {
+        c = c.token_ttl(v);
+    }
+    if let Some(v) = cli.refresh_mode {
+        c = c.refresh_mode(v);
+    }
+    if let Some(v) = cli.refresh_token_ttl {
+        c = c.refresh_token_ttl(Some(v));
+    }
+    if cli.password_grant_revokes_previous {
+        c = c.password_grant_revokes_previous(true);
+    }
+    if cli.no_v2 {
+        c = c.v2_enabled(false);
+    }
+    let (client_status, refresh_status, body) = (
+        cli.bad_client_status.unwrap_or(c.bad_client_status),
+        cli.bad_refresh_status.unwrap_or(c.bad_refresh_status),
+        cli.error_body.unwrap_or(c.error_body),
+    );
+    c = c.errors(client_status, refresh_status, body);
+    if let Some(v) = &cli.api_version {
+        c = c.api_version(v);
+    }
+    for (id, secret) in &cli.client {
+        c = c.client(id, secret);
+    }
+    for (user, password) in &cli.subscriber {
+        c = c.subscriber(Subscriber::new(user, password));
+    }
+    for (user, password) in &cli.mfa_subscriber {
+        c = c.subscriber(Subscriber::new(user, password).with_mfa(true));
+    }
+    for f in cli.fault {
+        c = c.fault(f);
+    }
+    Ok(c)
+}
+
+async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::new(match cli.log.trim() {
+            "" => "info",
+            filter => filter,
+        }))
+        .init();
+    let config = match build_config(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("nsapi-sim: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let (clients, subscribers) = (config.clients.len(), config.subscribers.len());
+    let sim = match Sim::start(config).await {
+        Ok(sim) => sim,
+        Err(e) => {
+            eprintln!("nsapi-sim: cannot listen: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    println!("{}", sim.base_url());
+    let _ = std::io::stdout().flush();
+    tracing::info!(
+        base_url = %sim.base_url(),
+        admin_url = %sim.admin_url(),
+        clients,
+        subscribers,
+        "nsapi-sim listening"
+    );
+    stop_signal().await;
+    tracing::info!("stopping");
+    sim.shutdown().await;
+    std::process::ExitCode::SUCCESS
+}
