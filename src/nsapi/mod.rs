@@ -4,6 +4,8 @@
 
 mod base_url;
 mod secret;
+mod token;
 
 pub use base_url::{ApiBaseUrl, BaseUrlError, redact_url};
 pub use secret::{ClientCredentials, SecretString, SubscriberCredentials};
+pub use token::{Grant, RefreshMethod, TokenApi, TokenGrant, TokenInfo};

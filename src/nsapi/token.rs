@@ -1,0 +1,485 @@
+//! What a token request asks for and what comes back: the grant and API enums, the typed
+//! [`TokenGrant`] and [`TokenInfo`], and lenient parsing of the JSON the API returns.
+//! Parsing never echoes a body: a 2xx body carries fresh tokens, so problems are described by
+//! field name only.
+
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{Map, Value};
+
+use super::secret::SecretString;
+
+/// Which token endpoint to use (NSAPI.md): `V1` is `oauth2/token/`, `V2` is `v2/tokens`, `Auto`
+/// tries v2 and falls back to v1 when v2 is absent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TokenApi {
+    V1,
+    V2,
+    Auto,
+}
+
+impl TokenApi {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenApi::V1 => "v1",
+            TokenApi::V2 => "v2",
+            TokenApi::Auto => "auto",
+        }
+    }
+}
+
+/// How the v1 refresh grant is sent: `Get` (the documented query string) or `Post` (a form body).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RefreshMethod {
+    Get,
+    Post,
+}
+
+impl RefreshMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefreshMethod::Get => "GET",
+            RefreshMethod::Post => "POST",
+        }
+    }
+}
+
+/// The OAuth2 grant a token was obtained with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Grant {
+    Password,
+    RefreshToken,
+}
+
+impl Grant {
+    /// The `grant_type` value: `password` or `refresh_token`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Grant::Password => "password",
+            Grant::RefreshToken => "refresh_token",
+        }
+    }
+}
+
+/// A usable token, as returned by a password or refresh grant.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenGrant {
+    pub access_token: SecretString,
+    /// Store whatever comes back: newer servers rotate refresh tokens and accept each one once.
+    pub refresh_token: Option<SecretString>,
+    /// `Bearer` when the server does not say.
+    pub token_type: String,
+    pub scope: Option<String>,
+    pub domain: Option<String>,
+    pub territory: Option<String>,
+    pub uid: Option<String>,
+    /// The server's `apiversion`, e.g. `Version: 41.1.0`.
+    pub api_version: Option<String>,
+    /// Undocumented; kept as an opaque boolean.
+    pub legacy: Option<bool>,
+    pub grant: Grant,
+    /// The API actually used: `V1` or `V2`, never `Auto`.
+    pub api: TokenApi,
+    /// The clock's time immediately before the request was sent.
+    pub requested_at: Timestamp,
+    /// Lifetime in seconds, as returned (always positive).
+    pub expires_in: i64,
+    /// `requested_at + expires_in`.
+    pub expires_at: Timestamp,
+}
+
+/// What `oauth2/read` says about a token. Used to enrich status, not for scheduling
+/// (`expires` has no time zone).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub client_id: Option<String>,
+    pub territory: Option<String>,
+    pub domain: Option<String>,
+    pub uid: Option<String>,
+    pub scope: Option<String>,
+    pub api_version: Option<String>,
+    /// `YYYY-MM-DD HH:MM:SS` as returned, no time zone.
+    pub expires: Option<String>,
+}
+
+/// Why a 2xx grant body is not a usable token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum GrantBodyError {
+    /// Not JSON at all (an HTML page, text, or empty).
+    NotJson,
+    /// JSON, but not an object.
+    NotAnObject,
+    /// `scope` is `mfa_required`: an intermediate token, not a usable one.
+    MfaRequired {
+        mfa_type: Option<String>,
+        mfa_vendor: Option<String>,
+    },
+    MissingAccessToken,
+    /// `expires_in` is missing, not a number, not positive, or too large to be a date.
+    InvalidExpiresIn(&'static str),
+}
+
+impl GrantBodyError {
+    /// A description that names fields only, never values.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            GrantBodyError::NotJson => "the body is not JSON".to_owned(),
+            GrantBodyError::NotAnObject => "the body is JSON but not an object".to_owned(),
+            GrantBodyError::MfaRequired { .. } => "scope is mfa_required".to_owned(),
+            GrantBodyError::MissingAccessToken => "access_token is missing or empty".to_owned(),
+            GrantBodyError::InvalidExpiresIn(why) => format!("expires_in is {why}"),
+        }
+    }
+}
+
+/// Whether `body` parses as JSON (used to tell an API answer from an HTML or text page).
+pub(crate) fn body_is_json(body: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(body).is_ok()
+}
+
+/// Parses a 2xx token response. Unknown fields are ignored; numbers and numeric strings are
+/// both accepted where the API is known to vary.
+pub(crate) fn parse_grant_body(
+    body: &[u8],
+    grant: Grant,
+    api: TokenApi,
+    requested_at: Timestamp,
+) -> Result<TokenGrant, GrantBodyError> {
+    let value: Value = serde_json::from_slice(body).map_err(|_| GrantBodyError::NotJson)?;
+    let object = first_object(&value).ok_or(GrantBodyError::NotAnObject)?;
+
+    let scope = text_field(object, &["scope"]);
+    if scope
+        .as_deref()
+        .is_some_and(|s| s.eq_ignore_ascii_case("mfa_required"))
+    {
+        return Err(GrantBodyError::MfaRequired {
+            mfa_type: text_field(object, &["mfa_type"]).map(|s| short_label(&s)),
+            mfa_vendor: text_field(object, &["mfa_vendor"]).map(|s| short_label(&s)),
+        });
+    }
+
+    let access_token = match object.get("access_token") {
+        Some(Value::String(token)) if !token.trim().is_empty() => {
+            SecretString::new(token.trim().to_owned())
+        }
+        _ => return Err(GrantBodyError::MissingAccessToken),
+    };
+    let refresh_token = match object.get("refresh_token") {
+        Some(Value::String(token)) if !token.trim().is_empty() => {
+            Some(SecretString::new(token.trim().to_owned()))
+        }
+        _ => None,
+    };
+    let expires_in = expires_in(object.get("expires_in"))?;
+    let expires_at = requested_at
+        .checked_add(SignedDuration::from_secs(expires_in))
+        .map_err(|_| GrantBodyError::InvalidExpiresIn("too large"))?;
+
+    Ok(TokenGrant {
+        access_token,
+        refresh_token,
+        token_type: text_field(object, &["token_type"]).unwrap_or_else(|| "Bearer".to_owned()),
+        scope,
+        domain: text_field(object, &["domain"]),
+        territory: text_field(object, &["territory"]),
+        uid: text_field(object, &["uid"]),
+        api_version: text_field(object, &["apiversion", "api_version", "apiVersion"]),
+        legacy: bool_field(object.get("legacy")),
+        grant,
+        api,
+        requested_at,
+        expires_in,
+        expires_at,
+    })
+}
+
+/// Parses a 2xx `oauth2/read?format=json` body. Returns `None` when it is not a JSON object
+/// (older servers answer XML when `format=json` is ignored).
+pub(crate) fn parse_token_info(body: &[u8]) -> Option<TokenInfo> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let object = first_object(&value)?;
+    Some(TokenInfo {
+        client_id: text_field(object, &["client_id"]),
+        territory: text_field(object, &["territory"]),
+        domain: text_field(object, &["domain"]),
+        uid: text_field(object, &["uid"]),
+        scope: text_field(object, &["scope"]),
+        api_version: text_field(object, &["apiversion", "api_version", "apiVersion"]),
+        expires: text_field(object, &["expires"]),
+    })
+}
+
+/// The object itself, or the first element of an array of objects.
+fn first_object(value: &Value) -> Option<&Map<String, Value>> {
+    match value {
+        Value::Object(object) => Some(object),
+        Value::Array(items) => items.first().and_then(Value::as_object),
+        _ => None,
+    }
+}
+
+/// A string, number or boolean field as text; empty strings count as absent.
+fn text_field(object: &Map<String, Value>, names: &[&str]) -> Option<String> {
+    names.iter().find_map(|name| match object.get(*name)? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    })
+}
+
+fn bool_field(value: Option<&Value>) -> Option<bool> {
+    match value? {
+        Value::Bool(b) => Some(*b),
+        Value::Number(n) => n.as_i64().map(|n| n != 0),
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Some(true),
+            "false" | "0" | "no" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn expires_in(value: Option<&Value>) -> Result<i64, GrantBodyError> {
+    let seconds = match value {
+        None | Some(Value::Null) => return Err(GrantBodyError::InvalidExpiresIn("missing")),
+        Some(Value::Number(n)) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => i,
+            (None, Some(f)) if f.is_finite() && f.abs() < 9.0e15 => f.trunc() as i64,
+            _ => return Err(GrantBodyError::InvalidExpiresIn("too large")),
+        },
+        Some(Value::String(s)) => {
+            let s = s.trim();
+            match s.parse::<i64>() {
+                Ok(i) => i,
+                Err(_) => match s.parse::<f64>() {
+                    Ok(f) if f.is_finite() && f.abs() < 9.0e15 => f.trunc() as i64,
+                    _ => return Err(GrantBodyError::InvalidExpiresIn("not a number")),
+                },
+            }
+        }
+        Some(_) => return Err(GrantBodyError::InvalidExpiresIn("not a number")),
+    };
+    if seconds <= 0 {
+        return Err(GrantBodyError::InvalidExpiresIn("not positive"));
+    }
+    Ok(seconds)
+}
+
+/// Server-chosen labels (e.g. `mfa_type`) are shown to users: keep them short and plain.
+fn short_label(value: &str) -> String {
+    value
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ' '))
+        .take(32)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at() -> Timestamp {
+        "2024-05-01T12:00:00Z".parse().unwrap()
+    }
+
+    fn parse(body: &str) -> Result<TokenGrant, GrantBodyError> {
+        parse_grant_body(body.as_bytes(), Grant::Password, TokenApi::V1, at())
+    }
+
+    #[test]
+    fn parses_the_guides_sample() {
+        let grant = parse(
+            r#"{"access_token":"90679e87dc2e6409211e822434122aaf9480","expires_in":3600,
+                "scope":"Office Manager","token_type":"Bearer","refresh_token":"c7bf58a0247e02efc6ee4340f01ed629",
+                "legacy":false,"domain":"abc-company.12345.service","apiversion":"Version: 41.1.0"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            grant.access_token.expose(),
+            "90679e87dc2e6409211e822434122aaf9480"
+        );
+        assert_eq!(
+            grant.refresh_token.as_ref().map(SecretString::expose),
+            Some("c7bf58a0247e02efc6ee4340f01ed629")
+        );
+        assert_eq!(grant.token_type, "Bearer");
+        assert_eq!(grant.scope.as_deref(), Some("Office Manager"));
+        assert_eq!(grant.domain.as_deref(), Some("abc-company.12345.service"));
+        assert_eq!(grant.api_version.as_deref(), Some("Version: 41.1.0"));
+        assert_eq!(grant.legacy, Some(false));
+        assert_eq!(grant.territory, None);
+        assert_eq!(grant.uid, None);
+        assert_eq!(grant.grant, Grant::Password);
+        assert_eq!(grant.api, TokenApi::V1);
+        assert_eq!(grant.requested_at, at());
+        assert_eq!(grant.expires_in, 3600);
+        assert_eq!(
+            grant.expires_at,
+            "2024-05-01T13:00:00Z".parse::<Timestamp>().unwrap()
+        );
+    }
+
+    #[test]
+    fn debug_of_a_grant_hides_both_tokens() {
+        let grant = parse(r#"{"access_token":"AAAAsecretaccess","refresh_token":"RRRRsecretrefresh","expires_in":60}"#)
+            .unwrap();
+        let printed = format!("{grant:?} {grant:#?}");
+        assert!(!printed.contains("AAAAsecretaccess"));
+        assert!(!printed.contains("RRRRsecretrefresh"));
+        assert!(printed.contains("[redacted]"));
+    }
+
+    #[test]
+    fn accepts_numeric_string_and_float_expires_in() {
+        for (value, expected) in [
+            (r#""3600""#, 3600),
+            (r#"" 120 ""#, 120),
+            ("59.9", 59),
+            (r#""7.0""#, 7),
+        ] {
+            let body = format!(r#"{{"access_token":"t0k3n","expires_in":{value}}}"#);
+            assert_eq!(
+                parse(&body).unwrap().expires_in,
+                expected,
+                "expires_in {value}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_missing_or_non_positive_expires_in() {
+        let cases = [
+            (r#"{"access_token":"t"}"#, "missing"),
+            (r#"{"access_token":"t","expires_in":null}"#, "missing"),
+            (r#"{"access_token":"t","expires_in":0}"#, "not positive"),
+            (r#"{"access_token":"t","expires_in":-5}"#, "not positive"),
+            (
+                r#"{"access_token":"t","expires_in":"soon"}"#,
+                "not a number",
+            ),
+            (r#"{"access_token":"t","expires_in":true}"#, "not a number"),
+            (
+                r#"{"access_token":"t","expires_in":9223372036854775807}"#,
+                "too large",
+            ),
+            (r#"{"access_token":"t","expires_in":1e300}"#, "too large"),
+        ];
+        for (body, why) in cases {
+            assert_eq!(
+                parse(body),
+                Err(GrantBodyError::InvalidExpiresIn(why)),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn ignores_extra_fields_and_defaults_token_type() {
+        let grant = parse(
+            r#"{"access_token":"t0k3n","expires_in":3600,"username":"111@abc","user":"111",
+                "territory":"T1","uid":"111@abc-company","nested":{"a":[1,2]},"legacy":"1"}"#,
+        )
+        .unwrap();
+        assert_eq!(grant.token_type, "Bearer");
+        assert_eq!(grant.territory.as_deref(), Some("T1"));
+        assert_eq!(grant.uid.as_deref(), Some("111@abc-company"));
+        assert_eq!(grant.legacy, Some(true));
+        assert_eq!(grant.refresh_token, None);
+    }
+
+    #[test]
+    fn numbers_become_text_and_empty_strings_absent() {
+        let grant = parse(
+            r#"{"access_token":"t0k3n","expires_in":60,"territory":42,"domain":"","refresh_token":"  "}"#,
+        )
+        .unwrap();
+        assert_eq!(grant.territory.as_deref(), Some("42"));
+        assert_eq!(grant.domain, None);
+        assert_eq!(grant.refresh_token, None);
+    }
+
+    #[test]
+    fn mfa_required_is_not_a_token() {
+        let body = r#"{"access_token":"intermediate","expires_in":300,"scope":"mfa_required",
+                       "mfa_type":"totp","mfa_vendor":"google<script>"}"#;
+        assert_eq!(
+            parse(body),
+            Err(GrantBodyError::MfaRequired {
+                mfa_type: Some("totp".to_owned()),
+                mfa_vendor: Some("googlescript".to_owned()),
+            })
+        );
+        // Detected even when the rest of the body would not be a usable token.
+        assert!(matches!(
+            parse(r#"{"scope":"MFA_REQUIRED"}"#),
+            Err(GrantBodyError::MfaRequired { .. })
+        ));
+    }
+
+    #[test]
+    fn refuses_bodies_that_are_not_a_token() {
+        assert_eq!(parse(""), Err(GrantBodyError::NotJson));
+        assert_eq!(parse("<html>ok</html>"), Err(GrantBodyError::NotJson));
+        assert_eq!(
+            parse(r#"{"access_token":"t","#),
+            Err(GrantBodyError::NotJson)
+        );
+        assert_eq!(
+            parse(r#""just a string""#),
+            Err(GrantBodyError::NotAnObject)
+        );
+        assert_eq!(
+            parse(r#"{"expires_in":3600}"#),
+            Err(GrantBodyError::MissingAccessToken)
+        );
+        assert_eq!(
+            parse(r#"{"access_token":42,"expires_in":3600}"#),
+            Err(GrantBodyError::MissingAccessToken)
+        );
+    }
+
+    #[test]
+    fn an_array_of_one_object_is_accepted() {
+        let grant = parse(r#"[{"access_token":"t0k3n","expires_in":"60"}]"#).unwrap();
+        assert_eq!(grant.expires_in, 60);
+    }
+
+    #[test]
+    fn descriptions_name_fields_not_values() {
+        let err = parse(r#"{"access_token":"t0k3nvalue","expires_in":"soon"}"#).unwrap_err();
+        assert_eq!(err.describe(), "expires_in is not a number");
+    }
+
+    #[test]
+    fn parses_token_info() {
+        let info = parse_token_info(
+            br#"{"token":"secret-token","client_id":"my-client","territory":"T1","domain":"abc",
+                 "uid":"111@abc","expires":"2024-05-01 13:00:00","scope":"Office Manager",
+                 "apiversion":"Version: 44.0.1"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            info,
+            TokenInfo {
+                client_id: Some("my-client".into()),
+                territory: Some("T1".into()),
+                domain: Some("abc".into()),
+                uid: Some("111@abc".into()),
+                scope: Some("Office Manager".into()),
+                api_version: Some("Version: 44.0.1".into()),
+                expires: Some("2024-05-01 13:00:00".into()),
+            }
+        );
+        assert_eq!(parse_token_info(b"<xml><token>x</token></xml>"), None);
+    }
+
+    #[test]
+    fn enum_names() {
+        assert_eq!(Grant::Password.as_str(), "password");
+        assert_eq!(Grant::RefreshToken.as_str(), "refresh_token");
+        assert_eq!(RefreshMethod::Get.as_str(), "GET");
+        assert_eq!(TokenApi::Auto.as_str(), "auto");
+    }
+}
