@@ -1,0 +1,554 @@
+//! The HTTP side: builds each token request as NSAPI.md describes it, sends it with a timeout
+//! and no redirects, and hands status, headers and body to the pure classification in
+//! `error.rs` and parsing in `token.rs`. Nothing here formats a secret or an unredacted URL.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
+use reqwest::redirect;
+use serde_json::json;
+
+use super::base_url::{ApiBaseUrl, redact_url};
+use super::error::{
+    Exchange, NsApiError, Operation, TransportFailure, classify_grant_body, classify_status,
+    classify_transport, malformed, v2_absent,
+};
+use super::secret::{ClientCredentials, SecretString, SubscriberCredentials};
+use super::token::{
+    Grant, RefreshMethod, TokenApi, TokenGrant, TokenInfo, body_is_json, parse_grant_body,
+    parse_token_info,
+};
+use crate::clock::Clock;
+
+/// Bodies are read up to this size; a token answer is a few hundred bytes.
+const MAX_BODY: usize = 64 * 1024;
+
+/// How the client talks to the API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NsApiClientConfig {
+    /// Limit for connecting and for each whole request, body included. Default 15 s.
+    pub timeout: Duration,
+    /// Default `nsapi-token-operator/<version> (+<repository URL>)`.
+    pub user_agent: String,
+}
+
+impl Default for NsApiClientConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(15),
+            user_agent: format!(
+                "nsapi-token-operator/{} (+{})",
+                env!("CARGO_PKG_VERSION"),
+                env!("CARGO_PKG_REPOSITORY")
+            ),
+        }
+    }
+}
+
+/// A NetSapiens API client. Cheap to clone (the connection pool and clock are shared).
+#[derive(Clone)]
+pub struct NsApiClient {
+    http: reqwest::Client,
+    clock: Arc<dyn Clock>,
+    timeout: Duration,
+}
+
+impl fmt::Debug for NsApiClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NsApiClient")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a token request carries besides the client.
+#[derive(Clone, Copy)]
+enum GrantRequest<'a> {
+    Password(&'a SubscriberCredentials),
+    Refresh(&'a SecretString, RefreshMethod),
+}
+
+impl GrantRequest<'_> {
+    fn grant(self) -> Grant {
+        match self {
+            GrantRequest::Password(_) => Grant::Password,
+            GrantRequest::Refresh(..) => Grant::RefreshToken,
+        }
+    }
+
+    fn operation(self) -> Operation {
+        match self {
+            GrantRequest::Password(_) => Operation::PasswordGrant,
+            GrantRequest::Refresh(..) => Operation::RefreshGrant,
+        }
+    }
+
+    /// The `grant_type` plus the grant's own fields, in the order the guide lists them.
+    fn fields<'a>(&'a self, client: &'a ClientCredentials) -> Vec<(&'static str, &'a str)> {
+        let mut fields = vec![
+            ("grant_type", self.grant().as_str()),
+            ("client_id", client.client_id.as_str()),
+            ("client_secret", client.client_secret.expose()),
+        ];
+        match self {
+            GrantRequest::Password(subscriber) => {
+                fields.push(("username", subscriber.username.as_str()));
+                fields.push(("password", subscriber.password.expose()));
+            }
+            GrantRequest::Refresh(token, _) => fields.push(("refresh_token", token.expose())),
+        }
+        fields
+    }
+
+    /// Every secret value the request sends, to scrub from whatever comes back.
+    fn secrets<'a>(&'a self, client: &'a ClientCredentials) -> [&'a str; 2] {
+        let own = match self {
+            GrantRequest::Password(subscriber) => subscriber.password.expose(),
+            GrantRequest::Refresh(token, _) => token.expose(),
+        };
+        [client.client_secret.expose(), own]
+    }
+}
+
+/// An answer, read in full (up to [`MAX_BODY`]).
+struct Answer {
+    status: u16,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    requested_at: Timestamp,
+}
+
+/// A v2 failure, split by whether it means "no v2 here" (so `Auto` may fall back to v1).
+enum V2Failure {
+    Absent(NsApiError),
+    Failed(NsApiError),
+}
+
+impl NsApiClient {
+    /// Builds the client: timeouts, no redirects, `Accept: application/json`, the User-Agent.
+    /// Installs rustls' ring provider as the process default if none is installed yet.
+    pub fn new(config: NsApiClientConfig, clock: Arc<dyn Clock>) -> Result<Self, NsApiError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            // A redirect could carry the credentials to another host: never follow one.
+            .redirect(redirect::Policy::none())
+            .referer(false)
+            .user_agent(config.user_agent.as_str())
+            .default_headers(headers)
+            .build()
+            .map_err(|err| NsApiError::Permanent {
+                message: format!(
+                    "could not set up the HTTP client for the NetSapiens API ({}): check the configured user agent and the TLS setup",
+                    render_error_chain(&err.without_url())
+                ),
+                status: None,
+                label: "client_setup",
+            })?;
+        Ok(Self {
+            http,
+            clock,
+            timeout: config.timeout,
+        })
+    }
+
+    /// Gets a token with the subscriber's username and password.
+    #[tracing::instrument(name = "nsapi_password_grant", skip_all, fields(api = api.as_str(), host = base.host()))]
+    pub async fn password_grant(
+        &self,
+        base: &ApiBaseUrl,
+        api: TokenApi,
+        client: &ClientCredentials,
+        subscriber: &SubscriberCredentials,
+    ) -> Result<TokenGrant, NsApiError> {
+        self.token_grant(base, api, client, GrantRequest::Password(subscriber))
+            .await
+    }
+
+    /// Gets a new token with a refresh token. `method` applies to v1 only (v2 always POSTs
+    /// JSON). A client error comes back as [`NsApiError::RefreshRejected`].
+    #[tracing::instrument(name = "nsapi_refresh_grant", skip_all, fields(api = api.as_str(), method = method.as_str(), host = base.host()))]
+    pub async fn refresh_grant(
+        &self,
+        base: &ApiBaseUrl,
+        api: TokenApi,
+        method: RefreshMethod,
+        client: &ClientCredentials,
+        refresh_token: &SecretString,
+    ) -> Result<TokenGrant, NsApiError> {
+        self.token_grant(
+            base,
+            api,
+            client,
+            GrantRequest::Refresh(refresh_token, method),
+        )
+        .await
+    }
+
+    /// Asks `oauth2/read?format=json` what the server knows about `access_token`.
+    #[tracing::instrument(name = "nsapi_read_token", skip_all, fields(host = base.host()))]
+    pub async fn read_token(
+        &self,
+        base: &ApiBaseUrl,
+        access_token: &SecretString,
+    ) -> Result<TokenInfo, NsApiError> {
+        let mut url = base.endpoint("oauth2/read");
+        url.query_pairs_mut().append_pair("format", "json");
+        let secrets = [access_token.expose()];
+        let mut ex = Exchange {
+            op: Operation::ReadToken,
+            api: TokenApi::V1,
+            url: url.as_str(),
+            secrets: &secrets,
+            now: self.clock.now(),
+        };
+        let request = self
+            .http
+            .get(url.clone())
+            .bearer_auth(access_token.expose());
+        let answer = self.send(request, &mut ex).await?;
+        if !(200..=299).contains(&answer.status) {
+            return Err(classify_status(
+                &ex,
+                answer.status,
+                &answer.headers,
+                &answer.body,
+            ));
+        }
+        parse_token_info(&answer.body).ok_or_else(|| {
+            malformed(
+                &ex,
+                answer.status,
+                "the body is not a JSON object (an older server may answer XML)",
+            )
+        })
+    }
+
+    async fn token_grant(
+        &self,
+        base: &ApiBaseUrl,
+        api: TokenApi,
+        client: &ClientCredentials,
+        request: GrantRequest<'_>,
+    ) -> Result<TokenGrant, NsApiError> {
+        let result = match api {
+            TokenApi::V1 => self.grant_v1(base, client, request).await,
+            TokenApi::V2 => match self.grant_v2(base, client, request).await {
+                Ok(grant) => Ok(grant),
+                Err(V2Failure::Absent(err) | V2Failure::Failed(err)) => Err(err),
+            },
+            TokenApi::Auto => match self.grant_v2(base, client, request).await {
+                Ok(grant) => Ok(grant),
+                Err(V2Failure::Absent(err)) => {
+                    tracing::debug!(
+                        v2_status = err.status(),
+                        "API v2 token endpoint absent, falling back to v1"
+                    );
+                    self.grant_v1(base, client, request).await
+                }
+                Err(V2Failure::Failed(err)) => Err(err),
+            },
+        };
+        match &result {
+            Ok(grant) => tracing::debug!(
+                grant = grant.grant.as_str(),
+                api = grant.api.as_str(),
+                expires_in = grant.expires_in,
+                "token granted"
+            ),
+            Err(err) => tracing::debug!(
+                grant = request.grant().as_str(),
+                kind = err.kind().as_str(),
+                reason = err.metric_label(),
+                status = err.status(),
+                "token request failed"
+            ),
+        }
+        result
+    }
+
+    async fn grant_v1(
+        &self,
+        base: &ApiBaseUrl,
+        client: &ClientCredentials,
+        request: GrantRequest<'_>,
+    ) -> Result<TokenGrant, NsApiError> {
+        let mut url = base.endpoint("oauth2/token/");
+        let fields = request.fields(client);
+        let get = matches!(request, GrantRequest::Refresh(_, RefreshMethod::Get));
+        if get {
+            url.query_pairs_mut().extend_pairs(fields.iter().copied());
+        }
+        let secrets = request.secrets(client);
+        let mut ex = Exchange {
+            op: request.operation(),
+            api: TokenApi::V1,
+            url: url.as_str(),
+            secrets: &secrets,
+            now: self.clock.now(),
+        };
+        let builder = if get {
+            self.http.get(url.clone())
+        } else {
+            self.http.post(url.clone()).form(&fields)
+        };
+        let answer = self.send(builder, &mut ex).await?;
+        finish_grant(&ex, request.grant(), answer)
+    }
+
+    async fn grant_v2(
+        &self,
+        base: &ApiBaseUrl,
+        client: &ClientCredentials,
+        request: GrantRequest<'_>,
+    ) -> Result<TokenGrant, V2Failure> {
+        let url = base.endpoint("v2/tokens");
+        let body: serde_json::Map<String, serde_json::Value> = request
+            .fields(client)
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), json!(value)))
+            .collect();
+        let secrets = request.secrets(client);
+        let mut ex = Exchange {
+            op: request.operation(),
+            api: TokenApi::V2,
+            url: url.as_str(),
+            secrets: &secrets,
+            now: self.clock.now(),
+        };
+        let builder = self.http.post(url.clone()).json(&body);
+        let answer = self
+            .send(builder, &mut ex)
+            .await
+            .map_err(V2Failure::Failed)?;
+        let absent = v2_absent(answer.status, body_is_json(&answer.body));
+        finish_grant(&ex, request.grant(), answer).map_err(|err| {
+            if absent {
+                V2Failure::Absent(err)
+            } else {
+                V2Failure::Failed(err)
+            }
+        })
+    }
+
+    /// Sends the request and reads the answer. `requested_at` is read immediately before
+    /// sending; `ex.now` is updated when the answer arrives.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        ex: &mut Exchange<'_>,
+    ) -> Result<Answer, NsApiError> {
+        let endpoint = redact_url(ex.url);
+        let requested_at = self.clock.now();
+        let started = Instant::now();
+        let result = async {
+            let mut response = request.send().await?;
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let body = read_capped(&mut response).await?;
+            Ok::<_, reqwest::Error>((status, headers, body))
+        }
+        .await;
+        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        ex.now = self.clock.now();
+        match result {
+            Ok((status, headers, body)) => {
+                tracing::debug!(%endpoint, status, elapsed_ms, "NetSapiens API answered");
+                Ok(Answer {
+                    status,
+                    headers,
+                    body,
+                    requested_at,
+                })
+            }
+            Err(err) => {
+                let err = err.without_url();
+                let failure = if err.is_timeout() {
+                    TransportFailure::Timeout
+                } else if err.is_builder() {
+                    TransportFailure::InvalidRequest
+                } else {
+                    TransportFailure::Network
+                };
+                let detail = render_error_chain(&err);
+                tracing::debug!(%endpoint, elapsed_ms, ?failure, "NetSapiens API request failed");
+                Err(classify_transport(ex, failure, self.timeout, &detail))
+            }
+        }
+    }
+}
+
+/// A 2xx becomes a token (or an MFA or malformed-body error); anything else is classified.
+fn finish_grant(ex: &Exchange<'_>, grant: Grant, answer: Answer) -> Result<TokenGrant, NsApiError> {
+    if !(200..=299).contains(&answer.status) {
+        return Err(classify_status(
+            ex,
+            answer.status,
+            &answer.headers,
+            &answer.body,
+        ));
+    }
+    parse_grant_body(&answer.body, grant, ex.api, answer.requested_at)
+        .map_err(|problem| classify_grant_body(ex, answer.status, &problem))
+}
+
+async fn read_capped(response: &mut reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = MAX_BODY - body.len();
+        if chunk.len() >= room {
+            body.extend_from_slice(&chunk[..room]);
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// An error and its sources as one line, repeated parts skipped, any URL redacted (a nested
+/// error could still carry one).
+fn render_error_chain(err: &(dyn StdError + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = current {
+        let text = redact_urls_in(&e.to_string());
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        current = e.source();
+    }
+    parts.join(": ")
+}
+
+fn redact_urls_in(text: &str) -> String {
+    text.split(' ')
+        .map(|word| {
+            if !word.contains("://") {
+                return word.to_owned();
+            }
+            let start = word.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(0);
+            let end = word
+                .rfind(|c: char| !matches!(c, ')' | '(' | '"' | '\'' | ',' | ';' | ':' | '.'))
+                .map_or(word.len(), |i| i + 1)
+                .max(start);
+            format!(
+                "{}{}{}",
+                &word[..start],
+                redact_url(&word[start..end]),
+                &word[end..]
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+
+    #[test]
+    fn default_config() {
+        let config = NsApiClientConfig::default();
+        assert_eq!(config.timeout, Duration::from_secs(15));
+        assert!(
+            config.user_agent.starts_with(concat!(
+                "nsapi-token-operator/",
+                env!("CARGO_PKG_VERSION"),
+                " (+http"
+            )),
+            "{}",
+            config.user_agent
+        );
+        assert!(config.user_agent.ends_with(')'));
+    }
+
+    #[test]
+    fn client_builds_and_debug_is_plain() {
+        let client = NsApiClient::new(NsApiClientConfig::default(), Arc::new(SystemClock)).unwrap();
+        let _clone = client.clone();
+        assert!(format!("{client:?}").contains("NsApiClient"));
+        // Installing the provider twice is harmless.
+        NsApiClient::new(NsApiClientConfig::default(), Arc::new(SystemClock)).unwrap();
+    }
+
+    #[test]
+    fn a_bad_user_agent_is_a_permanent_error() {
+        let config = NsApiClientConfig {
+            user_agent: "bad\nagent".to_owned(),
+            ..NsApiClientConfig::default()
+        };
+        let err = NsApiClient::new(config, Arc::new(SystemClock)).unwrap_err();
+        assert_eq!(err.metric_label(), "client_setup");
+    }
+
+    #[test]
+    fn grant_fields_follow_the_guide() {
+        let client = ClientCredentials {
+            client_id: "cid".into(),
+            client_secret: "csecret".into(),
+        };
+        let subscriber = SubscriberCredentials {
+            username: "111@abc-company".into(),
+            password: "pw".into(),
+        };
+        let password = GrantRequest::Password(&subscriber);
+        assert_eq!(
+            password.fields(&client),
+            [
+                ("grant_type", "password"),
+                ("client_id", "cid"),
+                ("client_secret", "csecret"),
+                ("username", "111@abc-company"),
+                ("password", "pw"),
+            ]
+        );
+        assert_eq!(password.secrets(&client), ["csecret", "pw"]);
+        let refresh_token = SecretString::from("rtok");
+        let refresh = GrantRequest::Refresh(&refresh_token, RefreshMethod::Get);
+        assert_eq!(
+            refresh.fields(&client),
+            [
+                ("grant_type", "refresh_token"),
+                ("client_id", "cid"),
+                ("client_secret", "csecret"),
+                ("refresh_token", "rtok"),
+            ]
+        );
+        assert_eq!(refresh.secrets(&client), ["csecret", "rtok"]);
+    }
+
+    #[test]
+    fn refresh_get_url_percent_encodes_the_at_sign() {
+        let base = ApiBaseUrl::parse("https://portal.example.com", false).unwrap();
+        let mut url = base.endpoint("oauth2/token/");
+        url.query_pairs_mut()
+            .extend_pairs([("client_id", "a@b"), ("refresh_token", "x y+z")]);
+        assert_eq!(
+            url.as_str(),
+            "https://portal.example.com/ns-api/oauth2/token/?client_id=a%40b&refresh_token=x+y%2Bz"
+        );
+        assert_eq!(
+            redact_url(url.as_str()),
+            "https://portal.example.com/ns-api/oauth2/token/?[redacted]"
+        );
+    }
+
+    #[test]
+    fn error_chains_have_urls_redacted() {
+        let text = redact_urls_in(
+            "error sending request for url (https://h/ns-api/oauth2/token/?client_secret=s3cr3t): timed out",
+        );
+        assert_eq!(
+            text,
+            "error sending request for url (https://h/ns-api/oauth2/token/?[redacted]): timed out"
+        );
+    }
+}
