@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::ErrorBody;
@@ -154,16 +155,8 @@ async fn token_endpoint(sh: Arc<Shared>, api: Api, req: Request) -> Response {
             SystemTime::now(),
         );
         match outcome {
-            Ok(issued) if issued.mfa => (
-                json_response(200, &mfa_body(&issued, &st.settings)),
-                "mfa_required",
-                false,
-            ),
-            Ok(issued) => (
-                json_response(200, &token_body(&issued, &st.settings, api)),
-                "ok",
-                true,
-            ),
+            Ok(issued) if issued.mfa => (mfa_body(&issued, &st.settings), "mfa_required", false),
+            Ok(issued) => (token_body(&issued, &st.settings, api), "ok", true),
             Err(err) => (
                 error_response(&st.settings, api, &err),
                 err.result_key(),
@@ -254,43 +247,89 @@ async fn read_params(req: Request) -> Result<Vec<(String, String)>, &'static str
     Ok(pairs)
 }
 
-fn token_body(t: &Issued, settings: &Settings, api: Api) -> Value {
-    let s = &t.subscriber;
-    let user = s.username.split('@').next().unwrap_or_default();
-    let mut v = json!({
-        "access_token": t.access_token,
-        "expires_in": t.expires_in,
-        "scope": s.scope,
-        "token_type": "Bearer",
-        "refresh_token": t.refresh_token,
-        "legacy": false,
-        "domain": s.domain,
-        "apiversion": settings.api_version,
-        "username": s.username,
-        "user": user,
-        "territory": s.territory,
-        "uid": s.uid,
-    });
-    if api == Api::V2 {
-        v["client_id"] = json!(t.client_id);
-        v["user_scope"] = json!(s.scope);
-    }
-    v
+/// A token answer, fields in the order the guide shows them, then the newer servers' extras.
+#[derive(Serialize)]
+struct TokenAnswer<'a> {
+    access_token: &'a str,
+    expires_in: u64,
+    scope: &'a str,
+    token_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    legacy: Option<bool>,
+    domain: &'a str,
+    apiversion: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mfa_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mfa_vendor: Option<&'static str>,
+    username: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    territory: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<&'a str>,
 }
 
-fn mfa_body(t: &Issued, settings: &Settings) -> Value {
+fn to_json<T: Serialize>(status: u16, body: &T) -> Response {
+    respond(
+        status,
+        JSON,
+        serde_json::to_string(body).unwrap_or_default(),
+    )
+}
+
+fn token_body(t: &Issued, settings: &Settings, api: Api) -> Response {
     let s = &t.subscriber;
-    json!({
-        "access_token": t.access_token,
-        "expires_in": t.expires_in,
-        "scope": "mfa_required",
-        "token_type": "Bearer",
-        "mfa_type": "totp",
-        "mfa_vendor": "google",
-        "username": s.username,
-        "domain": s.domain,
-        "apiversion": settings.api_version,
-    })
+    to_json(
+        200,
+        &TokenAnswer {
+            access_token: &t.access_token,
+            expires_in: t.expires_in,
+            scope: &s.scope,
+            token_type: "Bearer",
+            refresh_token: t.refresh_token.as_deref(),
+            legacy: Some(false),
+            domain: &s.domain,
+            apiversion: &settings.api_version,
+            mfa_type: None,
+            mfa_vendor: None,
+            username: &s.username,
+            user: s.username.split('@').next(),
+            territory: Some(&s.territory),
+            uid: Some(&s.uid),
+            client_id: (api == Api::V2).then_some(t.client_id.as_str()),
+        },
+    )
+}
+
+/// The intermediate answer for an MFA user: no refresh token, scope `mfa_required`.
+fn mfa_body(t: &Issued, settings: &Settings) -> Response {
+    let s = &t.subscriber;
+    to_json(
+        200,
+        &TokenAnswer {
+            access_token: &t.access_token,
+            expires_in: t.expires_in,
+            scope: "mfa_required",
+            token_type: "Bearer",
+            refresh_token: None,
+            legacy: None,
+            domain: &s.domain,
+            apiversion: &settings.api_version,
+            mfa_type: Some("totp"),
+            mfa_vendor: Some("google"),
+            username: &s.username,
+            user: None,
+            territory: None,
+            uid: None,
+            client_id: None,
+        },
+    )
 }
 
 fn error_response(settings: &Settings, api: Api, err: &GrantError) -> Response {
@@ -393,7 +432,7 @@ pub(crate) async fn read(State(sh): State<Arc<Shared>>, req: Request) -> Respons
             );
             return finish(&sh, "read", GrantKind::Missing, why, res);
         }
-        Ok((info, version)) if as_json => json_response(200, &read_json(&info, &version)),
+        Ok((info, version)) if as_json => respond(200, JSON, read_json(&info, &version)),
         Ok((info, version)) => respond(
             200,
             Some("text/xml; charset=UTF-8"),
@@ -425,11 +464,18 @@ fn read_fields(info: &TokenInfo, version: &str) -> [(&'static str, String); 8] {
     ]
 }
 
-fn read_json(info: &TokenInfo, version: &str) -> Value {
-    let map = read_fields(info, version)
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), Value::String(v)));
-    Value::Object(map.collect())
+/// The JSON read answer, fields in the guide's order.
+fn read_json(info: &TokenInfo, version: &str) -> String {
+    let fields = read_fields(info, version);
+    let mut out = String::from("{");
+    for (i, (k, v)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!("{}:{}", Value::from(*k), Value::from(v.as_str())));
+    }
+    out.push('}');
+    out
 }
 
 fn read_xml(info: &TokenInfo, version: &str) -> String {
