@@ -1,0 +1,216 @@
+//! The `nsapi-sim` binary: flags, config file, the base URL on the first stdout line, `--help`,
+//! and no secret in its logs even at debug level.
+
+mod common;
+
+use std::process::Stdio;
+
+use common::*;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_nsapi-sim");
+
+/// Start the binary and return it with the base URL it printed first.
+async fn spawn(args: &[&str]) -> (Child, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("nsapi-sim starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut first = String::new();
+    BufReader::new(stdout).read_line(&mut first).await.unwrap();
+    (child, first.trim().to_owned())
+}
+
+async fn stop(mut child: Child) -> String {
+    child.start_kill().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    let _ = child.wait().await;
+    stderr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prints_the_base_url_and_serves_the_guides_three_requests_without_logging_secrets() {
+    let client = format!("{CLIENT_ID}:{CLIENT_SECRET}");
+    let user = format!("{USER}:{PASSWORD}");
+    let (child, base) = spawn(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--client",
+        &client,
+        "--subscriber",
+        &user,
+        "--token-ttl",
+        "60s",
+        "--refresh-mode",
+        "rotate",
+        "--log",
+        "debug",
+    ])
+    .await;
+    assert!(
+        base.starts_with("http://127.0.0.1:") && base.ends_with("/ns-api/"),
+        "{base}"
+    );
+
+    let res = http()
+        .post(format!("{base}oauth2/token/"))
+        .form(&password_fields(USER, PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let t: Value = res.json().await.unwrap();
+    assert_eq!(t["expires_in"], 60);
+    let res = http()
+        .get(format!("{base}oauth2/token/"))
+        .query(&refresh_fields(str_field(&t, "refresh_token")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let t2: Value = res.json().await.unwrap();
+    assert_ne!(t2["refresh_token"], t["refresh_token"]);
+    let res = http()
+        .get(format!("{base}oauth2/read?format=json"))
+        .bearer_auth(str_field(&t2, "access_token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+
+    let admin = base.replace("/ns-api/", "/_sim/");
+    let stats: Value = http()
+        .get(format!("{admin}stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["token_requests"], 2);
+    assert_eq!(stats["read_requests"], 1);
+
+    let logs = stop(child).await;
+    assert!(logs.contains("request"), "debug logs were written: {logs}");
+    for secret in [
+        CLIENT_SECRET,
+        "s3cret",
+        str_field(&t, "access_token"),
+        str_field(&t, "refresh_token"),
+        str_field(&t2, "access_token"),
+        str_field(&t2, "refresh_token"),
+    ] {
+        assert!(!logs.contains(secret), "a secret reached the logs");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_a_config_file_and_flags_override_it() {
+    let dir = std::env::temp_dir().join(format!("nsapi-sim-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("sim.json");
+    std::fs::write(
+        &path,
+        format!(
+            r#"{{"listen": "127.0.0.1:0", "base_path": "/custom", "token_ttl": 30,
+                "clients": [{{"id": "{CLIENT_ID}", "secret": "{CLIENT_SECRET}"}}],
+                "subscribers": [{{"username": "{USER}", "password": "{PASSWORD}"}}],
+                "faults": [{{"type": "status", "status": 503, "count": 1}}]}}"#
+        ),
+    )
+    .unwrap();
+    let (child, base) = spawn(&[
+        "--config",
+        path.to_str().unwrap(),
+        "--token-ttl",
+        "45s",
+        "--no-v2",
+    ])
+    .await;
+    assert!(base.ends_with("/custom/"), "{base}");
+    let grant = || async {
+        http()
+            .post(format!("{base}oauth2/token"))
+            .form(&password_fields(USER, PASSWORD))
+            .send()
+            .await
+            .unwrap()
+    };
+    assert_eq!(grant().await.status(), 503);
+    let t: Value = grant().await.json().await.unwrap();
+    assert_eq!(t["expires_in"], 45);
+    let v2 = http()
+        .post(format!("{base}v2/tokens"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(v2.status(), 404);
+    stop(child).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_config_is_refused_with_a_message() {
+    let out = Command::new(BIN)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--fault",
+            r#"{"type":"status","status":42}"#,
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("status 42"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn help_documents_every_option_and_the_admin_api() {
+    let out = Command::new(BIN).arg("--help").output().await.unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "--listen",
+        "--config",
+        "--base-path",
+        "--token-ttl",
+        "--refresh-mode",
+        "--refresh-token-ttl",
+        "--password-grant-revokes-previous",
+        "--no-v2",
+        "--bad-client-status",
+        "--bad-refresh-status",
+        "--error-body",
+        "--api-version",
+        "--client",
+        "--subscriber",
+        "--mfa-subscriber",
+        "--fault",
+        "--log",
+        "/_sim/stats",
+        "/_sim/faults",
+        "/_sim/tokens/valid",
+        "/_sim/tokens/revoke",
+        "/_sim/subscribers",
+        "/_sim/settings",
+        "firewall",
+        "too_many_requests",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle}");
+    }
+}
