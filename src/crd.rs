@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -244,7 +245,7 @@ pub struct NsApiCredentialStatus {
     pub server_version: Option<String>,
     /// Failed attempts since the last success.
     #[serde(default)]
-    pub consecutive_failures: u32,
+    pub consecutive_failures: i32,
     /// A keyed digest of the inputs of the last attempt (API URL, token API, client and
     /// subscriber credentials). It reveals nothing about them; it lets the operator retry at once
     /// when an input changes after a failure.
@@ -259,9 +260,37 @@ impl NsApiCredentialStatus {
     }
 }
 
+/// The CRD, with doc comments turned into `kubectl explain` paragraphs (source line breaks
+/// joined, blank lines kept).
+pub fn crd() -> CustomResourceDefinition {
+    fn unwrap_descriptions(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, v) in map.iter_mut() {
+                    match v {
+                        serde_json::Value::String(text) if key == "description" => {
+                            *text = text
+                                .split("\n\n")
+                                .map(|p| p.split('\n').map(str::trim).collect::<Vec<_>>().join(" "))
+                                .collect::<Vec<_>>()
+                                .join("\n\n");
+                        }
+                        _ => unwrap_descriptions(v),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(unwrap_descriptions),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(NsApiCredential::crd()).expect("the CRD serialises");
+    unwrap_descriptions(&mut value);
+    serde_json::from_value(value).expect("the CRD deserialises")
+}
+
 /// The CRD as YAML, exactly as `nsapi-token-operator crd` prints it and `deploy/crds/` holds it.
 pub fn crd_yaml() -> String {
-    serde_yaml::to_string(&NsApiCredential::crd()).expect("the CRD always serialises")
+    serde_yaml::to_string(&crd()).expect("the CRD always serialises")
 }
 
 #[cfg(test)]
