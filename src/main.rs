@@ -16,7 +16,7 @@ use nsapi_token_operator::clock::SystemClock;
 use nsapi_token_operator::inputs::Policy;
 use nsapi_token_operator::metrics::Metrics;
 use nsapi_token_operator::nsapi::{NsApiClient, NsApiClientConfig};
-use nsapi_token_operator::reconciler::{self, Context};
+use nsapi_token_operator::reconciler::{self, Context, Scope};
 use nsapi_token_operator::telemetry::{self, LogFormat};
 use nsapi_token_operator::{crd, schedule};
 
@@ -58,6 +58,17 @@ struct RunArgs {
     /// Address of the HTTP server for /healthz, /readyz and /metrics.
     #[arg(long, default_value = "0.0.0.0:8080", env = "NSAPI_HTTP_ADDR")]
     http_addr: SocketAddr,
+    /// Watch only this namespace (repeatable). Without any, all namespaces are watched.
+    #[arg(
+        long = "namespace",
+        value_name = "NAMESPACE",
+        env = "NSAPI_NAMESPACES",
+        value_delimiter = ','
+    )]
+    namespaces: Vec<String>,
+    /// Act only on NsApiCredentials whose labels match this selector (e.g. `shard=a`).
+    #[arg(long, env = "NSAPI_LABEL_SELECTOR")]
+    label_selector: Option<String>,
     /// Timeout of each request to the NetSapiens API (Go duration).
     #[arg(long, default_value = "15s", value_parser = parse_timeout)]
     api_timeout: Duration,
@@ -116,7 +127,11 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
 
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = kube::Client::try_default().await?;
-    reconciler::ensure_crd_served(&client).await?;
+    let scope = Scope {
+        namespaces: args.namespaces,
+        label_selector: args.label_selector,
+    };
+    reconciler::ensure_crd_served(&client, &scope).await?;
 
     let clock = Arc::new(SystemClock);
     let nsapi = NsApiClient::new(
@@ -141,7 +156,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         client, nsapi, clock, policy, reporter, metrics,
     ));
     ready.store(true, Ordering::Relaxed);
-    reconciler::run(ctx, stopped()).await;
+    reconciler::run(ctx, scope, stopped()).await;
     ready.store(false, Ordering::Relaxed);
     admin.await??;
     Ok(())

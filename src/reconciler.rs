@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{
@@ -88,8 +88,11 @@ impl Context {
 }
 
 /// Fails fast, with a hint, when the NsApiCredential CRD is not served.
-pub async fn ensure_crd_served(client: &kube::Client) -> Result<()> {
-    let credentials: Api<NsApiCredential> = Api::all(client.clone());
+pub async fn ensure_crd_served(client: &kube::Client, scope: &Scope) -> Result<()> {
+    let credentials: Api<NsApiCredential> = match scope.namespaces.first() {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
     credentials
         .list(&ListParams::default().limit(1))
         .await
@@ -97,31 +100,61 @@ pub async fn ensure_crd_served(client: &kube::Client) -> Result<()> {
     Ok(())
 }
 
-/// Runs the controller until `shutdown` resolves.
+/// Which credentials this operator instance acts on.
+#[derive(Clone, Debug, Default)]
+pub struct Scope {
+    /// Namespaces to watch; empty means all.
+    pub namespaces: Vec<String>,
+    /// Only credentials whose labels match (for sharding a large fleet across deployments).
+    pub label_selector: Option<String>,
+}
+
+/// Runs the controller until `shutdown` resolves: one watch for the whole cluster, or one per
+/// namespace in scope.
 pub async fn run(
     ctx: Arc<Context>,
+    scope: Scope,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let credentials: Api<NsApiCredential> = Api::all(ctx.client.clone());
-    let controller = Controller::new(credentials, watcher::Config::default().any_semantic());
-    let store = controller.store();
-    // Metadata only: the operator never holds the data of Secrets it does not own in memory.
-    let secrets: Api<PartialObjectMeta<Secret>> = Api::all(ctx.client.clone());
-    let secret_changes = watcher(secrets, watcher::Config::default()).touched_objects();
-
-    info!("controller started");
-    controller
-        .watches_stream(secret_changes, move |secret| {
-            credentials_using(&store, &secret)
-        })
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                debug!(%error, "reconcile loop");
-            }
-        })
-        .await;
+    let shutdown = shutdown.shared();
+    let apis: Vec<(Api<NsApiCredential>, Api<PartialObjectMeta<Secret>>)> =
+        if scope.namespaces.is_empty() {
+            vec![(Api::all(ctx.client.clone()), Api::all(ctx.client.clone()))]
+        } else {
+            scope
+                .namespaces
+                .iter()
+                .map(|ns| {
+                    (
+                        Api::namespaced(ctx.client.clone(), ns),
+                        Api::namespaced(ctx.client.clone(), ns),
+                    )
+                })
+                .collect()
+        };
+    let mut config = watcher::Config::default().any_semantic();
+    if let Some(selector) = &scope.label_selector {
+        config = config.labels(selector);
+    }
+    info!(namespaces = ?scope.namespaces, label_selector = ?scope.label_selector, "controller started");
+    let controllers = apis.into_iter().map(|(credentials, secrets)| {
+        let controller = Controller::new(credentials, config.clone());
+        let store = controller.store();
+        // Metadata only: the operator never holds the data of Secrets it does not own in memory.
+        let secret_changes = watcher(secrets, watcher::Config::default()).touched_objects();
+        controller
+            .watches_stream(secret_changes, move |secret| {
+                credentials_using(&store, &secret)
+            })
+            .graceful_shutdown_on(shutdown.clone())
+            .run(reconcile, error_policy, ctx.clone())
+            .for_each(|result| async move {
+                if let Err(error) = result {
+                    debug!(%error, "reconcile loop");
+                }
+            })
+    });
+    futures::future::join_all(controllers).await;
     info!("controller stopped");
 }
 
@@ -646,7 +679,8 @@ impl<'a> Reconcile<'a> {
         let retry_after = error
             .retry_after()
             .and_then(|d| SignedDuration::try_from(d).ok());
-        let delay = schedule::retry_delay(class, failures, retry_after, seed ^ u64::from(failures));
+        let attempt = failures.unsigned_abs();
+        let delay = schedule::retry_delay(class, attempt, retry_after, seed ^ u64::from(attempt));
         let retry_at = now + delay;
         let message = format!("{error}{advice}; next attempt at {}", rfc3339(retry_at));
         warn!(reason = why, error = %error, consecutive_failures = failures, retry_at = %rfc3339(retry_at), "could not obtain a token");
