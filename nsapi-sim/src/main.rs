@@ -1,7 +1,7 @@
 //! `nsapi-sim`: run the NetSapiens API simulator as a process, for demos and manual tests.
 //! Prints the base URL as the first stdout line, logs to stderr, stops on Ctrl-C or SIGTERM.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -217,6 +217,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(tracing_subscriber::EnvFilter::new(match cli.log.trim() {
             "" => "info",
             filter => filter,
