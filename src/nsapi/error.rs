@@ -151,9 +151,9 @@ pub(crate) enum Operation {
 impl Operation {
     fn describe(self, api: TokenApi) -> String {
         match self {
-            Operation::PasswordGrant => format!("password grant (API {})", api.as_str()),
-            Operation::RefreshGrant => format!("refresh grant (API {})", api.as_str()),
-            Operation::ReadToken => "token check (oauth2/read)".to_owned(),
+            Operation::PasswordGrant => format!("{} password grant", api.as_str()),
+            Operation::RefreshGrant => format!("{} refresh grant", api.as_str()),
+            Operation::ReadToken => "token check".to_owned(),
         }
     }
 }
@@ -736,8 +736,23 @@ fn truncate(text: &str, max_chars: usize) -> String {
 }
 
 /// Text of an HTML page: scripts, styles and comments dropped, tags removed, common entities
-/// decoded.
+/// decoded. The `<head>` (whose title usually repeats the heading) is used only when the rest
+/// of the page has no text.
 fn html_to_text(html: &str) -> String {
+    let lower = html.to_ascii_lowercase();
+    if let (Some(start), Some(end)) = (lower.find("<head"), lower.find("</head>"))
+        && start < end
+    {
+        let without_head = format!("{}{}", &html[..start], &html[end + "</head>".len()..]);
+        let text = markup_to_text(&without_head);
+        if !text.trim().is_empty() {
+            return text;
+        }
+    }
+    markup_to_text(html)
+}
+
+fn markup_to_text(html: &str) -> String {
     let mut text = String::with_capacity(html.len());
     let lower = html.to_ascii_lowercase();
     let mut i = 0;
@@ -996,8 +1011,13 @@ mod tests {
         assert!(html.html);
         assert_eq!(
             html.text.as_deref(),
-            Some("403 Forbidden Access denied Your IP has been blocked.")
+            Some("Access denied Your IP has been blocked.")
         );
+        let title_only = parse(
+            Some("text/html"),
+            "<html><head><title>Blocked</title></head><body></body></html>",
+        );
+        assert_eq!(title_only.text.as_deref(), Some("Blocked"));
         let json_as_html = parse(
             Some("text/html"),
             r#"{"error":"invalid_grant","error_description":"Bad &amp; wrong"}"#,
