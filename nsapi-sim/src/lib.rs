@@ -433,6 +433,12 @@ impl Sim {
         self.shared().lock().revoke_all_refresh();
     }
 
+    /// Every access and refresh token issued so far, whatever its state (for tests that check
+    /// no token leaked into logs, events or status).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.shared().lock().issued_tokens()
+    }
+
     /// Stop serving (hanging requests are released) and wait, up to 5 s, for the server to end.
     pub async fn shutdown(self) {
         let _ = self.inner.stop.send(true);

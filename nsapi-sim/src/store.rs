@@ -447,6 +447,15 @@ impl Store {
         false
     }
 
+    /// Every access and refresh token issued so far.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.access
+            .keys()
+            .chain(self.refresh.keys())
+            .cloned()
+            .collect()
+    }
+
     pub fn revoke_all_refresh(&mut self) {
         for rt in self.refresh.values_mut() {
             rt.revoked = true;

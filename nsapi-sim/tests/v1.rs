@@ -244,6 +244,10 @@ async fn same_mode_refresh_by_get_returns_the_same_refresh_token() {
     }
     let stats = sim.stats();
     assert_eq!((stats.refresh_grants, stats.refresh_grants_ok), (2, 2));
+    // One refresh token and three access tokens were handed out.
+    let issued = sim.issued_tokens();
+    assert_eq!(issued.len(), 4);
+    assert!(issued.iter().any(|t| t == rt));
 }
 
 #[tokio::test(flavor = "multi_thread")]
