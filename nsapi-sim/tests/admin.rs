@@ -293,3 +293,24 @@ async fn settings_are_read_and_changed() {
         .unwrap();
     assert_eq!(res.status(), 400);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dropping_the_last_handle_stops_the_server() {
+    let sim = start().await;
+    let clone = sim.clone();
+    let addr = sim.addr();
+    drop(sim);
+    // A clone keeps it running.
+    assert_eq!(password_grant(&clone).await.status(), 200);
+    drop(clone);
+    // The server stops soon after; poll (bounded) until connections are refused.
+    let mut refused = false;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(refused, "the server still accepts connections");
+}
