@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -34,24 +34,12 @@ pub const MANAGED_BY: &str = "nsapi-token-operator";
     namespaced,
     status = "NsApiCredentialStatus",
     doc = "An OAuth2 Bearer token for the NetSapiens API, kept valid in a Secret by nsapi-token-operator.",
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = r#".status.conditions[?(@.type=="Ready")].status"#
-    ),
-    printcolumn(name = "Domain", type_ = "string", json_path = ".status.domain"),
-    printcolumn(name = "Scope", type_ = "string", json_path = ".status.scope"),
-    printcolumn(name = "Expires", type_ = "string", json_path = ".status.expiresAt"),
-    printcolumn(
-        name = "Next refresh",
-        type_ = "string",
-        json_path = ".status.nextRefreshAt"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Domain","type":"string","jsonPath":".status.domain"}"#,
+    printcolumn = r#"{"name":"Scope","type":"string","jsonPath":".status.scope"}"#,
+    printcolumn = r#"{"name":"Expires","type":"string","jsonPath":".status.expiresAt"}"#,
+    printcolumn = r#"{"name":"Next refresh","type":"string","jsonPath":".status.nextRefreshAt"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new(
     "self.tokenSecret.name != self.clientSecretRef.name && self.tokenSecret.name != self.subscriberSecretRef.name"

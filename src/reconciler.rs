@@ -664,16 +664,9 @@ impl<'a> Reconcile<'a> {
                 FailureClass::Refused,
                 "; check the client and subscriber Secrets (a change to either retries at once)",
             ),
-            ErrorKind::MfaRequired => (
-                reason::MFA_REQUIRED,
-                FailureClass::Refused,
-                "; use a dedicated API user without multi-factor authentication",
-            ),
-            ErrorKind::Permanent => (
-                reason::API_REQUEST_REJECTED,
-                FailureClass::Refused,
-                "; check spec.apiBaseUrl and spec.tokenApi",
-            ),
+            // The client's messages for these already say what to change.
+            ErrorKind::MfaRequired => (reason::MFA_REQUIRED, FailureClass::Refused, ""),
+            ErrorKind::Permanent => (reason::API_REQUEST_REJECTED, FailureClass::Refused, ""),
         };
         let failures = self.old.consecutive_failures.saturating_add(1);
         let retry_after = error
