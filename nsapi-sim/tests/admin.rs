@@ -305,7 +305,7 @@ async fn dropping_the_last_handle_stops_the_server() {
     drop(clone);
     // The server stops soon after; poll (bounded) until connections are refused.
     let mut refused = false;
-    for _ in 0..200 {
+    for _ in 0..500 {
         if tokio::net::TcpStream::connect(addr).await.is_err() {
             refused = true;
             break;

@@ -91,7 +91,10 @@ async fn shutdown_releases_a_hanging_request() {
             .send()
             .await
     });
-    while sim.stats().token_requests == 0 {
+    for _ in 0..1000 {
+        if sim.stats().token_requests > 0 {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     sim.shutdown().await;
