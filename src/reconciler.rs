@@ -200,12 +200,28 @@ fn error_policy(credential: Arc<NsApiCredential>, error: &Error, ctx: Arc<Contex
         "reconcile failed; retrying"
     );
     ctx.metrics.reconcile_error(error.metric_label());
-    Action::requeue(Duration::from_secs(10))
+    match error {
+        // Someone changed the object between our read and our write: start over soon.
+        Error::Kube(kube::Error::Api(e)) if e.code == 409 => {
+            Action::requeue(Duration::from_secs(1))
+        }
+        _ => Action::requeue(Duration::from_secs(10)),
+    }
 }
 
-#[instrument(skip_all, fields(namespace = credential.namespace().unwrap_or_default(), credential = %credential.name_any()))]
-async fn reconcile(credential: Arc<NsApiCredential>, ctx: Arc<Context>) -> Result<Action> {
+#[instrument(skip_all, fields(namespace = cached.namespace().unwrap_or_default(), credential = %cached.name_any()))]
+async fn reconcile(cached: Arc<NsApiCredential>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics.reconcile();
+    // The watch cache can lag behind this operator's own last status write, and a decision
+    // taken on a stale status (failure count, retry time) could mint a token that is not due.
+    // So each pass starts from the object as the API server has it now.
+    let api: Api<NsApiCredential> = Api::namespaced(
+        ctx.client.clone(),
+        &cached.namespace().ok_or(Error::MissingField("namespace"))?,
+    );
+    let Some(credential) = api.get_opt(&cached.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
     Reconcile::new(&credential, &ctx)?.run().await
 }
 
@@ -868,9 +884,12 @@ impl<'a> Reconcile<'a> {
             self.ctx.client.clone(),
             &self.credential.namespace().unwrap_or_default(),
         );
+        // The resourceVersion makes the write conditional: it fails with a conflict, rather
+        // than overwrite, if the object changed since this pass read it.
         let patch = json!({
             "apiVersion": "nsapi.io/v1alpha1",
             "kind": "NsApiCredential",
+            "metadata": {"resourceVersion": self.credential.resource_version()},
             "status": self.new,
         });
         api.patch_status(

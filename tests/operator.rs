@@ -1,0 +1,624 @@
+//! The operator end to end: the real binary against the local control plane (kube-apiserver +
+//! etcd + kube-controller-manager) and nsapi-sim. Each test gets its own namespace, simulator
+//! and operator process (scoped to that namespace), and ends by checking that no secret value
+//! reached the operator's logs (at debug level), events or status.
+
+mod harness;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use harness::{CLIENT_SECRET_NAME, Fixture, SUBSCRIBER_SECRET_NAME, USERNAME, data, version};
+use kube::ResourceExt;
+use nsapi_sim::{Fault, RefreshMode, SimConfig, Subscriber};
+use serde_json::json;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_yields_a_ready_token_secret_that_the_api_accepts() {
+    let mut f = Fixture::new("create", SimConfig::new()).await;
+    f.create_input_secrets().await;
+    f.start_operator();
+    let started = Instant::now();
+    f.create_credential("abc", |_| {}).await;
+    let cred = f.wait_ready("abc", READY_TIMEOUT).await;
+    eprintln!("measure: create -> Ready latency {:?}", started.elapsed());
+
+    let secret = f.token_secret("abc-token").await.expect("output Secret");
+    let token = data(&secret, "access_token").unwrap();
+    assert!(token.len() >= 16, "token looks wrong");
+    assert_eq!(
+        data(&secret, "authorization").unwrap(),
+        format!("Bearer {token}")
+    );
+    assert_eq!(data(&secret, "token_type").as_deref(), Some("Bearer"));
+    assert_eq!(data(&secret, "api_base_url").unwrap(), f.sim.base_url());
+    assert_eq!(data(&secret, "domain").as_deref(), Some("abc-company"));
+    assert!(data(&secret, "scope").is_some());
+    let keys: Vec<_> = secret.data.as_ref().unwrap().keys().cloned().collect();
+    assert!(!keys.iter().any(|k| k.contains("refresh")), "{keys:?}");
+    assert_eq!(
+        secret
+            .labels()
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str),
+        Some("nsapi-token-operator")
+    );
+    let owner = &secret.owner_references()[0];
+    assert_eq!(owner.uid, cred.uid().unwrap());
+    assert_eq!(owner.controller, Some(true));
+
+    // The token works against the API, sent exactly as a pod would send it.
+    assert!(f.sim.is_token_valid(&token));
+    let read = reqwest::Client::new()
+        .get(format!("{}oauth2/read?format=json", f.sim.base_url()))
+        .header("Authorization", data(&secret, "authorization").unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+
+    let status = cred.status.as_ref().unwrap();
+    assert_eq!(
+        status.expires_at.as_deref(),
+        data(&secret, "expires_at").as_deref()
+    );
+    assert!(status.issued_at.is_some() && status.next_refresh_at.is_some());
+    assert!(status.next_refresh_at < status.expires_at);
+    assert_eq!(status.last_grant.as_deref(), Some("password"));
+    assert_eq!(status.token_secret_name.as_deref(), Some("abc-token"));
+    assert_eq!(status.domain.as_deref(), Some("abc-company"));
+    assert!(status.scope.is_some() && status.territory.is_some() && status.uid.is_some());
+    assert!(status.server_version.is_some());
+    assert_eq!(status.consecutive_failures, 0);
+    assert_eq!(status.observed_generation, cred.metadata.generation);
+    let ready = status.condition("Ready").unwrap();
+    assert_eq!(ready.reason, "TokenIssued");
+    assert_eq!(ready.observed_generation, cred.metadata.generation);
+
+    // Printer columns.
+    let out = support::kubectl(&["get", "nscred", "abc", "-n", f.namespace()]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    let header = table.lines().next().unwrap_or_default();
+    for column in ["READY", "DOMAIN", "SCOPE", "EXPIRES", "NEXT REFRESH", "AGE"] {
+        assert!(header.contains(column), "{table}");
+    }
+    assert!(
+        table.contains("True") && table.contains("abc-company"),
+        "{table}"
+    );
+    assert!(
+        table.contains(status.expires_at.as_deref().unwrap()),
+        "{table}"
+    );
+
+    let stats = f.sim.stats();
+    assert_eq!((stats.password_grants, stats.refresh_grants), (1, 0));
+    f.assert_no_secret_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotates_before_expiry_by_refresh_grant_and_falls_back_to_the_password_grant() {
+    let mut f = Fixture::new("rotate", SimConfig::new().token_ttl(secs(20))).await;
+    f.create_input_secrets().await;
+    f.start_operator();
+    f.create_credential("abc", |_| {}).await;
+    let first = f.wait_ready("abc", READY_TIMEOUT).await;
+    let first_expiry = first.status.clone().unwrap().expires_at.unwrap();
+    let t0 = data(&f.token_secret("abc-token").await.unwrap(), "access_token").unwrap();
+
+    let t1 = f.wait_new_token("abc-token", &t0, secs(40)).await;
+    // Status is written just after the Secret.
+    let status = support::eventually("status to show the refresh", secs(10), || async {
+        let status = f.credential("abc").await.status?;
+        (status.last_grant.as_deref() == Some("refresh_token")).then_some(status)
+    })
+    .await;
+    assert!(
+        status.issued_at.unwrap() < first_expiry,
+        "the token was replaced only after it expired"
+    );
+    assert!(f.sim.is_token_valid(&t1));
+    let stats = f.sim.stats();
+    assert_eq!(stats.password_grants, 1);
+    assert!(stats.refresh_grants_ok >= 1);
+    eprintln!(
+        "measure: rotation by refresh: password={} refresh={} (ok {}) read={}",
+        stats.password_grants, stats.refresh_grants, stats.refresh_grants_ok, stats.read_requests
+    );
+
+    // The server stops honouring refresh tokens: the operator falls back to a password grant.
+    f.sim.revoke_refresh_tokens();
+    let t2 = f.wait_new_token("abc-token", &t1, secs(40)).await;
+    assert!(f.sim.is_token_valid(&t2));
+    let stats = f.sim.stats();
+    assert!(stats.password_grants >= 2, "{stats:?}");
+    support::eventually("status to show the password grant", secs(10), || async {
+        let status = f.credential("abc").await.status?;
+        (status.last_grant.as_deref() == Some("password")).then_some(())
+    })
+    .await;
+    f.wait_ready("abc", secs(5)).await;
+    assert!(f.events_json().contains("RefreshFallback"));
+    f.assert_no_secret_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotating_refresh_tokens_are_never_reused() {
+    let config = SimConfig::new()
+        .token_ttl(secs(8))
+        .refresh_mode(RefreshMode::Rotate);
+    let mut f = Fixture::new("rotation-mode", config).await;
+    f.create_input_secrets().await;
+    f.start_operator();
+    f.create_credential("abc", |_| {}).await;
+    f.wait_ready("abc", READY_TIMEOUT).await;
+    let mut token = data(&f.token_secret("abc-token").await.unwrap(), "access_token").unwrap();
+    for _ in 0..3 {
+        token = f.wait_new_token("abc-token", &token, secs(30)).await;
+    }
+    let stats = f.sim.stats();
+    eprintln!(
+        "measure: rotate mode after 3 rotations: password={} refresh_ok={} reuse={}",
+        stats.password_grants, stats.refresh_grants_ok, stats.refresh_token_reuse
+    );
+    assert_eq!(stats.refresh_token_reuse, 0);
+    assert!(stats.refresh_grants_ok >= 3, "{stats:?}");
+    assert_eq!(stats.password_grants, 1);
+    f.assert_no_secret_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_with_a_fresh_token_makes_no_request_and_rewrites_nothing() {
+    let mut f = Fixture::new("restart", SimConfig::new()).await;
+    f.create_input_secrets().await;
+    f.start_operator();
+    f.create_credential("abc", |_| {}).await;
+    f.wait_ready("abc", READY_TIMEOUT).await;
+    // Let the write-triggered reconciles settle.
+    tokio::time::sleep(secs(2)).await;
+    let before = f.sim.stats();
+    let secret_version = version(&f.token_secret("abc-token").await.unwrap());
+    let cred_version = f.credential("abc").await.resource_version();
+
+    f.stop_operator();
+    f.start_operator();
+    // Wait until the new process has looked at the credential, then a little longer.
+    support::eventually("the restarted operator to reconcile", secs(30), || async {
+        f.latest_operator_log()
+            .contains("no token needed now")
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(secs(3)).await;
+
+    let after = f.sim.stats();
+    eprintln!(
+        "measure: restart: token requests before={} after={}, read requests before={} after={}",
+        before.token_requests, after.token_requests, before.read_requests, after.read_requests
+    );
+    assert_eq!(after.token_requests, before.token_requests);
+    assert_eq!(after.read_requests, before.read_requests);
+    assert_eq!(
+        version(&f.token_secret("abc-token").await.unwrap()),
+        secret_version
+    );
+    assert_eq!(f.credential("abc").await.resource_version(), cred_version);
+
+    // An unrelated edit (a label on the credential) costs nothing either.
+    f.credentials()
+        .patch(
+            "abc",
+            &kube::api::PatchParams::apply("nsapi-test"),
+            &kube::api::Patch::Merge(json!({"metadata": {"labels": {"team": "voice"}}})),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(secs(3)).await;
+    assert_eq!(f.sim.stats().token_requests, before.token_requests);
+    assert_eq!(
+        version(&f.token_secret("abc-token").await.unwrap()),
+        secret_version
+    );
+    f.assert_no_secret_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_password_triggers_a_new_password_grant() {
+    let mut f = Fixture::new("password-change", SimConfig::new()).await;
+    f.create_input_secrets().await;
+    f.start_operator();
+    f.create_credential("abc", |_| {}).await;
+    f.wait_ready("abc", READY_TIMEOUT).await;
+    let t0 = data(&f.token_secret("abc-token").await.unwrap(), "access_token").unwrap();
+
+    let new_password = format!("pw2-{:016x}", rand::random::<u64>());
+    f.sim.set_password(USERNAME, &new_password);
+    f.create_subscriber_secret(&new_password).await;
+    let t1 = f.wait_new_token("abc-token", &t0, secs(30)).await;
+    assert!(f.sim.is_token_valid(&t1));
+    let stats = f.sim.stats();
+    assert_eq!((stats.password_grants_ok, stats.refresh_grants), (2, 0));
+    f.password = new_password; // for the leak check below
+    f.assert_no_secret_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_inputs_are_reported_and_recovered_from() {
+    let mut f = Fixture::new("missing", SimConfig::new()).await;
+    f.create_client_secret().await;
+    f.start_operator();
+    f.create_credential("abc", |_| {}).await;
+    let cred = f
+        .wait_condition(
+            "abc",
+            "Ready",
+            "False",
+            Some("SecretMissing"),
+            READY_TIMEOUT,
+        )
+        .await;
+    let ready = cred
+        .status
+        .as_ref()
+        .unwrap()
+        .condition("Ready")
+        .unwrap()
+        .clone();
+    assert!(
+        ready.message.contains(SUBSCRIBER_SECRET_NAME),
+        "{}",
+        ready.message
+    );
+    assert!(f.events_json().contains("SecretMissing"));
+
+    // The Secret appears, without the password key.
+    f.put_secret(
+        SUBSCRIBER_SECRET_NAME,
+        &[("username", USERNAME), ("pass", "x")],
+    )
+    .await;
+    let cred = f
+        .wait_condition("abc", "Ready", "False", Some("KeyMissing"), secs(30))
+        .await;
+    let message = &cred
+        .status
+        .as_ref()
+        .unwrap()
+        .condition("Ready")
+        .unwrap()
+        .message;
+    assert!(message.contains("\"password\""), "{message}");
+    assert_eq!(f.sim.stats().token_requests, 0);
+
+    f.create_subscriber_secret(&f.password.clone()).await;
+    f.wait_ready("abc", secs(30)).await;
+    assert!(f.token_secret("abc-token").await.is_some());
+    assert_eq!(f.sim.stats().password_grants, 1);
+    let cred = f.credential("abc").await;
+    let degraded = cred.status.as_ref().unwrap().condition("Degraded").unwrap();
+    assert_eq!(degraded.status, "False");
+    f.assert_no_secret_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_password_backs_off_instead_of_storming_and_a_fix_retries_at_once() {
+    let mut f = Fixture::new("wrong-password", SimConfig::new()).await;
+    f.create_client_secret().await;
+    f.create_subscriber_secret("not-the-password").await;
+    f.start_operator();
+    f.create_credential("abc", |_| {}).await;
+    let cred = f
+        .wait_condition(
+            "abc",
+            "Ready",
+            "False",
+            Some("AuthenticationFailed"),
+            READY_TIMEOUT,
+        )
+        .await;
+    let status = cred.status.as_ref().unwrap();
+    assert_eq!(status.consecutive_failures, 1);
+    assert_eq!(
+        status.condition("Degraded").unwrap().reason,
+        "AuthenticationFailed"
+    );
+    assert!(f.events_json().contains("AuthenticationFailed"));
+
+    tokio::time::sleep(secs(60)).await;
+    let attempts = f.sim.stats().password_grants;
+    eprintln!("measure: password grants in the first minute with a wrong password: {attempts}");
+    assert!(
+        attempts <= 2,
+        "{attempts} password grants in a minute: a retry storm"
+    );
+
+    // Fixing the Secret retries at once, not after the backoff.
+    f.create_subscriber_secret(&f.password.clone()).await;
+    let cred = f.wait_ready("abc", secs(30)).await;
+    assert_eq!(cred.status.unwrap().consecutive_failures, 0);
+    f.assert_no_secret_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outage_degrades_but_keeps_the_valid_token_then_recovers() {
+    let mut f = Fixture::new("outage", SimConfig::new().token_ttl(secs(20))).await;
+    f.create_input_secrets().await;
+    f.start_operator();
+    f.create_credential("abc", |_| {}).await;
+    f.wait_ready("abc", READY_TIMEOUT).await;
+    let t0 = data(&f.token_secret("abc-token").await.unwrap(), "access_token").unwrap();
+
+    f.sim.inject(Fault::Status {
+        status: 503,
+        count: 2,
+    });
+    let cred = f
+        .wait_condition("abc", "Degraded", "True", Some("ApiUnavailable"), secs(30))
+        .await;
+    let status = cred.status.as_ref().unwrap();
+    assert_eq!(status.condition("Ready").unwrap().status, "True");
+    assert_eq!(
+        data(&f.token_secret("abc-token").await.unwrap(), "access_token").unwrap(),
+        t0,
+        "the valid token was replaced during the outage"
+    );
+    let t1 = f.wait_new_token("abc-token", &t0, secs(30)).await;
+    assert!(f.sim.is_token_valid(&t1));
+    f.wait_condition("abc", "Degraded", "False", None, secs(10))
+        .await;
+    f.assert_no_secret_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_foreign_secret_with_the_output_name_is_left_untouched() {
+    let mut f = Fixture::new("conflict", SimConfig::new()).await;
+    f.create_input_secrets().await;
+    f.put_secret("abc-token", &[("owner", "someone else")])
+        .await;
+    let before = f.token_secret("abc-token").await.unwrap();
+    f.start_operator();
+    f.create_credential("abc", |_| {}).await;
+    f.wait_condition(
+        "abc",
+        "Ready",
+        "False",
+        Some("SecretConflict"),
+        READY_TIMEOUT,
+    )
+    .await;
+    tokio::time::sleep(secs(2)).await;
+    let after = f.token_secret("abc-token").await.unwrap();
+    assert_eq!(version(&after), version(&before));
+    assert_eq!(after.data, before.data);
+    assert_eq!(f.sim.stats().token_requests, 0);
+
+    // Once the other Secret is gone, the credential takes the name.
+    f.secrets()
+        .delete("abc-token", &Default::default())
+        .await
+        .unwrap();
+    f.wait_ready("abc", secs(30)).await;
+    f.assert_no_secret_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_the_credential_garbage_collects_the_output_secret() {
+    let mut f = Fixture::new("gc", SimConfig::new()).await;
+    f.create_input_secrets().await;
+    f.start_operator();
+    f.create_credential("abc", |_| {}).await;
+    f.wait_ready("abc", READY_TIMEOUT).await;
+    assert!(f.token_secret("abc-token").await.is_some());
+    f.delete_credential("abc").await;
+    support::eventually(
+        "the output Secret to be garbage-collected",
+        secs(60),
+        || async { f.token_secret("abc-token").await.is_none().then_some(()) },
+    )
+    .await;
+    assert!(
+        f.secrets()
+            .get_opt(CLIENT_SECRET_NAME)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    f.assert_no_secret_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn suspend_blocked_hosts_and_mfa_users_send_no_usable_request() {
+    let mut f = Fixture::new("refusals", SimConfig::new()).await;
+    f.create_input_secrets().await;
+    f.start_operator_as(
+        &support::admin_kubeconfig(),
+        &[
+            "--allowed-api-host",
+            "127.0.0.1",
+            "--allowed-api-host",
+            "*.example.com",
+        ],
+    );
+
+    f.create_credential("paused", |s| s["suspend"] = json!(true))
+        .await;
+    let cred = f
+        .wait_condition("paused", "Ready", "False", Some("Suspended"), READY_TIMEOUT)
+        .await;
+    assert!(cred.status.unwrap().next_refresh_at.is_none());
+
+    let elsewhere = f.sim.base_url().replace("127.0.0.1", "localhost");
+    f.create_credential("elsewhere", |s| s["apiBaseUrl"] = json!(elsewhere))
+        .await;
+    f.wait_condition(
+        "elsewhere",
+        "Ready",
+        "False",
+        Some("ApiHostNotAllowed"),
+        READY_TIMEOUT,
+    )
+    .await;
+    assert_eq!(f.sim.stats().token_requests, 0, "a request was sent");
+
+    // Resuming issues the token.
+    f.credentials()
+        .patch(
+            "paused",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"suspend": false}})),
+        )
+        .await
+        .unwrap();
+    f.wait_ready("paused", secs(30)).await;
+
+    // A subscriber with MFA gets no usable token: the operator says so and backs off.
+    f.sim
+        .add_subscriber(Subscriber::new("mfa@abc-company", "mfa-pass").with_mfa(true));
+    f.put_secret(
+        "mfa-subscriber",
+        &[("username", "mfa@abc-company"), ("password", "mfa-pass")],
+    )
+    .await;
+    f.create_credential("mfa", |s| {
+        s["subscriberSecretRef"] = json!({"name": "mfa-subscriber"})
+    })
+    .await;
+    let cred = f
+        .wait_condition("mfa", "Ready", "False", Some("MfaRequired"), READY_TIMEOUT)
+        .await;
+    let message = &cred
+        .status
+        .as_ref()
+        .unwrap()
+        .condition("Ready")
+        .unwrap()
+        .message;
+    assert!(
+        message.contains("MFA") || message.contains("multi-factor"),
+        "{message}"
+    );
+    assert!(f.token_secret("mfa-token").await.is_none());
+    f.assert_no_secret_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_server_rejects_bad_specs_on_a_server_side_dry_run() {
+    let f = Fixture::new("bad-specs", SimConfig::new()).await;
+    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+        (
+            "ftp scheme",
+            Box::new(|s| s["apiBaseUrl"] = json!("ftp://portal.example.com/ns-api/")),
+            "apiBaseUrl",
+        ),
+        (
+            "query string",
+            Box::new(|s| s["apiBaseUrl"] = json!("https://portal.example.com/ns-api/?a=b")),
+            "apiBaseUrl",
+        ),
+        (
+            "user info",
+            Box::new(|s| s["apiBaseUrl"] = json!("https://u:p@portal.example.com/ns-api/")),
+            "apiBaseUrl",
+        ),
+        (
+            "not a URL",
+            Box::new(|s| s["apiBaseUrl"] = json!("portal.example.com")),
+            "apiBaseUrl",
+        ),
+        (
+            "bad duration",
+            Box::new(|s| s["refreshBefore"] = json!("soon")),
+            "refreshBefore",
+        ),
+        (
+            "negative duration",
+            Box::new(|s| s["refreshBefore"] = json!("-5m")),
+            "refreshBefore",
+        ),
+        (
+            "unknown token API",
+            Box::new(|s| s["tokenApi"] = json!("v3")),
+            "tokenApi",
+        ),
+        (
+            "unknown method",
+            Box::new(|s| s["refreshMethod"] = json!("PUT")),
+            "refreshMethod",
+        ),
+        (
+            "suspend not a bool",
+            Box::new(|s| s["suspend"] = json!("yes")),
+            "suspend",
+        ),
+        (
+            "output overwrites an input",
+            Box::new(|s| s["tokenSecret"]["name"] = json!(CLIENT_SECRET_NAME)),
+            "must differ",
+        ),
+        (
+            "bad Secret name",
+            Box::new(|s| s["tokenSecret"]["name"] = json!("Bad_Name")),
+            "tokenSecret.name",
+        ),
+        (
+            "bad key",
+            Box::new(|s| s["clientSecretRef"]["clientSecretKey"] = json!("a/b")),
+            "clientSecretKey",
+        ),
+        (
+            "reserved label",
+            Box::new(|s| {
+                s["tokenSecret"]["labels"] = json!({"app.kubernetes.io/managed-by": "me"})
+            }),
+            "managed-by",
+        ),
+        (
+            "reserved annotation",
+            Box::new(|s| s["tokenSecret"]["annotations"] = json!({"nsapi.io/expires-at": "never"})),
+            "nsapi.io/",
+        ),
+        (
+            "missing client Secret",
+            Box::new(|s| {
+                s.as_object_mut().unwrap().remove("clientSecretRef");
+            }),
+            "clientSecretRef",
+        ),
+        (
+            "missing output Secret",
+            Box::new(|s| {
+                s.as_object_mut().unwrap().remove("tokenSecret");
+            }),
+            "tokenSecret",
+        ),
+    ];
+    for (name, tweak, expected) in &cases {
+        let manifest = f.credential_manifest("bad", |s| tweak(s));
+        let out = support::kubectl_stdin(
+            &["apply", "--dry-run=server", "-f", "-"],
+            &serde_json::to_string(&manifest).unwrap(),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: accepted");
+        assert!(
+            stderr.contains(expected),
+            "{name}: error does not mention {expected:?}: {stderr}"
+        );
+    }
+    let good = f.credential_manifest("good", |_| {});
+    let out = support::kubectl_stdin(
+        &["apply", "--dry-run=server", "-f", "-"],
+        &serde_json::to_string(&good).unwrap(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
