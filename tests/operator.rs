@@ -24,6 +24,7 @@ async fn create_yields_a_ready_token_secret_that_the_api_accepts() {
     let mut f = Fixture::new("create", SimConfig::new()).await;
     f.create_input_secrets().await;
     f.start_operator();
+    f.wait_operator_started().await;
     let started = Instant::now();
     f.create_credential("abc", |_| {}).await;
     let cred = f.wait_ready("abc", READY_TIMEOUT).await;
@@ -510,7 +511,8 @@ async fn suspend_blocked_hosts_and_mfa_users_send_no_usable_request() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_api_server_rejects_bad_specs_on_a_server_side_dry_run() {
     let f = Fixture::new("bad-specs", SimConfig::new()).await;
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+    type Tweak = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Tweak, &str)> = vec![
         (
             "ftp scheme",
             Box::new(|s| s["apiBaseUrl"] = json!("ftp://portal.example.com/ns-api/")),

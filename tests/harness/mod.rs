@@ -257,6 +257,20 @@ impl Fixture {
             .join("\n")
     }
 
+    /// Waits until the current operator process has started its controller.
+    pub async fn wait_operator_started(&self) {
+        support::eventually(
+            "the operator to start its controller",
+            Duration::from_secs(30),
+            || async {
+                self.latest_operator_log()
+                    .contains("controller started")
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
     /// What the current (latest started) operator process logged.
     pub fn latest_operator_log(&self) -> String {
         self.logs
@@ -312,10 +326,11 @@ impl Drop for Fixture {
         if let Some(op) = self.operator.take() {
             op.stop();
         }
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.workdir);
-        } else {
+        let keep = std::env::var_os("NSAPI_TEST_KEEP_LOGS").is_some_and(|v| v == "1");
+        if std::thread::panicking() || keep {
             eprintln!("operator logs kept in {}", self.workdir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.workdir);
         }
     }
 }
