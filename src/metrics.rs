@@ -150,6 +150,16 @@ impl Metrics {
         }
     }
 
+    /// Drops the series of a deleted credential.
+    pub fn forget(&self, namespace: &str, name: &str) {
+        let labels = CredentialLabels {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        };
+        self.token_expiry.remove(&labels);
+        self.next_refresh.remove(&labels);
+    }
+
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();

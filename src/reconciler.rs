@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{
@@ -141,7 +141,23 @@ pub async fn run(
         let controller = Controller::new(credentials, config.clone());
         let store = controller.store();
         // Metadata only: the operator never holds the data of Secrets it does not own in memory.
-        let secret_changes = watcher(secrets, watcher::Config::default()).touched_objects();
+        let (metrics, known) = (ctx.metrics.clone(), store.clone());
+        let secret_changes = watcher(secrets, watcher::Config::default())
+            .inspect_ok(move |event| {
+                // A deleted credential is never reconciled again, but the garbage collector
+                // then deletes its Secret: the moment to drop the credential's metric series.
+                if let watcher::Event::Delete(secret) = event {
+                    for owner in credentials_using(&known, secret) {
+                        if known.get(&owner).is_none() {
+                            metrics.forget(
+                                owner.namespace.as_deref().unwrap_or_default(),
+                                &owner.name,
+                            );
+                        }
+                    }
+                }
+            })
+            .touched_objects();
         controller
             .watches_stream(secret_changes, move |secret| {
                 credentials_using(&store, &secret)
@@ -220,6 +236,12 @@ async fn reconcile(cached: Arc<NsApiCredential>, ctx: Arc<Context>) -> Result<Ac
         &cached.namespace().ok_or(Error::MissingField("namespace"))?,
     );
     let Some(credential) = api.get_opt(&cached.name_any()).await? else {
+        // Deleted: its Secret goes with it (ownerReference); forget its series and session.
+        ctx.metrics
+            .forget(&cached.namespace().unwrap_or_default(), &cached.name_any());
+        if let Some(uid) = cached.uid() {
+            ctx.take_session(&uid);
+        }
         return Ok(Action::await_change());
     };
     Reconcile::new(&credential, &ctx)?.run().await

@@ -271,6 +271,20 @@ impl Fixture {
         .await;
     }
 
+    /// GETs a path (`/metrics`, `/readyz`, ...) from the current operator's HTTP server.
+    pub async fn operator_http(&self, path: &str) -> (u16, String) {
+        let log = self.latest_operator_log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("serving /healthz"))
+            .expect("the operator logged its HTTP address");
+        let value: Value = serde_json::from_str(line).unwrap();
+        let addr = value["addr"].as_str().unwrap().to_owned();
+        let response = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    }
+
     /// What the current (latest started) operator process logged.
     pub fn latest_operator_log(&self) -> String {
         self.logs
@@ -285,12 +299,28 @@ impl Fixture {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Asserts that no secret value of this test appears in the operator's logs, in events or in
-    /// any credential's status.
-    pub async fn assert_no_secret_leaked(&self) {
+    /// Every secret value of this test: credentials and every token the simulator issued.
+    fn secret_values(&self) -> Vec<String> {
         let mut secrets = vec![self.client_secret.clone(), self.password.clone()];
         secrets.extend(self.seen_tokens.lock().unwrap().iter().cloned());
         secrets.extend(self.sim.issued_tokens());
+        secrets
+    }
+
+    /// Asserts that `text` (found in `place`) holds no secret value of this test.
+    pub fn assert_no_secret_in(&self, text: &str, place: &str) {
+        for secret in self.secret_values() {
+            assert!(
+                !text.contains(secret.as_str()),
+                "a secret value ({}...) leaked into {place}",
+                &secret[..4.min(secret.len())]
+            );
+        }
+    }
+
+    /// Asserts that no secret value of this test appears in the operator's logs, in events or in
+    /// any credential's status.
+    pub async fn assert_no_secret_leaked(&self) {
         let statuses: Vec<String> = self
             .credentials()
             .list(&Default::default())
@@ -306,13 +336,7 @@ impl Fixture {
             ("status", statuses.join("\n")),
         ];
         for (place, text) in &places {
-            for secret in &secrets {
-                assert!(
-                    !text.contains(secret.as_str()),
-                    "a secret value ({}...) leaked into {place}",
-                    &secret[..4.min(secret.len())]
-                );
-            }
+            self.assert_no_secret_in(text, place);
         }
         assert!(
             self.operator_logs().contains("\"level\":\"DEBUG\""),
