@@ -6,6 +6,7 @@ pub mod admin;
 pub mod clock;
 pub mod crd;
 pub mod inputs;
+pub mod leader;
 pub mod metrics;
 pub mod nsapi;
 pub mod reconciler;

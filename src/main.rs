@@ -14,6 +14,7 @@ use tracing::{error, info};
 use nsapi_token_operator::admin::{self, AdminState};
 use nsapi_token_operator::clock::SystemClock;
 use nsapi_token_operator::inputs::Policy;
+use nsapi_token_operator::leader::{LeaderElector, LeaseConfig};
 use nsapi_token_operator::metrics::Metrics;
 use nsapi_token_operator::nsapi::{NsApiClient, NsApiClientConfig};
 use nsapi_token_operator::reconciler::{self, Context, Scope};
@@ -69,6 +70,16 @@ struct RunArgs {
     /// Act only on NsApiCredentials whose labels match this selector (e.g. `shard=a`).
     #[arg(long, env = "NSAPI_LABEL_SELECTOR")]
     label_selector: Option<String>,
+    /// Elect a leader on a coordination.k8s.io Lease, so several replicas can run and only one
+    /// acts at a time.
+    #[arg(long, env = "NSAPI_LEADER_ELECTION")]
+    leader_election: bool,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "nsapi-system")]
+    leader_election_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "nsapi-token-operator")]
+    leader_election_lease: String,
     /// Timeout of each request to the NetSapiens API (Go duration).
     #[arg(long, default_value = "15s", value_parser = parse_timeout)]
     api_timeout: Duration,
@@ -148,17 +159,65 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     if policy.allowed_api_hosts.is_empty() {
         info!("no --allowed-api-host given: credentials may call any API host");
     }
+    let pod_name = std::env::var("POD_NAME").ok();
     let reporter = Reporter {
         controller: "nsapi-token-operator".into(),
-        instance: std::env::var("POD_NAME").ok(),
+        instance: pod_name.clone(),
     };
+    let elector = args.leader_election.then(|| {
+        let host = pod_name
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "nsapi-token-operator".into());
+        let identity = format!("{host}-{:08x}", rand::random::<u32>());
+        let config = LeaseConfig::new(
+            args.leader_election_namespace,
+            args.leader_election_lease,
+            identity,
+        );
+        LeaderElector::new(client.clone(), config, clock.clone())
+    });
     let ctx = Arc::new(Context::new(
         client, nsapi, clock, policy, reporter, metrics,
     ));
+    // A standby replica is healthy and ready too: it serves and takes over when the leader goes.
     ready.store(true, Ordering::Relaxed);
-    reconciler::run(ctx, scope, stopped()).await;
+    let result = match elector {
+        None => {
+            reconciler::run(ctx, scope, stopped()).await;
+            Ok(())
+        }
+        Some(elector) => lead(&elector, ctx, scope, stopped).await,
+    };
     ready.store(false, Ordering::Relaxed);
     admin.await??;
+    result
+}
+
+/// Waits for the Lease, runs the controller while holding it, and releases it on shutdown.
+/// Losing the Lease ends the process with an error, so that a restart rejoins the election
+/// (as client-go's leader election does).
+async fn lead<F, Fut>(
+    elector: &LeaderElector,
+    ctx: Arc<Context>,
+    scope: Scope,
+    stopped: F,
+) -> Result<(), Box<dyn std::error::Error>>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + Sync + 'static,
+{
+    tokio::select! {
+        _ = elector.acquire() => {}
+        _ = stopped() => return Ok(()),
+    }
+    let lost = tokio::select! {
+        _ = reconciler::run(ctx, scope, stopped()) => false,
+        _ = elector.hold() => true,
+    };
+    if lost {
+        return Err("lost the leader-election lease; exiting to rejoin the election".into());
+    }
+    elector.release().await;
     Ok(())
 }
 

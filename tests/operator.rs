@@ -624,3 +624,43 @@ async fn the_api_server_rejects_bad_specs_on_a_server_side_dry_run() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_elect_one_leader_that_hands_over_on_shutdown() {
+    let mut f = Fixture::new("leader", SimConfig::new().token_ttl(secs(20))).await;
+    f.create_input_secrets().await;
+    let ns = f.namespace().to_owned();
+    let args = ["--leader-election", "--leader-election-namespace", &ns];
+    let kubeconfig = support::admin_kubeconfig();
+    let first = f.spawn_operator(&kubeconfig, &args);
+    support::eventually("the first replica to lead", secs(30), || async {
+        first.log().contains("became the leader").then_some(())
+    })
+    .await;
+    let second = f.spawn_operator(&kubeconfig, &args);
+    support::eventually("the second replica to stand by", secs(30), || async {
+        second.log().contains("standing by").then_some(())
+    })
+    .await;
+
+    f.create_credential("abc", |_| {}).await;
+    f.wait_ready("abc", READY_TIMEOUT).await;
+    let t0 = data(&f.token_secret("abc-token").await.unwrap(), "access_token").unwrap();
+    assert_eq!(f.sim.stats().password_grants, 1);
+    assert!(
+        !second.log().contains("obtaining a token"),
+        "the standby acted"
+    );
+
+    // The leader shuts down and releases the Lease; the standby takes over and rotates.
+    assert!(first.stop(), "the leader did not exit on SIGTERM");
+    support::eventually("the standby to take over", secs(30), || async {
+        second.log().contains("became the leader").then_some(())
+    })
+    .await;
+    let t1 = f.wait_new_token("abc-token", &t0, secs(40)).await;
+    assert!(f.sim.is_token_valid(&t1));
+    assert!(second.log().contains("obtaining a token"));
+    assert!(second.stop(), "the new leader did not exit on SIGTERM");
+    f.assert_no_secret_leaked().await;
+}

@@ -165,6 +165,12 @@ impl Fixture {
 
     pub fn start_operator_as(&mut self, kubeconfig: &Path, extra_args: &[&str]) {
         assert!(self.operator.is_none(), "an operator is already running");
+        self.operator = Some(self.spawn_operator(kubeconfig, extra_args));
+    }
+
+    /// Starts one more operator process (e.g. a second replica), scoped to this namespace; its
+    /// log is part of this test's leak check. The caller owns the process.
+    pub fn spawn_operator(&mut self, kubeconfig: &Path, extra_args: &[&str]) -> Operator {
         let log = self
             .workdir
             .join(format!("operator-{}.log", self.logs.len()));
@@ -182,8 +188,9 @@ impl Fixture {
             "3s",
         ];
         args.extend_from_slice(extra_args);
-        self.operator = Some(Operator::start(kubeconfig, &args, &log));
+        let operator = Operator::start(kubeconfig, &args, &log);
         self.logs.push(log);
+        operator
     }
 
     /// Stops the operator with SIGTERM, as Kubernetes would, and waits for it to exit.
@@ -396,6 +403,7 @@ pub fn data(secret: &Secret, key: &str) -> Option<String> {
 /// The operator binary running as a child process.
 pub struct Operator {
     child: Child,
+    log: PathBuf,
 }
 
 impl Operator {
@@ -410,7 +418,15 @@ impl Operator {
             .stderr(log_file)
             .spawn()
             .expect("start the operator binary");
-        Operator { child }
+        Operator {
+            child,
+            log: log.to_owned(),
+        }
+    }
+
+    /// What this process logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Sends SIGTERM and waits up to 10 s; true when the process exited by itself.
