@@ -26,7 +26,7 @@ use crate::inputs::{self, Policy, Problem, ValidSpec};
 use crate::metrics::Metrics;
 use crate::nsapi::{
     ClientCredentials, ErrorKind, Grant, NsApiClient, NsApiError, SecretString,
-    SubscriberCredentials, TokenApi, TokenGrant,
+    SubscriberCredentials, TokenApi, TokenGrant, TokenInfo,
 };
 use crate::schedule::{self, CurrentToken, Decision, FailureClass, FailureGate, MintReason};
 use crate::status::{self, DEGRADED, READY, reason};
@@ -613,33 +613,21 @@ impl<'a> Reconcile<'a> {
         s.next_refresh_at = Some(rfc3339(next));
         s.last_grant = Some(grant.grant.as_str().to_owned());
         s.token_api = Some(grant.api.as_str().to_owned());
-        s.scope = grant
-            .scope
-            .clone()
-            .or_else(|| info.and_then(|i| i.scope.clone()));
-        s.domain = grant
-            .domain
-            .clone()
-            .or_else(|| info.and_then(|i| i.domain.clone()));
-        s.territory = keep(
-            grant
-                .territory
+        // The grant's own fields first, then what the token inspection said.
+        let either = |from_grant: &Option<String>, from_info: fn(&TokenInfo) -> &Option<String>| {
+            from_grant
                 .clone()
-                .or_else(|| info.and_then(|i| i.territory.clone())),
+                .or_else(|| info.and_then(|i| from_info(i).clone()))
+        };
+        s.scope = either(&grant.scope, |i| &i.scope);
+        s.domain = either(&grant.domain, |i| &i.domain);
+        s.territory = keep(
+            either(&grant.territory, |i| &i.territory),
             &self.old.territory,
         );
-        s.uid = keep(
-            grant
-                .uid
-                .clone()
-                .or_else(|| info.and_then(|i| i.uid.clone())),
-            &self.old.uid,
-        );
+        s.uid = keep(either(&grant.uid, |i| &i.uid), &self.old.uid);
         s.server_version = keep(
-            grant
-                .api_version
-                .clone()
-                .or_else(|| info.and_then(|i| i.api_version.clone())),
+            either(&grant.api_version, |i| &i.api_version),
             &self.old.server_version,
         );
         s.consecutive_failures = 0;
@@ -940,7 +928,7 @@ impl<'a> Reconcile<'a> {
 
 struct Obtained {
     grant: TokenGrant,
-    info: Option<crate::nsapi::TokenInfo>,
+    info: Option<TokenInfo>,
     fallback_from: Option<NsApiError>,
 }
 

@@ -511,97 +511,35 @@ async fn suspend_blocked_hosts_and_mfa_users_send_no_usable_request() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_api_server_rejects_bad_specs_on_a_server_side_dry_run() {
     let f = Fixture::new("bad-specs", SimConfig::new()).await;
-    type Tweak = Box<dyn Fn(&mut serde_json::Value)>;
-    let cases: Vec<(&str, Tweak, &str)> = vec![
-        (
-            "ftp scheme",
-            Box::new(|s| s["apiBaseUrl"] = json!("ftp://portal.example.com/ns-api/")),
-            "apiBaseUrl",
-        ),
-        (
-            "query string",
-            Box::new(|s| s["apiBaseUrl"] = json!("https://portal.example.com/ns-api/?a=b")),
-            "apiBaseUrl",
-        ),
-        (
-            "user info",
-            Box::new(|s| s["apiBaseUrl"] = json!("https://u:p@portal.example.com/ns-api/")),
-            "apiBaseUrl",
-        ),
-        (
-            "not a URL",
-            Box::new(|s| s["apiBaseUrl"] = json!("portal.example.com")),
-            "apiBaseUrl",
-        ),
-        (
-            "bad duration",
-            Box::new(|s| s["refreshBefore"] = json!("soon")),
-            "refreshBefore",
-        ),
-        (
-            "negative duration",
-            Box::new(|s| s["refreshBefore"] = json!("-5m")),
-            "refreshBefore",
-        ),
-        (
-            "unknown token API",
-            Box::new(|s| s["tokenApi"] = json!("v3")),
-            "tokenApi",
-        ),
-        (
-            "unknown method",
-            Box::new(|s| s["refreshMethod"] = json!("PUT")),
-            "refreshMethod",
-        ),
-        (
-            "suspend not a bool",
-            Box::new(|s| s["suspend"] = json!("yes")),
-            "suspend",
-        ),
-        (
-            "output overwrites an input",
-            Box::new(|s| s["tokenSecret"]["name"] = json!(CLIENT_SECRET_NAME)),
-            "must differ",
-        ),
-        (
-            "bad Secret name",
-            Box::new(|s| s["tokenSecret"]["name"] = json!("Bad_Name")),
-            "tokenSecret.name",
-        ),
-        (
-            "bad key",
-            Box::new(|s| s["clientSecretRef"]["clientSecretKey"] = json!("a/b")),
-            "clientSecretKey",
-        ),
-        (
-            "reserved label",
-            Box::new(|s| {
-                s["tokenSecret"]["labels"] = json!({"app.kubernetes.io/managed-by": "me"})
-            }),
-            "managed-by",
-        ),
-        (
-            "reserved annotation",
-            Box::new(|s| s["tokenSecret"]["annotations"] = json!({"nsapi.io/expires-at": "never"})),
-            "nsapi.io/",
-        ),
-        (
-            "missing client Secret",
-            Box::new(|s| {
-                s.as_object_mut().unwrap().remove("clientSecretRef");
-            }),
-            "clientSecretRef",
-        ),
-        (
-            "missing output Secret",
-            Box::new(|s| {
-                s.as_object_mut().unwrap().remove("tokenSecret");
-            }),
-            "tokenSecret",
-        ),
+    // (case, field of the spec, bad value or null to remove the field, text the error names)
+    #[rustfmt::skip]
+    let cases = [
+        ("ftp scheme", "/apiBaseUrl", json!("ftp://portal.example.com/ns-api/"), "apiBaseUrl"),
+        ("query string", "/apiBaseUrl", json!("https://portal.example.com/ns-api/?a=b"), "apiBaseUrl"),
+        ("user info", "/apiBaseUrl", json!("https://u:p@portal.example.com/ns-api/"), "apiBaseUrl"),
+        ("not a URL", "/apiBaseUrl", json!("portal.example.com"), "apiBaseUrl"),
+        ("bad duration", "/refreshBefore", json!("soon"), "refreshBefore"),
+        ("negative duration", "/refreshBefore", json!("-5m"), "refreshBefore"),
+        ("unknown token API", "/tokenApi", json!("v3"), "tokenApi"),
+        ("unknown method", "/refreshMethod", json!("PUT"), "refreshMethod"),
+        ("suspend not a bool", "/suspend", json!("yes"), "suspend"),
+        ("output overwrites an input", "/tokenSecret/name", json!(CLIENT_SECRET_NAME), "must differ"),
+        ("bad Secret name", "/tokenSecret/name", json!("Bad_Name"), "tokenSecret.name"),
+        ("bad key", "/clientSecretRef/clientSecretKey", json!("a/b"), "clientSecretKey"),
+        ("reserved label", "/tokenSecret/labels", json!({"app.kubernetes.io/managed-by": "me"}), "managed-by"),
+        ("reserved annotation", "/tokenSecret/annotations", json!({"nsapi.io/expires-at": "never"}), "nsapi.io/"),
+        ("missing client Secret", "/clientSecretRef", json!(null), "clientSecretRef"),
+        ("missing output Secret", "/tokenSecret", json!(null), "tokenSecret"),
     ];
-    for (name, tweak, expected) in &cases {
-        let manifest = f.credential_manifest("bad", |s| tweak(s));
+    for (name, field, value, expected) in cases {
+        let manifest = f.credential_manifest("bad", |spec| {
+            let (parent, key) = field.rsplit_once('/').unwrap();
+            let parent = spec.pointer_mut(parent).unwrap().as_object_mut().unwrap();
+            match value {
+                serde_json::Value::Null => parent.remove(key),
+                value => parent.insert(key.to_owned(), value),
+            };
+        });
         let out = support::kubectl_stdin(
             &["apply", "--dry-run=server", "-f", "-"],
             &serde_json::to_string(&manifest).unwrap(),
