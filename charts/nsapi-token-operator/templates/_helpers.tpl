@@ -1,0 +1,91 @@
+{{/* The chart name, cut to a DNS label. */}}
+{{- define "nsapi-token-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The name of every object: fullnameOverride; else the release name when it contains the chart name
+(`helm install nsapi-token-operator ...` gives "nsapi-token-operator"); else "<release>-<chart>".
+*/}}
+{{- define "nsapi-token-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "nsapi-token-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "nsapi-token-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "nsapi-token-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "nsapi-token-operator.labels" -}}
+helm.sh/chart: {{ include "nsapi-token-operator.chart" . }}
+{{ include "nsapi-token-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "nsapi-token-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "nsapi-token-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "nsapi-token-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The namespaces watched in scope=namespace, as a JSON list: watchNamespaces, else the release namespace. */}}
+{{- define "nsapi-token-operator.watchNamespaces" -}}
+{{- if .Values.watchNamespaces }}
+{{- .Values.watchNamespaces | uniq | toJson }}
+{{- else }}
+{{- list .Release.Namespace | toJson }}
+{{- end }}
+{{- end }}
+
+{{/*
+The RBAC rules: exactly the Kubernetes API calls the operator makes (src/reconciler.rs), the same
+whether granted by a ClusterRole or by a Role per watched namespace.
+*/}}
+{{- define "nsapi-token-operator.rules" -}}
+# The controller lists and watches NsApiCredentials (and lists at start-up to check that the CRD
+# is served). get is not called today; it reveals nothing that list does not.
+- apiGroups: [nsapi.io]
+  resources: [nsapicredentials]
+  verbs: [get, list, watch]
+# Status is written with server-side apply (PATCH on the status subresource).
+- apiGroups: [nsapi.io]
+  resources: [nsapicredentials/status]
+  verbs: [patch]
+# list+watch: a watch on Secret metadata only (never their data) so that a change of an input or
+# output Secret triggers a reconcile. get: read the two input Secrets and the output Secret.
+# create: the output Secret. patch: rotate the token in it (server-side apply). delete: the output
+# Secret written under a previous spec.tokenSecret.name. Secret names are chosen by users, so
+# resourceNames cannot narrow this; scope=namespace narrows it to the watched namespaces.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, list, watch, create, patch, delete]
+# Events on NsApiCredentials (issue, refresh, fallback, failure); patch updates a repeated event.
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- end }}
