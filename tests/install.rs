@@ -1,0 +1,873 @@
+//! Installing like users do, proven against the local control plane: the Helm chart (lint,
+//! template, its values schema, `helm install`), the plain manifests in deploy/ (no drift from the
+//! chart), the examples (server-side dry run), and the operator run as its service-account
+//! identity with nothing but the chart's RBAC, cluster-wide and namespace-scoped.
+//!
+//! helm is the project's pinned one: `$NSAPI_HELM` (scripts/test exports it), else `scripts/helm`,
+//! which installs it on first use.
+//!
+//! The RBAC tests bind the control plane's static operator identity
+//! (`system:serviceaccount:nsapi-system:nsapi-token-operator`). They take turns (one lock), use
+//! binding names unique to the run, and delete what they applied when they end, even on failure.
+//! Those objects carry the label `nsapi-token-operator.test/rbac=true`, should a killed run leave
+//! one behind: `kubectl delete clusterrolebinding,clusterrole -l nsapi-token-operator.test/rbac`.
+
+mod harness;
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use harness::{CLIENT_SECRET_NAME, Fixture, SUBSCRIBER_SECRET_NAME, data};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use nsapi_sim::SimConfig;
+use nsapi_token_operator::crd::NsApiCredential;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use support::TestNamespace;
+
+const RELEASE_NAMESPACE: &str = "nsapi-system";
+const SERVICE_ACCOUNT: &str = "nsapi-token-operator";
+const OPERATOR_USER: &str = "system:serviceaccount:nsapi-system:nsapi-token-operator";
+const TEST_RBAC_LABEL: &str = "nsapi-token-operator.test/rbac";
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Tokens of 20 s rotate about 10 s after they are issued (refreshBefore is clamped to half).
+const TOKEN_TTL: Duration = Duration::from_secs(20);
+const ROTATION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The RBAC tests bind the one static operator identity: one at a time.
+static OPERATOR_IDENTITY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn chart() -> String {
+    repo()
+        .join("charts/nsapi-token-operator")
+        .display()
+        .to_string()
+}
+
+fn helm_command() -> Command {
+    match std::env::var_os("NSAPI_HELM").filter(|v| !v.is_empty()) {
+        Some(helm) => Command::new(helm),
+        None => Command::new(repo().join("scripts/helm")),
+    }
+}
+
+/// Runs helm; returns its output whatever the exit status.
+fn helm(args: &[&str]) -> Output {
+    helm_command()
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run helm: {e}"))
+}
+
+/// Runs helm and returns its stdout; panics with its stderr if it fails.
+fn helm_ok(args: &[&str]) -> String {
+    let out = helm(args);
+    assert!(
+        out.status.success(),
+        "helm {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn kubectl_ok(args: &[&str]) -> String {
+    let out = support::kubectl(args);
+    assert!(
+        out.status.success(),
+        "kubectl {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Every object of a multi-document YAML stream.
+fn objects(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|doc| Value::deserialize(doc).expect("valid YAML"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn kinds(objects: &[Value]) -> Vec<&str> {
+    objects
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap())
+        .collect()
+}
+
+fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+fn deployment_args(objects: &[Value]) -> Vec<String> {
+    let deployment = of_kind(objects, "Deployment")[0];
+    deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// `helm template` of the chart as `release` in `namespace` with `--set` values.
+fn render(release: &str, namespace: &str, set: &[&str]) -> Vec<Value> {
+    let chart = chart();
+    let mut args = vec!["template", release, &chart, "--namespace", namespace];
+    for s in set {
+        args.extend(["--set", s]);
+    }
+    objects(&helm_ok(&args))
+}
+
+/// The rules every (Cluster)Role of the chart grants: exactly the operator's API calls.
+fn expected_rules() -> Value {
+    json!([
+        {"apiGroups": ["nsapi.io"], "resources": ["nsapicredentials"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["nsapi.io"], "resources": ["nsapicredentials/status"], "verbs": ["patch"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    ])
+}
+
+#[test]
+fn chart_lints_and_renders_with_default_and_namespace_scoped_values() {
+    let chart = chart();
+    let scoped_values = format!("{chart}/ci/namespace-scoped-values.yaml");
+    helm_ok(&["lint", "--strict", &chart]);
+    helm_ok(&["lint", "--strict", &chart, "-f", &scoped_values]);
+
+    let chart_yaml: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(format!("{chart}/Chart.yaml")).unwrap())
+            .unwrap();
+    assert_eq!(chart_yaml["appVersion"], env!("CARGO_PKG_VERSION"));
+
+    // Default values: cluster-wide, a ClusterRole.
+    let objs = render("nsapi-token-operator", RELEASE_NAMESPACE, &[]);
+    assert_eq!(
+        kinds(&objs),
+        [
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Service",
+            "Deployment"
+        ]
+    );
+    for o in &objs {
+        assert_eq!(o["metadata"]["name"], "nsapi-token-operator");
+    }
+    assert_eq!(of_kind(&objs, "ClusterRole")[0]["rules"], expected_rules());
+    let binding = of_kind(&objs, "ClusterRoleBinding")[0];
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": RELEASE_NAMESPACE}])
+    );
+    let deployment = of_kind(&objs, "Deployment")[0];
+    assert_eq!(deployment["metadata"]["namespace"], RELEASE_NAMESPACE);
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], SERVICE_ACCOUNT);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let container = &pod["containers"][0];
+    let sc = &container["securityContext"];
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    for kind in ["requests", "limits"] {
+        assert!(container["resources"][kind]["memory"].is_string(), "{kind}");
+        assert!(container["resources"][kind]["cpu"].is_string(), "{kind}");
+    }
+    let env = container["env"].as_array().unwrap();
+    assert!(env.contains(&json!({
+        "name": "POD_NAME",
+        "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}
+    })));
+    assert_eq!(
+        deployment_args(&objs),
+        [
+            "run",
+            "--http-addr=0.0.0.0:8080",
+            "--log-format=json",
+            "--api-timeout=15s"
+        ]
+    );
+    let service = of_kind(&objs, "Service")[0];
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "http");
+
+    // Namespace-scoped, with a list: a Role and a RoleBinding in each, no cluster-wide access.
+    let objs = objects(&helm_ok(&[
+        "template",
+        "ops",
+        &chart,
+        "--namespace",
+        "operators",
+        "-f",
+        &scoped_values,
+    ]));
+    assert_eq!(
+        kinds(&objs),
+        [
+            "ServiceAccount",
+            "Role",
+            "Role",
+            "RoleBinding",
+            "RoleBinding",
+            "Service",
+            "Deployment"
+        ]
+    );
+    for kind in ["Role", "RoleBinding"] {
+        let namespaces: Vec<_> = of_kind(&objs, kind)
+            .iter()
+            .map(|o| o["metadata"]["namespace"].as_str().unwrap())
+            .collect();
+        assert_eq!(namespaces, ["telephony", "billing"], "{kind}");
+    }
+    for role in of_kind(&objs, "Role") {
+        assert_eq!(role["rules"], expected_rules());
+    }
+    for binding in of_kind(&objs, "RoleBinding") {
+        assert_eq!(
+            binding["subjects"][0]["namespace"], "operators",
+            "the ServiceAccount lives in the release namespace"
+        );
+    }
+    let args = deployment_args(&objs);
+    for arg in [
+        "--namespace=telephony",
+        "--namespace=billing",
+        "--allowed-api-host=portal.example.com",
+        "--allowed-api-host=*.ns-api.example.net",
+        "--log-format=text",
+    ] {
+        assert!(args.iter().any(|a| a == arg), "{arg} missing from {args:?}");
+    }
+
+    // Namespace-scoped without a list: the release namespace only.
+    let objs = render("ops", "operators", &["scope=namespace"]);
+    let roles = of_kind(&objs, "Role");
+    assert_eq!(roles.len(), 1);
+    assert_eq!(roles[0]["metadata"]["namespace"], "operators");
+    assert!(deployment_args(&objs).contains(&"--namespace=operators".to_owned()));
+
+    // The ServiceMonitor is off by default and renders when enabled.
+    let objs = render("ops", "operators", &["serviceMonitor.enabled=true"]);
+    let monitor = of_kind(&objs, "ServiceMonitor");
+    assert_eq!(monitor.len(), 1);
+    assert_eq!(monitor[0]["spec"]["endpoints"][0]["path"], "/metrics");
+}
+
+#[test]
+fn chart_schema_rejects_bad_values() {
+    let chart = chart();
+    for (set, expected) in [
+        ("replicaCount=2", "/replicaCount"),
+        ("logFormat=xml", "/logFormat"),
+        ("allowedApiHosts=portal.example.com", "/allowedApiHosts"),
+        (
+            "allowedApiHosts={https://portal.example.com/}",
+            "/allowedApiHosts/0",
+        ),
+        ("scope=everywhere", "/scope"),
+        ("watchNamespaces={telephony}", "/watchNamespaces"), // only with scope=namespace
+        ("apiTimeout=soon", "/apiTimeout"),
+        ("httpPort=0", "/httpPort"),
+        ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
+        ("replicas=1", "additional properties 'replicas'"), // a typo is an error too
+    ] {
+        let out = helm(&["template", "x", &chart, "--set", set]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "--set {set} was accepted");
+        assert!(
+            stderr.contains("don't meet the specifications of the schema")
+                && stderr.contains(expected),
+            "--set {set}: expected a schema error at {expected}, got: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn deploy_manifests_match_the_chart() {
+    let out = Command::new(repo().join("scripts/render-manifests"))
+        .arg("--check")
+        .output()
+        .expect("run scripts/render-manifests");
+    assert!(
+        out.status.success(),
+        "deploy/ or the chart's crds/ drifted from the chart and deploy/crds/: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A complete install: the namespace first, then what the chart renders.
+    let manifest =
+        std::fs::read_to_string(repo().join("deploy/nsapi-token-operator.yaml")).unwrap();
+    let objs = objects(&manifest);
+    assert_eq!(
+        kinds(&objs),
+        [
+            "Namespace",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Service",
+            "Deployment"
+        ]
+    );
+    assert_eq!(objs[0]["metadata"]["name"], RELEASE_NAMESPACE);
+}
+
+#[test]
+fn dockerfile_ships_what_ci_builds() {
+    let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
+    assert!(dockerfile.contains("RUN scripts/build-static --out /out/nsapi-token-operator"));
+    let final_stage = dockerfile.rsplit_once("\nFROM ").unwrap().1;
+    assert!(final_stage.starts_with("gcr.io/distroless/static"));
+    assert!(final_stage.contains("USER 65532:65532"));
+    assert!(final_stage.contains("ENTRYPOINT [\"/nsapi-token-operator\"]"));
+    let dockerignore = std::fs::read_to_string(repo().join(".dockerignore")).unwrap();
+    assert!(dockerignore.lines().any(|l| l == "**/target/"));
+    assert!(
+        !dockerignore
+            .lines()
+            .any(|l| ["*", "scripts/", "src/", "Cargo.lock"].contains(&l)),
+        "the build context must keep what scripts/build-static needs"
+    );
+    let script = std::fs::read_to_string(repo().join("scripts/build-static")).unwrap();
+    assert!(script.contains("+crt-static") && script.contains("--target \"$TARGET\""));
+}
+
+/// `helm uninstall` when dropped, so a failed test leaves no cluster-wide objects behind.
+struct Release<'a> {
+    name: String,
+    namespace: &'a str,
+}
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        let kubeconfig = support::admin_kubeconfig().display().to_string();
+        let out = helm(&[
+            "uninstall",
+            &self.name,
+            "--namespace",
+            self.namespace,
+            "--kubeconfig",
+            &kubeconfig,
+            "--ignore-not-found",
+        ]);
+        if !out.status.success() {
+            eprintln!(
+                "helm uninstall {} failed: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn helm_install_creates_crd_rbac_deployment_and_service() {
+    let client = support::admin_client().await;
+    let ns = TestNamespace::create(&client, "helm-install").await;
+    let release = Release {
+        name: ns.name.clone(),
+        namespace: &ns.name,
+    };
+    let fullname = format!("{}-nsapi-token-operator", release.name);
+    let kubeconfig = support::admin_kubeconfig().display().to_string();
+    let chart = chart();
+    let started = Instant::now();
+    let notes = helm_ok(&[
+        "install",
+        &release.name,
+        &chart,
+        "--namespace",
+        &ns.name,
+        "--kubeconfig",
+        &kubeconfig,
+        "--set",
+        "allowedApiHosts={portal.example.com}",
+    ]);
+    eprintln!("measure: helm install took {:?}", started.elapsed());
+    assert!(notes.contains("STATUS: deployed"), "{notes}");
+    assert!(notes.contains("kubectl -n NS get nscred"), "NOTES: {notes}");
+    assert!(!notes.contains("WARNING"), "NOTES: {notes}");
+
+    kubectl_ok(&["get", "crd", "nsapicredentials.nsapi.io"]);
+    kubectl_ok(&["get", "clusterrole", &fullname]);
+    let binding: Value = serde_json::from_str(&kubectl_ok(&[
+        "get",
+        "clusterrolebinding",
+        &fullname,
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": fullname, "namespace": ns.name}])
+    );
+    for kind in ["serviceaccount", "service", "deployment"] {
+        kubectl_ok(&["get", "-n", &ns.name, kind, &fullname]);
+    }
+    let deployment: Value = serde_json::from_str(&kubectl_ok(&[
+        "get",
+        "-n",
+        &ns.name,
+        "deployment",
+        &fullname,
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    let args = &deployment["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert!(
+        args.as_array()
+            .unwrap()
+            .contains(&json!("--allowed-api-host=portal.example.com")),
+        "{args}"
+    );
+    // The API server accepted the pod template as it is; no pod runs without a kubelet.
+    let sc = &deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"];
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+
+    // Bad values fail at install (here: upgrade) time, before anything changes.
+    let out = helm(&[
+        "upgrade",
+        &release.name,
+        &chart,
+        "--namespace",
+        &ns.name,
+        "--kubeconfig",
+        &kubeconfig,
+        "--set",
+        "replicaCount=2",
+    ]);
+    assert!(!out.status.success(), "replicaCount=2 was accepted");
+    let history = helm_ok(&[
+        "history",
+        &release.name,
+        "--namespace",
+        &ns.name,
+        "--kubeconfig",
+        &kubeconfig,
+        "-o",
+        "json",
+    ]);
+    let history: Value = serde_json::from_str(&history).unwrap();
+    assert_eq!(history.as_array().unwrap().len(), 1, "{history}");
+
+    drop(release);
+    let out = support::kubectl(&["get", "clusterrolebinding", &fullname]);
+    assert!(
+        !out.status.success(),
+        "helm uninstall left the ClusterRoleBinding"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn examples_apply_cleanly_server_side_dry_run() {
+    harness::ensure_crd();
+    let client = support::admin_client().await;
+    let ns = TestNamespace::create(&client, "examples").await;
+    let examples = repo().join("examples");
+    let mut args = vec![
+        "apply".to_owned(),
+        "--dry-run=server".to_owned(),
+        "-n".to_owned(),
+        ns.name.clone(),
+    ];
+    for file in [
+        "client-secret.yaml",
+        "subscriber-secret.yaml",
+        "nsapicredential.yaml",
+        "deployment.yaml",
+    ] {
+        args.push("-f".to_owned());
+        args.push(examples.join(file).display().to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = kubectl_ok(&args);
+    for object in [
+        "secret/nsapi-client",
+        "secret/nsapi-subscriber",
+        "nsapicredential.nsapi.io/abc-company",
+        "deployment.apps/call-reporter",
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(object) && l.ends_with("(server dry run)")),
+            "{object} not applied: {out}"
+        );
+    }
+}
+
+/// RBAC objects applied as admin; deleted when dropped.
+struct AppliedRbac {
+    yaml: String,
+}
+
+impl AppliedRbac {
+    /// Applies the (Cluster)Roles and (Cluster)RoleBindings among `objects`.
+    fn apply(objects: &[Value]) -> AppliedRbac {
+        let mut docs = Vec::new();
+        for o in objects {
+            let kind = o["kind"].as_str().unwrap();
+            if kind.ends_with("Role") || kind.ends_with("RoleBinding") {
+                let mut o = o.clone();
+                o["metadata"]["labels"][TEST_RBAC_LABEL] = json!("true");
+                docs.push(serde_json::to_string(&o).unwrap());
+            }
+        }
+        // JSON is YAML: one document per object.
+        let yaml = docs.join("\n---\n");
+        let out = support::kubectl_stdin(&["apply", "-f", "-"], &yaml);
+        let applied = AppliedRbac { yaml };
+        assert!(
+            out.status.success(),
+            "cannot apply the chart's RBAC: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        applied
+    }
+}
+
+impl Drop for AppliedRbac {
+    fn drop(&mut self) {
+        let out = support::kubectl_stdin(
+            &["delete", "--ignore-not-found", "--wait=false", "-f", "-"],
+            &self.yaml,
+        );
+        if !out.status.success() {
+            eprintln!(
+                "could not delete the test's RBAC objects: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+/// The chart rendered as a release in nsapi-system whose ServiceAccount is the control plane's
+/// static operator identity; `release` keeps the (Cluster)Role names unique to this run.
+fn render_for_operator_identity(release: &str, set: &[&str]) -> Vec<Value> {
+    let mut all = vec!["serviceAccount.name=nsapi-token-operator"];
+    all.extend_from_slice(set);
+    let objs = render(release, RELEASE_NAMESPACE, &all);
+    for binding in objs
+        .iter()
+        .filter(|o| o["kind"].as_str().unwrap().ends_with("RoleBinding"))
+    {
+        assert_eq!(
+            binding["subjects"],
+            json!([{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": RELEASE_NAMESPACE}])
+        );
+    }
+    objs
+}
+
+/// Waits until RBAC lets the operator identity list NsApiCredentials in `namespace` (or in all).
+async fn wait_granted(operator: &Client, namespace: Option<&str>) {
+    let api: Api<NsApiCredential> = match namespace {
+        Some(ns) => Api::namespaced(operator.clone(), ns),
+        None => Api::all(operator.clone()),
+    };
+    support::eventually(
+        "the chart's RBAC to take effect",
+        Duration::from_secs(10),
+        || {
+            let api = api.clone();
+            async move { api.list(&ListParams::default().limit(1)).await.ok() }
+        },
+    )
+    .await;
+}
+
+fn assert_forbidden<T: std::fmt::Debug>(result: Result<T, kube::Error>, what: &str) {
+    match result {
+        Err(kube::Error::Api(status)) if status.is_forbidden() => {
+            assert!(
+                status.message.contains(OPERATOR_USER),
+                "{what}: {}",
+                status.message
+            );
+        }
+        other => panic!("{what}: expected 403 Forbidden, got {other:?}"),
+    }
+}
+
+async fn put_secret(client: &Client, namespace: &str, name: &str, pairs: &[(&str, &str)]) {
+    let data: serde_json::Map<String, Value> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "type": "Opaque",
+        "stringData": data,
+    });
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .patch(
+            name,
+            &PatchParams::apply("nsapi-test").force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("cannot write Secret {namespace}/{name}: {e}"));
+}
+
+/// Creates the credential `name` whose manifest is `manifest` as admin.
+async fn create(client: &Client, manifest: Value) {
+    let cred: NsApiCredential = serde_json::from_value(manifest).unwrap();
+    let ns = cred.namespace().unwrap();
+    Api::<NsApiCredential>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &cred)
+        .await
+        .unwrap_or_else(|e| panic!("cannot create NsApiCredential {}: {e}", cred.name_any()));
+}
+
+/// The core flow of one credential: Ready, then a rotation to a new token.
+async fn ready_then_rotated(f: &Fixture, name: &str, secret: &str) {
+    let started = Instant::now();
+    f.wait_ready(name, READY_TIMEOUT).await;
+    eprintln!("measure: {name} Ready after {:?}", started.elapsed());
+    let first = data(
+        &f.token_secret(secret).await.expect("output Secret"),
+        "access_token",
+    )
+    .expect("access_token");
+    assert!(f.sim.is_token_valid(&first));
+    let second = f.wait_new_token(secret, &first, ROTATION_TIMEOUT).await;
+    eprintln!("measure: {name} rotated after {:?}", started.elapsed());
+    assert!(f.sim.is_token_valid(&second));
+}
+
+/// The events recorded by the operator about `name` in the fixture's namespace.
+fn operator_events(f: &Fixture, name: &str) -> Vec<Value> {
+    let events: Value = serde_json::from_str(&f.events_json()).unwrap();
+    events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reportingComponent"] == "nsapi-token-operator")
+        .filter(|e| e["involvedObject"]["name"] == name)
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_with_only_the_charts_cluster_rbac_runs_the_core_flow() {
+    let _turn = OPERATOR_IDENTITY.lock().await;
+    let f = Fixture::new("rbac-cluster", SimConfig::new().token_ttl(TOKEN_TTL)).await;
+    let operator = support::client_for(&support::operator_kubeconfig()).await;
+    let release = support::unique_name("it-rbac-cluster");
+    let objs = render_for_operator_identity(&release, &[]);
+    assert_eq!(
+        kinds(&objs)
+            .into_iter()
+            .filter(|k| k.contains("Role"))
+            .collect::<Vec<_>>(),
+        ["ClusterRole", "ClusterRoleBinding"]
+    );
+    let _rbac = AppliedRbac::apply(&objs);
+    wait_granted(&operator, None).await;
+
+    // Cluster-wide, as the chart runs it (no --namespace). A label selector unique to this test
+    // keeps it off every other test's credentials.
+    f.create_input_secrets().await;
+    let shard = f.namespace().to_owned();
+    let mut manifest = f.credential_manifest("abc", |_| {});
+    manifest["metadata"]["labels"] = json!({"nsapi-token-operator.test/shard": shard});
+    create(&f.client, manifest).await;
+    let workdir = std::env::temp_dir().join(format!("nsapi-test-{shard}-cluster"));
+    std::fs::create_dir_all(&workdir).unwrap();
+    let log: PathBuf = workdir.join("operator.log");
+    let selector = format!("nsapi-token-operator.test/shard={shard}");
+    let process = harness::Operator::start(
+        &support::operator_kubeconfig(),
+        &[
+            "run",
+            "--allow-insecure-http",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--api-timeout",
+            "3s",
+            "--label-selector",
+            &selector,
+        ],
+        &log,
+    );
+
+    // get + list/watch (inputs, metadata watch), create + patch (output Secret), status patch.
+    ready_then_rotated(&f, "abc", "abc-token").await;
+
+    // delete: a new output name moves the token and removes the Secret under the old name.
+    f.credentials()
+        .patch(
+            "abc",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"tokenSecret": {"name": "abc-token-moved"}}})),
+        )
+        .await
+        .unwrap();
+    support::eventually(
+        "the token to move to abc-token-moved",
+        READY_TIMEOUT,
+        || async {
+            let moved = f.token_secret("abc-token-moved").await?;
+            let old_gone = f.secrets().get_opt("abc-token").await.unwrap().is_none();
+            (data(&moved, "access_token").is_some() && old_gone).then_some(())
+        },
+    )
+    .await;
+
+    // events.k8s.io: the operator recorded what it did.
+    let events = operator_events(&f, "abc");
+    assert!(!events.is_empty(), "no event from the operator");
+
+    assert!(
+        process.stop(),
+        "the operator did not exit within 10 s of SIGTERM"
+    );
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !logs.to_lowercase().contains("forbidden"),
+        "the operator was denied something: {logs}"
+    );
+    f.assert_no_secret_in(&logs, "operator logs");
+    let _ = std::fs::remove_dir_all(&workdir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn namespace_scoped_rbac_confines_the_operator_to_its_namespaces() {
+    let _turn = OPERATOR_IDENTITY.lock().await;
+    let mut f = Fixture::new("rbac-scoped", SimConfig::new().token_ttl(TOKEN_TTL)).await;
+    let outside = TestNamespace::create(&f.client, "rbac-outside").await;
+    let operator = support::client_for(&support::operator_kubeconfig()).await;
+    let release = support::unique_name("it-rbac-scoped");
+    let watch = format!("watchNamespaces={{{}}}", f.namespace());
+    let objs = render_for_operator_identity(&release, &["scope=namespace", &watch]);
+    assert_eq!(
+        kinds(&objs)
+            .into_iter()
+            .filter(|k| k.contains("Role"))
+            .collect::<Vec<_>>(),
+        ["Role", "RoleBinding"]
+    );
+    for o in of_kind(&objs, "Role")
+        .into_iter()
+        .chain(of_kind(&objs, "RoleBinding"))
+    {
+        assert_eq!(o["metadata"]["namespace"], f.namespace());
+    }
+    assert!(deployment_args(&objs).contains(&format!("--namespace={}", f.namespace())));
+    let _rbac = AppliedRbac::apply(&objs);
+    wait_granted(&operator, Some(f.namespace())).await;
+
+    // Inputs and a credential in both namespaces.
+    f.create_input_secrets().await;
+    put_secret(
+        &f.client,
+        &outside.name,
+        CLIENT_SECRET_NAME,
+        &[
+            ("client_id", harness::CLIENT_ID),
+            ("client_secret", &f.client_secret),
+        ],
+    )
+    .await;
+    put_secret(
+        &f.client,
+        &outside.name,
+        SUBSCRIBER_SECRET_NAME,
+        &[("username", harness::USERNAME), ("password", &f.password)],
+    )
+    .await;
+    let mut manifest = f.credential_manifest("outside", |_| {});
+    manifest["metadata"]["namespace"] = json!(outside.name);
+    create(&f.client, manifest).await;
+
+    // Outside its scope the operator's identity can read nothing.
+    let secrets_outside: Api<Secret> = Api::namespaced(operator.clone(), &outside.name);
+    assert_forbidden(
+        secrets_outside.get(CLIENT_SECRET_NAME).await,
+        "get a Secret outside the scope",
+    );
+    assert_forbidden(
+        secrets_outside.list(&ListParams::default()).await,
+        "list Secrets outside the scope",
+    );
+    assert_forbidden(
+        Api::<Secret>::all(operator.clone())
+            .list(&ListParams::default())
+            .await,
+        "list Secrets cluster-wide",
+    );
+    assert_forbidden(
+        Api::<NsApiCredential>::namespaced(operator.clone(), &outside.name)
+            .list(&ListParams::default())
+            .await,
+        "list NsApiCredentials outside the scope",
+    );
+    Api::<Secret>::namespaced(operator.clone(), f.namespace())
+        .get(CLIENT_SECRET_NAME)
+        .await
+        .expect("the operator may read Secrets in its namespace");
+
+    // Even told to watch the outside namespace too, the operator acts only where RBAC lets it.
+    let outside_flag = outside.name.clone();
+    f.start_operator_as(
+        &support::operator_kubeconfig(),
+        &["--namespace", &outside_flag],
+    );
+    f.wait_operator_started().await;
+    f.create_credential("abc", |_| {}).await;
+    ready_then_rotated(&f, "abc", "abc-token").await;
+
+    let cred = Api::<NsApiCredential>::namespaced(f.client.clone(), &outside.name)
+        .get("outside")
+        .await
+        .unwrap();
+    assert!(
+        cred.status.is_none(),
+        "the credential outside the scope got a status: {:?}",
+        cred.status
+    );
+    let token_outside = Api::<Secret>::namespaced(f.client.clone(), &outside.name)
+        .get_opt("outside-token")
+        .await
+        .unwrap();
+    assert!(
+        token_outside.is_none(),
+        "an output Secret appeared outside the scope"
+    );
+    let logs = f.operator_logs();
+    assert!(
+        logs.contains("forbidden") && logs.contains(&outside.name),
+        "the operator never tried the outside namespace (so the test proves nothing)"
+    );
+
+    // Killed, not stopped with SIGTERM: while a watch keeps failing with 403, the operator does
+    // not exit within 10 s of SIGTERM (found here; reported separately). Graceful shutdown itself
+    // is proven by the cluster-scoped test above.
+    drop(f.operator.take());
+    f.assert_no_secret_leaked().await;
+}
