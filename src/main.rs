@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use kube::runtime::events::Reporter;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use nsapi_token_operator::admin::{self, AdminState};
 use nsapi_token_operator::clock::SystemClock;
@@ -20,6 +20,9 @@ use nsapi_token_operator::nsapi::{NsApiClient, NsApiClientConfig};
 use nsapi_token_operator::reconciler::{self, Context, Scope};
 use nsapi_token_operator::telemetry::{self, LogFormat};
 use nsapi_token_operator::{crd, schedule};
+
+/// How long running reconciles may take to finish after SIGTERM (Kubernetes waits 30 s).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
 #[derive(Parser)]
 #[command(
@@ -181,12 +184,27 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     ));
     // A standby replica is healthy and ready too: it serves and takes over when the leader goes.
     ready.store(true, Ordering::Relaxed);
-    let result = match elector {
-        None => {
-            reconciler::run(ctx, scope, stopped()).await;
+    let work = async {
+        match elector {
+            None => {
+                reconciler::run(ctx, scope, stopped()).await;
+                Ok(())
+            }
+            Some(elector) => lead(&elector, ctx, scope, &stopped).await,
+        }
+    };
+    // Graceful shutdown lets running reconciles finish, but a controller whose watch keeps
+    // failing (e.g. RBAC denies it) may never wind down: after SIGTERM, wait a bounded time.
+    let deadline = async {
+        stopped().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    let result = tokio::select! {
+        result = work => result,
+        _ = deadline => {
+            warn!(grace = ?SHUTDOWN_GRACE, "the controller did not stop in time; exiting anyway");
             Ok(())
         }
-        Some(elector) => lead(&elector, ctx, scope, stopped).await,
     };
     ready.store(false, Ordering::Relaxed);
     admin.await??;
@@ -200,7 +218,7 @@ async fn lead<F, Fut>(
     elector: &LeaderElector,
     ctx: Arc<Context>,
     scope: Scope,
-    stopped: F,
+    stopped: &F,
 ) -> Result<(), Box<dyn std::error::Error>>
 where
     F: Fn() -> Fut,
