@@ -302,6 +302,13 @@ fn chart_schema_rejects_bad_values() {
             "--set {set}: expected a schema error at {expected}, got: {stderr}"
         );
     }
+    // Several replicas are fine once they elect a leader.
+    let objs = render(
+        "x",
+        "nsapi-system",
+        &["replicaCount=2", "leaderElection.enabled=true"],
+    );
+    assert!(deployment_args(&objs).contains(&"--leader-election".to_owned()));
 }
 
 #[test]
@@ -677,13 +684,34 @@ async fn operator_with_only_the_charts_cluster_rbac_runs_the_core_flow() {
     let f = Fixture::new("rbac-cluster", SimConfig::new().token_ttl(TOKEN_TTL)).await;
     let operator = support::client_for(&support::operator_kubeconfig()).await;
     let release = support::unique_name("it-rbac-cluster");
-    let objs = render_for_operator_identity(&release, &[]);
+    // With leader election, as a multi-replica install runs it: the Lease Role is proven too.
+    let objs = render_for_operator_identity(&release, &["leaderElection.enabled=true"]);
     assert_eq!(
         kinds(&objs)
             .into_iter()
             .filter(|k| k.contains("Role"))
             .collect::<Vec<_>>(),
-        ["ClusterRole", "ClusterRoleBinding"]
+        ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
+    );
+    let lease = format!("{release}-nsapi-token-operator");
+    let args = deployment_args(&objs);
+    assert!(
+        args.contains(&format!("--leader-election-lease={lease}")),
+        "{args:?}"
+    );
+    let ns_yaml = kubectl_ok(&[
+        "create",
+        "namespace",
+        RELEASE_NAMESPACE,
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    ]);
+    let out = support::kubectl_stdin(&["apply", "-f", "-"], &ns_yaml);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     let _rbac = AppliedRbac::apply(&objs);
     wait_granted(&operator, None).await;
@@ -712,12 +740,18 @@ async fn operator_with_only_the_charts_cluster_rbac_runs_the_core_flow() {
             "3s",
             "--label-selector",
             &selector,
+            "--leader-election",
+            "--leader-election-namespace",
+            RELEASE_NAMESPACE,
+            "--leader-election-lease",
+            &lease,
         ],
         &log,
     );
 
     // get + list/watch (inputs, metadata watch), create + patch (output Secret), status patch.
     ready_then_rotated(&f, "abc", "abc-token").await;
+    assert!(process.log().contains("became the leader"));
 
     // delete: a new output name moves the token and removes the Secret under the old name.
     f.credentials()
@@ -754,6 +788,14 @@ async fn operator_with_only_the_charts_cluster_rbac_runs_the_core_flow() {
     );
     f.assert_no_secret_in(&logs, "operator logs");
     let _ = std::fs::remove_dir_all(&workdir);
+    kubectl_ok(&[
+        "delete",
+        "lease",
+        &lease,
+        "-n",
+        RELEASE_NAMESPACE,
+        "--ignore-not-found",
+    ]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
