@@ -68,7 +68,7 @@ whether granted by a ClusterRole or by a Role per watched namespace.
 */}}
 {{- define "nsapi-token-operator.rules" -}}
 # The controller lists and watches NsApiCredentials (and lists at start-up to check that the CRD
-# is served). get is not called today; it reveals nothing that list does not.
+# is served); each reconcile starts with a get, so it never decides on a stale cached copy.
 - apiGroups: [nsapi.io]
   resources: [nsapicredentials]
   verbs: [get, list, watch]
