@@ -29,7 +29,7 @@ use crate::nsapi::{
     SubscriberCredentials, TokenApi, TokenGrant, TokenInfo,
 };
 use crate::schedule::{self, CurrentToken, Decision, FailureClass, FailureGate, MintReason};
-use crate::status::{self, DEGRADED, READY, reason};
+use crate::status::{self, DEGRADED, READY, Stamp, reason};
 use crate::token_secret::{self, Ownership, StoredToken, rfc3339};
 use crate::{Error, Result};
 
@@ -602,7 +602,10 @@ impl<'a> Reconcile<'a> {
         let times = stored.times;
         let seed = self.seed(Some(stored));
         let next = schedule::refresh_at(times, valid.refresh_before, seed);
-        let generation = self.credential.metadata.generation;
+        let stamp = Stamp {
+            generation: self.credential.metadata.generation,
+            now,
+        };
         let same_inputs = self.old.inputs_fingerprint.as_deref() == Some(fingerprint);
         let keep = |new: Option<String>, old: &Option<String>| {
             new.or_else(|| if same_inputs { old.clone() } else { None })
@@ -642,24 +645,8 @@ impl<'a> Reconcile<'a> {
             grant.grant.as_str(),
             rfc3339(times.expires_at)
         );
-        status::set(
-            &mut s.conditions,
-            READY,
-            true,
-            why,
-            &message,
-            generation,
-            now,
-        );
-        status::set(
-            &mut s.conditions,
-            DEGRADED,
-            false,
-            reason::AS_EXPECTED,
-            "",
-            generation,
-            now,
-        );
+        stamp.set(&mut s.conditions, READY, true, why, &message);
+        stamp.set(&mut s.conditions, DEGRADED, false, reason::AS_EXPECTED, "");
         self.ctx
             .metrics
             .token_times(self.credential, Some(times.expires_at), Some(next));
@@ -704,21 +691,16 @@ impl<'a> Reconcile<'a> {
         let message = format!("{error}{advice}; next attempt at {}", rfc3339(retry_at));
         warn!(reason = why, error = %error, consecutive_failures = failures, retry_at = %rfc3339(retry_at), "could not obtain a token");
 
-        let generation = self.credential.metadata.generation;
+        let stamp = Stamp {
+            generation: self.credential.metadata.generation,
+            now,
+        };
         let s = &mut self.new;
         s.consecutive_failures = failures;
         s.inputs_fingerprint = Some(fingerprint.to_owned());
         s.next_refresh_at = Some(rfc3339(retry_at));
-        status::set(
-            &mut s.conditions,
-            DEGRADED,
-            true,
-            why,
-            &message,
-            generation,
-            now,
-        );
-        set_ready_for(s, token, now, why, &message, generation);
+        stamp.set(&mut s.conditions, DEGRADED, true, why, &message);
+        set_ready_for(s, token, stamp, why, &message);
         self.ctx.metrics.token_times(
             self.credential,
             token.map(|t| t.times.expires_at),
@@ -734,49 +716,27 @@ impl<'a> Reconcile<'a> {
         now: Timestamp,
         until: Timestamp,
     ) -> Result<Action> {
-        let generation = self.credential.metadata.generation;
+        let stamp = Stamp {
+            generation: self.credential.metadata.generation,
+            now,
+        };
         let s = &mut self.new;
         s.next_refresh_at = Some(rfc3339(until));
         if s.consecutive_failures == 0 {
-            status::set(
-                &mut s.conditions,
-                DEGRADED,
-                false,
-                reason::AS_EXPECTED,
-                "",
-                generation,
-                now,
-            );
+            stamp.set(&mut s.conditions, DEGRADED, false, reason::AS_EXPECTED, "");
         }
-        match token {
-            Some(t) if t.times.is_valid_at(now) => {
-                if !status::is_true(&s.conditions, READY) {
-                    let message = format!("token valid until {}", rfc3339(t.times.expires_at));
-                    status::set(
-                        &mut s.conditions,
-                        READY,
-                        true,
-                        reason::TOKEN_VALID,
-                        &message,
-                        generation,
-                        now,
-                    );
-                }
-            }
-            _ => {
-                let (why, message) = s
-                    .condition(DEGRADED)
-                    .filter(|c| c.status == "True")
-                    .map(|c| (c.reason.clone(), c.message.clone()))
-                    .unwrap_or_else(|| {
-                        (
-                            reason::TOKEN_EXPIRED.to_owned(),
-                            "no valid token".to_owned(),
-                        )
-                    });
-                set_ready_for(s, token, now, &why, &message, generation);
-            }
-        }
+        // A valid token keeps Ready; an expired or missing one reports why no new one came.
+        let (why, message) = s
+            .condition(DEGRADED)
+            .filter(|c| c.status == "True")
+            .map(|c| (c.reason.clone(), c.message.clone()))
+            .unwrap_or_else(|| {
+                (
+                    reason::TOKEN_EXPIRED.to_owned(),
+                    "no valid token".to_owned(),
+                )
+            });
+        set_ready_for(s, token, stamp, &why, &message);
         self.ctx.metrics.token_times(
             self.credential,
             token.map(|t| t.times.expires_at),
@@ -793,23 +753,18 @@ impl<'a> Reconcile<'a> {
         why: &str,
         message: &str,
     ) -> Result<Action> {
-        let generation = self.credential.metadata.generation;
+        let stamp = Stamp {
+            generation: self.credential.metadata.generation,
+            now,
+        };
         let changed = self
             .old
             .condition(DEGRADED)
             .is_none_or(|c| c.reason != why || c.message != message);
         let s = &mut self.new;
         s.next_refresh_at = None;
-        status::set(
-            &mut s.conditions,
-            DEGRADED,
-            true,
-            why,
-            message,
-            generation,
-            now,
-        );
-        set_ready_for(s, token, now, why, message, generation);
+        stamp.set(&mut s.conditions, DEGRADED, true, why, message);
+        set_ready_for(s, token, stamp, why, message);
         if changed {
             warn!(reason = why, message, "credential cannot be acted on");
             self.event(EventType::Warning, why, message).await;
@@ -825,7 +780,10 @@ impl<'a> Reconcile<'a> {
         token: Option<&StoredToken>,
         now: Timestamp,
     ) -> Result<Action> {
-        let generation = self.credential.metadata.generation;
+        let stamp = Stamp {
+            generation: self.credential.metadata.generation,
+            now,
+        };
         let valid = token.filter(|t| t.times.is_valid_at(now));
         let message = match valid {
             Some(t) => format!(
@@ -836,24 +794,14 @@ impl<'a> Reconcile<'a> {
         };
         let s = &mut self.new;
         s.next_refresh_at = None;
-        status::set(
+        stamp.set(
             &mut s.conditions,
             READY,
             valid.is_some(),
             reason::SUSPENDED,
             &message,
-            generation,
-            now,
         );
-        status::set(
-            &mut s.conditions,
-            DEGRADED,
-            false,
-            reason::SUSPENDED,
-            "",
-            generation,
-            now,
-        );
+        stamp.set(&mut s.conditions, DEGRADED, false, reason::SUSPENDED, "");
         self.ctx
             .metrics
             .token_times(self.credential, token.map(|t| t.times.expires_at), None);
@@ -936,24 +884,15 @@ struct Obtained {
 fn set_ready_for(
     s: &mut NsApiCredentialStatus,
     token: Option<&StoredToken>,
-    now: Timestamp,
+    stamp: Stamp,
     why: &str,
     message: &str,
-    generation: Option<i64>,
 ) {
     match token {
-        Some(t) if t.times.is_valid_at(now) => {
+        Some(t) if t.times.is_valid_at(stamp.now) => {
             if !status::is_true(&s.conditions, READY) {
                 let m = format!("token valid until {}", rfc3339(t.times.expires_at));
-                status::set(
-                    &mut s.conditions,
-                    READY,
-                    true,
-                    reason::TOKEN_VALID,
-                    &m,
-                    generation,
-                    now,
-                );
+                stamp.set(&mut s.conditions, READY, true, reason::TOKEN_VALID, &m);
             }
         }
         Some(t) => {
@@ -961,25 +900,9 @@ fn set_ready_for(
                 "token expired at {}: {message}",
                 rfc3339(t.times.expires_at)
             );
-            status::set(
-                &mut s.conditions,
-                READY,
-                false,
-                reason::TOKEN_EXPIRED,
-                &m,
-                generation,
-                now,
-            );
+            stamp.set(&mut s.conditions, READY, false, reason::TOKEN_EXPIRED, &m);
         }
-        None => status::set(
-            &mut s.conditions,
-            READY,
-            false,
-            why,
-            message,
-            generation,
-            now,
-        ),
+        None => stamp.set(&mut s.conditions, READY, false, why, message),
     }
 }
 

@@ -24,33 +24,41 @@ pub mod reason {
     pub const AS_EXPECTED: &str = "AsExpected";
 }
 
-/// Sets a condition, keeping its `lastTransitionTime` unless its status flips.
-pub fn set(
-    conditions: &mut Vec<Condition>,
-    type_: &str,
-    status: bool,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-    now: Timestamp,
-) {
-    let status = if status { "True" } else { "False" }.to_owned();
-    let existing = conditions.iter_mut().find(|c| c.type_ == type_);
-    let last_transition_time = match &existing {
-        Some(c) if c.status == status => c.last_transition_time.clone(),
-        _ => Time(now.round(jiff::Unit::Second).unwrap_or(now)),
-    };
-    let condition = Condition {
-        type_: type_.to_owned(),
-        status,
-        reason: reason.to_owned(),
-        message: message.to_owned(),
-        observed_generation: generation,
-        last_transition_time,
-    };
-    match existing {
-        Some(c) => *c = condition,
-        None => conditions.push(condition),
+/// When, and for which generation, conditions are being set.
+#[derive(Clone, Copy, Debug)]
+pub struct Stamp {
+    pub generation: Option<i64>,
+    pub now: Timestamp,
+}
+
+impl Stamp {
+    /// Sets a condition, keeping its `lastTransitionTime` unless its status flips.
+    pub fn set(
+        self,
+        conditions: &mut Vec<Condition>,
+        type_: &str,
+        status: bool,
+        reason: &str,
+        message: &str,
+    ) {
+        let status = if status { "True" } else { "False" }.to_owned();
+        let existing = conditions.iter_mut().find(|c| c.type_ == type_);
+        let last_transition_time = match &existing {
+            Some(c) if c.status == status => c.last_transition_time.clone(),
+            _ => Time(self.now.round(jiff::Unit::Second).unwrap_or(self.now)),
+        };
+        let condition = Condition {
+            type_: type_.to_owned(),
+            status,
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+            observed_generation: self.generation,
+            last_transition_time,
+        };
+        match existing {
+            Some(c) => *c = condition,
+            None => conditions.push(condition),
+        }
     }
 }
 
@@ -69,27 +77,18 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn at(generation: i64, now: &str) -> Stamp {
+        Stamp {
+            generation: Some(generation),
+            now: t(now),
+        }
+    }
+
     #[test]
     fn transition_time_moves_only_when_status_flips() {
         let mut conditions = Vec::new();
-        set(
-            &mut conditions,
-            READY,
-            true,
-            "TokenIssued",
-            "a",
-            Some(1),
-            t("2026-01-01T10:00:00Z"),
-        );
-        set(
-            &mut conditions,
-            READY,
-            true,
-            "TokenRefreshed",
-            "b",
-            Some(2),
-            t("2026-01-01T11:00:00Z"),
-        );
+        at(1, "2026-01-01T10:00:00Z").set(&mut conditions, READY, true, "TokenIssued", "a");
+        at(2, "2026-01-01T11:00:00Z").set(&mut conditions, READY, true, "TokenRefreshed", "b");
         assert_eq!(conditions.len(), 1);
         assert_eq!(conditions[0].reason, "TokenRefreshed");
         assert_eq!(conditions[0].observed_generation, Some(2));
@@ -97,30 +96,14 @@ mod tests {
             conditions[0].last_transition_time.0,
             t("2026-01-01T10:00:00Z")
         );
-        set(
-            &mut conditions,
-            READY,
-            false,
-            "TokenExpired",
-            "c",
-            Some(2),
-            t("2026-01-01T12:00:00.4Z"),
-        );
+        at(2, "2026-01-01T12:00:00.4Z").set(&mut conditions, READY, false, "TokenExpired", "c");
         assert_eq!(conditions[0].status, "False");
         assert_eq!(
             conditions[0].last_transition_time.0,
             t("2026-01-01T12:00:00Z")
         );
         assert!(!is_true(&conditions, READY));
-        set(
-            &mut conditions,
-            DEGRADED,
-            true,
-            "ApiUnavailable",
-            "d",
-            Some(2),
-            t("2026-01-01T12:00:00Z"),
-        );
+        at(2, "2026-01-01T12:00:00Z").set(&mut conditions, DEGRADED, true, "ApiUnavailable", "d");
         assert_eq!(conditions.len(), 2);
         assert!(is_true(&conditions, DEGRADED));
     }
