@@ -618,27 +618,6 @@ fn assert_forbidden<T: std::fmt::Debug>(result: Result<T, kube::Error>, what: &s
     }
 }
 
-async fn put_secret(client: &Client, namespace: &str, name: &str, pairs: &[(&str, &str)]) {
-    let data: serde_json::Map<String, Value> = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), json!(v)))
-        .collect();
-    let secret = json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": name, "namespace": namespace},
-        "type": "Opaque",
-        "stringData": data,
-    });
-    Api::<Secret>::namespaced(client.clone(), namespace)
-        .patch(
-            name,
-            &PatchParams::apply("nsapi-test").force(),
-            &Patch::Apply(&secret),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("cannot write Secret {namespace}/{name}: {e}"));
-}
-
 /// Creates the credential `name` whose manifest is `manifest` as admin.
 async fn create(client: &Client, manifest: Value) {
     let cred: NsApiCredential = serde_json::from_value(manifest).unwrap();
@@ -826,7 +805,7 @@ async fn namespace_scoped_rbac_confines_the_operator_to_its_namespaces() {
 
     // Inputs and a credential in both namespaces.
     f.create_input_secrets().await;
-    put_secret(
+    harness::put_secret(
         &f.client,
         &outside.name,
         CLIENT_SECRET_NAME,
@@ -836,7 +815,7 @@ async fn namespace_scoped_rbac_confines_the_operator_to_its_namespaces() {
         ],
     )
     .await;
-    put_secret(
+    harness::put_secret(
         &f.client,
         &outside.name,
         SUBSCRIBER_SECRET_NAME,

@@ -11,12 +11,23 @@ use std::time::{Duration, Instant};
 use harness::{CLIENT_SECRET_NAME, Fixture, SUBSCRIBER_SECRET_NAME, USERNAME, data, version};
 use kube::ResourceExt;
 use nsapi_sim::{Fault, RefreshMode, SimConfig, Subscriber};
+use nsapi_token_operator::crd::NsApiCredential;
 use serde_json::json;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
+}
+
+/// The common start: input Secrets, the operator, and a credential "abc" that is Ready.
+async fn ready_credential(prefix: &str, config: SimConfig) -> (Fixture, NsApiCredential) {
+    let mut f = Fixture::new(prefix, config).await;
+    f.create_input_secrets().await;
+    f.start_operator();
+    f.create_credential("abc", |_| {}).await;
+    let cred = f.wait_ready("abc", READY_TIMEOUT).await;
+    (f, cred)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -105,11 +116,7 @@ async fn create_yields_a_ready_token_secret_that_the_api_accepts() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rotates_before_expiry_by_refresh_grant_and_falls_back_to_the_password_grant() {
-    let mut f = Fixture::new("rotate", SimConfig::new().token_ttl(secs(20))).await;
-    f.create_input_secrets().await;
-    f.start_operator();
-    f.create_credential("abc", |_| {}).await;
-    let first = f.wait_ready("abc", READY_TIMEOUT).await;
+    let (f, first) = ready_credential("rotate", SimConfig::new().token_ttl(secs(20))).await;
     let first_expiry = first.status.clone().unwrap().expires_at.unwrap();
     let t0 = data(&f.token_secret("abc-token").await.unwrap(), "access_token").unwrap();
 
@@ -154,11 +161,7 @@ async fn rotating_refresh_tokens_are_never_reused() {
     let config = SimConfig::new()
         .token_ttl(secs(8))
         .refresh_mode(RefreshMode::Rotate);
-    let mut f = Fixture::new("rotation-mode", config).await;
-    f.create_input_secrets().await;
-    f.start_operator();
-    f.create_credential("abc", |_| {}).await;
-    f.wait_ready("abc", READY_TIMEOUT).await;
+    let (f, _) = ready_credential("rotation-mode", config).await;
     let mut token = data(&f.token_secret("abc-token").await.unwrap(), "access_token").unwrap();
     for _ in 0..3 {
         token = f.wait_new_token("abc-token", &token, secs(30)).await;
@@ -176,11 +179,7 @@ async fn rotating_refresh_tokens_are_never_reused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restart_with_a_fresh_token_makes_no_request_and_rewrites_nothing() {
-    let mut f = Fixture::new("restart", SimConfig::new()).await;
-    f.create_input_secrets().await;
-    f.start_operator();
-    f.create_credential("abc", |_| {}).await;
-    f.wait_ready("abc", READY_TIMEOUT).await;
+    let (mut f, _) = ready_credential("restart", SimConfig::new()).await;
     // Let the write-triggered reconciles settle.
     tokio::time::sleep(secs(2)).await;
     let before = f.sim.stats();
@@ -231,11 +230,7 @@ async fn a_restart_with_a_fresh_token_makes_no_request_and_rewrites_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_changed_password_triggers_a_new_password_grant() {
-    let mut f = Fixture::new("password-change", SimConfig::new()).await;
-    f.create_input_secrets().await;
-    f.start_operator();
-    f.create_credential("abc", |_| {}).await;
-    f.wait_ready("abc", READY_TIMEOUT).await;
+    let (mut f, _) = ready_credential("password-change", SimConfig::new()).await;
     let t0 = data(&f.token_secret("abc-token").await.unwrap(), "access_token").unwrap();
 
     let new_password = format!("pw2-{:016x}", rand::random::<u64>());
@@ -348,11 +343,7 @@ async fn a_wrong_password_backs_off_instead_of_storming_and_a_fix_retries_at_onc
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_outage_degrades_but_keeps_the_valid_token_then_recovers() {
-    let mut f = Fixture::new("outage", SimConfig::new().token_ttl(secs(20))).await;
-    f.create_input_secrets().await;
-    f.start_operator();
-    f.create_credential("abc", |_| {}).await;
-    f.wait_ready("abc", READY_TIMEOUT).await;
+    let (f, _) = ready_credential("outage", SimConfig::new().token_ttl(secs(20))).await;
     let t0 = data(&f.token_secret("abc-token").await.unwrap(), "access_token").unwrap();
 
     f.sim.inject(Fault::Status {
@@ -410,11 +401,7 @@ async fn a_foreign_secret_with_the_output_name_is_left_untouched() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deleting_the_credential_garbage_collects_the_output_secret() {
-    let mut f = Fixture::new("gc", SimConfig::new()).await;
-    f.create_input_secrets().await;
-    f.start_operator();
-    f.create_credential("abc", |_| {}).await;
-    f.wait_ready("abc", READY_TIMEOUT).await;
+    let (f, _) = ready_credential("gc", SimConfig::new()).await;
     assert!(f.token_secret("abc-token").await.is_some());
     f.delete_credential("abc").await;
     support::eventually(

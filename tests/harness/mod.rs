@@ -82,24 +82,7 @@ impl Fixture {
     }
 
     pub async fn put_secret(&self, name: &str, pairs: &[(&str, &str)]) {
-        let data: BTreeMap<String, ByteString> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
-            .collect();
-        let secret = json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": name, "namespace": self.namespace()},
-            "type": "Opaque",
-            "data": data,
-        });
-        self.secrets()
-            .patch(
-                name,
-                &PatchParams::apply("nsapi-test").force(),
-                &Patch::Apply(&secret),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("cannot write Secret {name}: {e}"));
+        put_secret(&self.client, self.namespace(), name, pairs).await;
     }
 
     pub async fn create_client_secret(&self) {
@@ -392,6 +375,28 @@ pub fn ensure_crd() {
             String::from_utf8_lossy(&out.stderr)
         );
     });
+}
+
+/// Creates or replaces (server-side apply) an Opaque Secret with these keys and values.
+pub async fn put_secret(client: &Client, namespace: &str, name: &str, pairs: &[(&str, &str)]) {
+    let data: BTreeMap<String, ByteString> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+        .collect();
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "type": "Opaque",
+        "data": data,
+    });
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .patch(
+            name,
+            &PatchParams::apply("nsapi-test").force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("cannot write Secret {namespace}/{name}: {e}"));
 }
 
 /// The value of a Secret key as text.
