@@ -53,6 +53,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     sessions: Mutex<HashMap<String, Session>>,
+    /// Consecutive failed passes (Kubernetes API errors) per credential UID, for backoff.
+    kube_failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
@@ -72,6 +74,7 @@ impl Context {
             policy,
             metrics,
             sessions: Mutex::new(HashMap::new()),
+            kube_failures: Mutex::new(HashMap::new()),
         }
     }
 
@@ -209,20 +212,30 @@ fn credentials_using(
 }
 
 fn error_policy(credential: Arc<NsApiCredential>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_error(error.metric_label());
+    // Someone changed the object between our read and our write: start over soon.
+    if matches!(error, Error::Kube(kube::Error::Api(e)) if e.code == 409) {
+        return Action::requeue(Duration::from_secs(1));
+    }
+    // Otherwise back off exponentially (5 s up to 5 min), so a lasting Kubernetes API problem
+    // (an RBAC denial, an outage) does not turn into a retry loop.
+    let uid = credential.uid().unwrap_or_default();
+    let failures = {
+        let mut counts = ctx.kube_failures.lock().expect("failure-count lock");
+        let count = counts.entry(uid.clone()).or_insert(0);
+        *count = count.saturating_add(1);
+        *count
+    };
+    let seed = schedule::seed_of(&[&uid, &failures.to_string()]);
+    let delay = schedule::retry_delay(FailureClass::Transient, failures, None, seed);
     warn!(
         credential = %credential.name_any(),
         namespace = credential.namespace().unwrap_or_default(),
         %error,
-        "reconcile failed; retrying"
+        retry_in = ?delay,
+        "reconcile failed"
     );
-    ctx.metrics.reconcile_error(error.metric_label());
-    match error {
-        // Someone changed the object between our read and our write: start over soon.
-        Error::Kube(kube::Error::Api(e)) if e.code == 409 => {
-            Action::requeue(Duration::from_secs(1))
-        }
-        _ => Action::requeue(Duration::from_secs(10)),
-    }
+    Action::requeue(Duration::try_from(delay).unwrap_or(Duration::from_secs(10)))
 }
 
 #[instrument(skip_all, fields(namespace = cached.namespace().unwrap_or_default(), credential = %cached.name_any()))]
@@ -241,10 +254,21 @@ async fn reconcile(cached: Arc<NsApiCredential>, ctx: Arc<Context>) -> Result<Ac
             .forget(&cached.namespace().unwrap_or_default(), &cached.name_any());
         if let Some(uid) = cached.uid() {
             ctx.take_session(&uid);
+            ctx.kube_failures
+                .lock()
+                .expect("failure-count lock")
+                .remove(&uid);
         }
         return Ok(Action::await_change());
     };
-    Reconcile::new(&credential, &ctx)?.run().await
+    let action = Reconcile::new(&credential, &ctx)?.run().await?;
+    if let Some(uid) = credential.uid() {
+        ctx.kube_failures
+            .lock()
+            .expect("failure-count lock")
+            .remove(&uid);
+    }
+    Ok(action)
 }
 
 /// One pass over one credential.

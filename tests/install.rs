@@ -891,3 +891,43 @@ async fn namespace_scoped_rbac_confines_the_operator_to_its_namespaces() {
     f.stop_operator();
     f.assert_no_secret_leaked().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lasting_kubernetes_api_error_backs_off_instead_of_retrying_in_a_loop() {
+    let _turn = OPERATOR_IDENTITY.lock().await;
+    let mut f = Fixture::new("rbac-denied", SimConfig::new()).await;
+    let operator = support::client_for(&support::operator_kubeconfig()).await;
+    let release = support::unique_name("it-rbac-denied");
+    let watch = format!("watchNamespaces={{{}}}", f.namespace());
+    let mut objs = render_for_operator_identity(&release, &["scope=namespace", &watch]);
+    // The chart's Role without `create` on Secrets: the operator can read everything and call the
+    // API, but every attempt to write its output Secret is denied.
+    for role in objs.iter_mut().filter(|o| o["kind"] == "Role") {
+        for rule in role["rules"].as_array_mut().unwrap() {
+            if rule["resources"] == json!(["secrets"]) {
+                let verbs = rule["verbs"].as_array_mut().unwrap();
+                verbs.retain(|v| v != "create");
+            }
+        }
+    }
+    let _rbac = AppliedRbac::apply(&objs);
+    wait_granted(&operator, Some(f.namespace())).await;
+    f.create_input_secrets().await;
+    f.start_operator_as(&support::operator_kubeconfig(), &[]);
+    f.create_credential("abc", |_| {}).await;
+
+    // Each failed pass has already obtained a token (one request). Backing off from 5 s and
+    // doubling gives at most 6 passes in 90 s; a fixed 10 s retry would make 10, a loop hundreds.
+    tokio::time::sleep(Duration::from_secs(90)).await;
+    let attempts = f.sim.stats().token_requests;
+    eprintln!(
+        "measure: token requests in 90 s while the output Secret cannot be created: {attempts}"
+    );
+    assert!(attempts >= 2, "the failure was never retried ({attempts})");
+    assert!(attempts <= 6, "{attempts} attempts in 90 s: no backoff");
+    let log = f.latest_operator_log();
+    assert!(log.contains("reconcile failed") && log.contains("forbidden"));
+    assert!(f.token_secret("abc-token").await.is_none());
+    f.stop_operator();
+    f.assert_no_secret_leaked().await;
+}
