@@ -13,11 +13,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::duration::{serde_duration, serde_opt_duration};
+use crate::Subscriber;
 use crate::fault::FaultEntry;
 use crate::server::Shared;
-use crate::store::MIN_TTL;
-use crate::{ErrorBody, RefreshMode, Subscriber};
+use crate::store::SettingsPatch;
 
 type St = State<Arc<Shared>>;
 
@@ -95,43 +94,6 @@ async fn settings(State(sh): St) -> Response {
     Json(sh.lock().settings.clone()).into_response()
 }
 
-/// Any subset of the settings.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SettingsPatch {
-    #[serde(default, with = "opt_duration")]
-    token_ttl: Option<std::time::Duration>,
-    refresh_mode: Option<RefreshMode>,
-    #[serde(default, with = "opt_opt_duration")]
-    refresh_token_ttl: Option<Option<std::time::Duration>>,
-    password_grant_revokes_previous: Option<bool>,
-    v2_enabled: Option<bool>,
-    bad_client_status: Option<u16>,
-    bad_refresh_status: Option<u16>,
-    error_body: Option<ErrorBody>,
-    api_version: Option<String>,
-}
-
-/// A present field holds a duration.
-mod opt_duration {
-    use serde::Deserializer;
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<std::time::Duration>, D::Error> {
-        super::serde_duration::deserialize(d).map(Some)
-    }
-}
-
-/// A present field holds a lifetime, `null`/`"never"` included.
-mod opt_opt_duration {
-    use serde::Deserializer;
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Option<std::time::Duration>>, D::Error> {
-        super::serde_opt_duration::deserialize(d).map(Some)
-    }
-}
-
 fn valid_status(s: Option<u16>) -> bool {
     s.is_none_or(|s| (100..=599).contains(&s))
 }
@@ -145,34 +107,7 @@ async fn update_settings(State(sh): St, Json(body): Json<Value>) -> Response {
         return bad_request("statuses must be within 100..=599");
     }
     let mut st = sh.lock();
-    let s = &mut st.settings;
-    if let Some(v) = patch.token_ttl {
-        s.token_ttl = v.max(MIN_TTL);
-    }
-    if let Some(v) = patch.refresh_mode {
-        s.refresh_mode = v;
-    }
-    if let Some(v) = patch.refresh_token_ttl {
-        s.refresh_token_ttl = v;
-    }
-    if let Some(v) = patch.password_grant_revokes_previous {
-        s.password_grant_revokes_previous = v;
-    }
-    if let Some(v) = patch.v2_enabled {
-        s.v2_enabled = v;
-    }
-    if let Some(v) = patch.bad_client_status {
-        s.bad_client_status = v;
-    }
-    if let Some(v) = patch.bad_refresh_status {
-        s.bad_refresh_status = v;
-    }
-    if let Some(v) = patch.error_body {
-        s.error_body = v;
-    }
-    if let Some(v) = patch.api_version {
-        s.api_version = v;
-    }
+    patch.apply(&mut st.settings);
     Json(st.settings.clone()).into_response()
 }
 

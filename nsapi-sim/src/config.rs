@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::duration::{serde_duration, serde_opt_duration};
+use crate::duration::{serde_some_duration, serde_some_opt_duration};
 use crate::fault::{Fault, FaultEntry};
 use crate::server::normalise_base;
-use crate::store::{MIN_TTL, Settings};
+use crate::store::{MIN_TTL, Settings, SettingsPatch};
 use crate::{Client, ErrorBody, RefreshMode, Subscriber};
 
 /// How to start a simulator. Build with [`SimConfig::new`] and the builder methods, or read a
@@ -220,6 +220,33 @@ impl SimConfig {
             api_version: self.api_version.clone(),
         }
     }
+
+    /// Take every setting from `s` (the inverse of [`SimConfig::settings`]).
+    fn with_settings(self, s: Settings) -> Self {
+        let Settings {
+            token_ttl,
+            refresh_mode,
+            refresh_token_ttl,
+            password_grant_revokes_previous,
+            v2_enabled,
+            bad_client_status,
+            bad_refresh_status,
+            error_body,
+            api_version,
+        } = s;
+        SimConfig {
+            token_ttl,
+            refresh_mode,
+            refresh_token_ttl,
+            password_grant_revokes_previous,
+            v2_enabled,
+            bad_client_status,
+            bad_refresh_status,
+            error_body,
+            api_version,
+            ..self
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -227,11 +254,13 @@ impl SimConfig {
 struct ConfigFile {
     listen: Option<SocketAddr>,
     base_path: Option<String>,
-    #[serde(default, deserialize_with = "some_duration")]
+    // The settings are declared here rather than flattened from a `SettingsPatch` so that serde's
+    // messages (field list, positions) stay those of one struct; they become a patch below.
+    #[serde(default, with = "serde_some_duration")]
     token_ttl: Option<Duration>,
     refresh_mode: Option<RefreshMode>,
-    #[serde(default, with = "serde_opt_duration")]
-    refresh_token_ttl: Option<Duration>,
+    #[serde(default, with = "serde_some_opt_duration")]
+    refresh_token_ttl: Option<Option<Duration>>,
     password_grant_revokes_previous: Option<bool>,
     v2_enabled: Option<bool>,
     bad_client_status: Option<u16>,
@@ -244,10 +273,6 @@ struct ConfigFile {
     subscribers: Vec<Subscriber>,
     #[serde(default)]
     faults: Vec<FaultEntry>,
-}
-
-fn some_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    serde_duration::deserialize(d).map(Some)
 }
 
 impl ConfigFile {
@@ -270,31 +295,20 @@ impl ConfigFile {
         if let Some(v) = self.base_path {
             c = c.base_path(&v);
         }
-        if let Some(v) = self.token_ttl {
-            c = c.token_ttl(v);
-        }
-        if let Some(v) = self.refresh_mode {
-            c.refresh_mode = v;
-        }
-        c.refresh_token_ttl = self.refresh_token_ttl;
-        if let Some(v) = self.password_grant_revokes_previous {
-            c.password_grant_revokes_previous = v;
-        }
-        if let Some(v) = self.v2_enabled {
-            c.v2_enabled = v;
-        }
-        if let Some(v) = self.bad_client_status {
-            c.bad_client_status = v;
-        }
-        if let Some(v) = self.bad_refresh_status {
-            c.bad_refresh_status = v;
-        }
-        if let Some(v) = self.error_body {
-            c.error_body = v;
-        }
-        if let Some(v) = self.api_version {
-            c.api_version = v;
-        }
+        let patch = SettingsPatch {
+            token_ttl: self.token_ttl,
+            refresh_mode: self.refresh_mode,
+            refresh_token_ttl: self.refresh_token_ttl,
+            password_grant_revokes_previous: self.password_grant_revokes_previous,
+            v2_enabled: self.v2_enabled,
+            bad_client_status: self.bad_client_status,
+            bad_refresh_status: self.bad_refresh_status,
+            error_body: self.error_body,
+            api_version: self.api_version,
+        };
+        let mut settings = c.settings();
+        patch.apply(&mut settings);
+        c = c.with_settings(settings);
         c.clients = self.clients;
         c.subscribers = self.subscribers;
         c.faults = self.faults;

@@ -86,6 +86,29 @@ pub(crate) mod serde_opt_duration {
     }
 }
 
+/// Serde helper for a field that may be absent: a present field holds a duration.
+pub(crate) mod serde_some_duration {
+    use serde::Deserializer;
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        super::serde_duration::deserialize(d).map(Some)
+    }
+}
+
+/// Serde helper for a field that may be absent: a present field holds a lifetime, `null` and
+/// `"never"` included.
+pub(crate) mod serde_some_opt_duration {
+    use serde::Deserializer;
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<Duration>>, D::Error> {
+        super::serde_opt_duration::deserialize(d).map(Some)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

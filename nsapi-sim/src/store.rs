@@ -6,7 +6,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::duration::{serde_duration, serde_opt_duration};
+use crate::duration::{
+    serde_duration, serde_opt_duration, serde_some_duration, serde_some_opt_duration,
+};
 use crate::fault::ActiveFaults;
 use crate::{ErrorBody, RefreshMode, Stats, Subscriber};
 
@@ -24,6 +26,56 @@ pub(crate) struct Settings {
     pub bad_refresh_status: u16,
     pub error_body: ErrorBody,
     pub api_version: String,
+}
+
+/// Any subset of the [`Settings`], as the config file and the admin API read it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SettingsPatch {
+    #[serde(default, with = "serde_some_duration")]
+    pub token_ttl: Option<Duration>,
+    pub refresh_mode: Option<RefreshMode>,
+    #[serde(default, with = "serde_some_opt_duration")]
+    pub refresh_token_ttl: Option<Option<Duration>>,
+    pub password_grant_revokes_previous: Option<bool>,
+    pub v2_enabled: Option<bool>,
+    pub bad_client_status: Option<u16>,
+    pub bad_refresh_status: Option<u16>,
+    pub error_body: Option<ErrorBody>,
+    pub api_version: Option<String>,
+}
+
+impl SettingsPatch {
+    /// Set the fields present, raising the access-token lifetime to at least [`MIN_TTL`].
+    pub fn apply(self, s: &mut Settings) {
+        if let Some(v) = self.token_ttl {
+            s.token_ttl = v.max(MIN_TTL);
+        }
+        if let Some(v) = self.refresh_mode {
+            s.refresh_mode = v;
+        }
+        if let Some(v) = self.refresh_token_ttl {
+            s.refresh_token_ttl = v;
+        }
+        if let Some(v) = self.password_grant_revokes_previous {
+            s.password_grant_revokes_previous = v;
+        }
+        if let Some(v) = self.v2_enabled {
+            s.v2_enabled = v;
+        }
+        if let Some(v) = self.bad_client_status {
+            s.bad_client_status = v;
+        }
+        if let Some(v) = self.bad_refresh_status {
+            s.bad_refresh_status = v;
+        }
+        if let Some(v) = self.error_body {
+            s.error_body = v;
+        }
+        if let Some(v) = self.api_version {
+            s.api_version = v;
+        }
+    }
 }
 
 /// The shortest access-token lifetime the simulator issues.
