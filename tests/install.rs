@@ -67,27 +67,24 @@ fn helm(args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("cannot run helm: {e}"))
 }
 
-/// Runs helm and returns its stdout; panics with its stderr if it fails.
-fn helm_ok(args: &[&str]) -> String {
-    let out = helm(args);
+/// The stdout of a finished `program args...`; panics with its stderr if it failed.
+fn stdout_of(program: &str, args: &[&str], out: Output) -> String {
     assert!(
         out.status.success(),
-        "helm {} failed: {}",
+        "{program} {} failed: {}",
         args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Runs helm and returns its stdout; panics with its stderr if it fails.
+fn helm_ok(args: &[&str]) -> String {
+    stdout_of("helm", args, helm(args))
+}
+
 fn kubectl_ok(args: &[&str]) -> String {
-    let out = support::kubectl(args);
-    assert!(
-        out.status.success(),
-        "kubectl {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    stdout_of("kubectl", args, support::kubectl(args))
 }
 
 /// Every object of a multi-document YAML stream.

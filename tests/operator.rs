@@ -20,6 +20,16 @@ fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
+/// The message of a credential's Ready condition.
+fn ready_message(cred: &NsApiCredential) -> String {
+    let status = cred.status.as_ref().expect("status");
+    status
+        .condition("Ready")
+        .expect("a Ready condition")
+        .message
+        .clone()
+}
+
 /// The common start: input Secrets, the operator, and a credential "abc" that is Ready.
 async fn ready_credential(prefix: &str, config: SimConfig) -> (Fixture, NsApiCredential) {
     let mut f = Fixture::new(prefix, config).await;
@@ -259,18 +269,8 @@ async fn missing_inputs_are_reported_and_recovered_from() {
             READY_TIMEOUT,
         )
         .await;
-    let ready = cred
-        .status
-        .as_ref()
-        .unwrap()
-        .condition("Ready")
-        .unwrap()
-        .clone();
-    assert!(
-        ready.message.contains(SUBSCRIBER_SECRET_NAME),
-        "{}",
-        ready.message
-    );
+    let message = ready_message(&cred);
+    assert!(message.contains(SUBSCRIBER_SECRET_NAME), "{}", message);
     assert!(f.events_json().contains("SecretMissing"));
 
     // The Secret appears, without the password key.
@@ -282,13 +282,7 @@ async fn missing_inputs_are_reported_and_recovered_from() {
     let cred = f
         .wait_condition("abc", "Ready", "False", Some("KeyMissing"), secs(30))
         .await;
-    let message = &cred
-        .status
-        .as_ref()
-        .unwrap()
-        .condition("Ready")
-        .unwrap()
-        .message;
+    let message = ready_message(&cred);
     assert!(message.contains("\"password\""), "{message}");
     assert_eq!(f.sim.stats().token_requests, 0);
 
@@ -480,13 +474,7 @@ async fn suspend_blocked_hosts_and_mfa_users_send_no_usable_request() {
     let cred = f
         .wait_condition("mfa", "Ready", "False", Some("MfaRequired"), READY_TIMEOUT)
         .await;
-    let message = &cred
-        .status
-        .as_ref()
-        .unwrap()
-        .condition("Ready")
-        .unwrap()
-        .message;
+    let message = ready_message(&cred);
     assert!(
         message.contains("MFA") || message.contains("multi-factor"),
         "{message}"
