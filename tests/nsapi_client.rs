@@ -8,9 +8,8 @@ use jiff::{SignedDuration, Timestamp};
 use nsapi_sim::{ErrorBody, Fault, RefreshMode, Sim, SimConfig, Subscriber};
 use nsapi_token_operator::clock::Clock;
 use nsapi_token_operator::nsapi::{
-    ApiBaseUrl, ClientCredentials, ErrorKind, FIREWALL_BACKOFF, Grant, NsApiClient,
-    NsApiClientConfig, NsApiError, RefreshMethod, SecretString, SubscriberCredentials, TokenApi,
-    TokenGrant,
+    ApiBaseUrl, ClientCredentials, Confidential, ErrorKind, FIREWALL_BACKOFF, Grant, NsApiClient,
+    NsApiClientConfig, NsApiError, RefreshMethod, SubscriberCredentials, TokenApi, TokenGrant,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -64,11 +63,11 @@ async fn fixture_with(config: SimConfig, timeout: Duration) -> Fixture {
         api,
         client: ClientCredentials {
             client_id: CLIENT_ID.to_owned(),
-            client_secret: SecretString::from(CLIENT_SECRET),
+            client_secret: Confidential::from(CLIENT_SECRET),
         },
         subscriber: SubscriberCredentials {
             username: USERNAME.to_owned(),
-            password: SecretString::from(PASSWORD),
+            password: Confidential::from(PASSWORD),
         },
     }
 }
@@ -92,7 +91,7 @@ impl Fixture {
         &self,
         api: TokenApi,
         method: RefreshMethod,
-        refresh_token: &SecretString,
+        refresh_token: &Confidential,
     ) -> Result<TokenGrant, NsApiError> {
         self.api
             .refresh_grant(&self.base, api, method, &self.client, refresh_token)
@@ -116,7 +115,7 @@ fn assert_no_secret(err: &NsApiError, extra: &[&str]) {
     );
 }
 
-fn refresh_token_of(grant: &TokenGrant) -> SecretString {
+fn refresh_token_of(grant: &TokenGrant) -> Confidential {
     grant.refresh_token.clone().expect("a refresh token")
 }
 
@@ -304,7 +303,7 @@ async fn a_wrong_password_or_client_secret_is_an_authentication_error() {
     let f = fixture().await;
     let wrong = SubscriberCredentials {
         username: USERNAME.to_owned(),
-        password: SecretString::from(WRONG_PASSWORD),
+        password: Confidential::from(WRONG_PASSWORD),
     };
     for api in [TokenApi::V1, TokenApi::V2, TokenApi::Auto] {
         let err = f
@@ -322,7 +321,7 @@ async fn a_wrong_password_or_client_secret_is_an_authentication_error() {
     }
     let bad_client = ClientCredentials {
         client_id: CLIENT_ID.to_owned(),
-        client_secret: SecretString::from(WRONG_PASSWORD),
+        client_secret: Confidential::from(WRONG_PASSWORD),
     };
     let err = f
         .api
@@ -338,7 +337,7 @@ async fn every_v1_error_body_shape_is_classified_by_status() {
     let f = fixture().await;
     let wrong = SubscriberCredentials {
         username: USERNAME.to_owned(),
-        password: SecretString::from(WRONG_PASSWORD),
+        password: Confidential::from(WRONG_PASSWORD),
     };
     for body in [
         ErrorBody::OAuth,
@@ -366,7 +365,7 @@ async fn mfa_is_reported_not_returned_as_a_token() {
         .add_subscriber(Subscriber::new("mfa@abc-company", PASSWORD).with_mfa(true));
     let subscriber = SubscriberCredentials {
         username: "mfa@abc-company".to_owned(),
-        password: SecretString::from(PASSWORD),
+        password: Confidential::from(PASSWORD),
     };
     for api in [TokenApi::V1, TokenApi::V2] {
         let err = f

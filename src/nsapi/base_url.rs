@@ -1,6 +1,5 @@
 //! The API base URL: parsed once, normalised to end in exactly one `/ns-api/`-style root, and
 //! checked for what must never be in it (credentials, a query string, plain http unless allowed).
-//! Also [`redact_url`], the only way a URL reaches a log line or an error message.
 
 use std::fmt;
 
@@ -122,52 +121,6 @@ impl fmt::Display for ApiBaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// A URL made safe to print: user info removed, the query string replaced by `?[redacted]`,
-/// the fragment dropped. `https://u:p@h/ns-api/oauth2/token/?client_secret=x` becomes
-/// `https://h/ns-api/oauth2/token/?[redacted]`. Works on unparseable input too.
-pub fn redact_url(url: &str) -> String {
-    match Url::parse(url) {
-        Ok(mut parsed) => {
-            let had_query = parsed.query().is_some();
-            // Both fail only for URLs without an authority, which have no user info to strip.
-            let _ = parsed.set_username("");
-            let _ = parsed.set_password(None);
-            parsed.set_query(None);
-            parsed.set_fragment(None);
-            let mut out = String::from(parsed);
-            if had_query {
-                out.push_str("?[redacted]");
-            }
-            out
-        }
-        Err(_) => redact_unparsed(url),
-    }
-}
-
-fn redact_unparsed(url: &str) -> String {
-    let (before_query, had_query) = match url.find(['?', '#']) {
-        Some(at) => (&url[..at], url[at..].starts_with('?')),
-        None => (url, false),
-    };
-    let mut out = match before_query.find("://") {
-        Some(scheme_end) => {
-            let rest = &before_query[scheme_end + 3..];
-            let authority_end = rest.find('/').unwrap_or(rest.len());
-            let authority = &rest[..authority_end];
-            let host_and_path = match authority.rfind('@') {
-                Some(at) => &rest[at + 1..],
-                None => rest,
-            };
-            format!("{}{}", &before_query[..scheme_end + 3], host_and_path)
-        }
-        None => before_query.to_owned(),
-    };
-    if had_query {
-        out.push_str("?[redacted]");
-    }
-    out
 }
 
 #[cfg(test)]
@@ -324,31 +277,5 @@ mod tests {
             base.endpoint("/v2/tokens").as_str(),
             "https://portal.example.com/ns-api/v2/tokens"
         );
-    }
-
-    #[test]
-    fn redact_url_strips_query_and_userinfo() {
-        let cases = [
-            (
-                "https://h/ns-api/oauth2/token/?grant_type=refresh_token&client_secret=abc&refresh_token=def",
-                "https://h/ns-api/oauth2/token/?[redacted]",
-            ),
-            ("https://user:pw@h:8443/ns-api/", "https://h:8443/ns-api/"),
-            (
-                "https://h/ns-api/oauth2/read?format=json#x",
-                "https://h/ns-api/oauth2/read?[redacted]",
-            ),
-            (
-                "https://h/ns-api/oauth2/token/",
-                "https://h/ns-api/oauth2/token/",
-            ),
-            ("https://h/a#frag", "https://h/a"),
-            ("not a url?secret=1", "not a url?[redacted]"),
-            ("nope://us er:pw@h h/p?x=1", "nope://h h/p?[redacted]"),
-            ("broken:// u:pw@host?x", "broken://host?[redacted]"),
-        ];
-        for (input, expected) in cases {
-            assert_eq!(redact_url(input), expected, "input {input:?}");
-        }
     }
 }

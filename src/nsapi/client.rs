@@ -1,8 +1,7 @@
 //! The HTTP side: builds each token request as NSAPI.md describes it, sends it with a timeout
 //! and no redirects, and hands status, headers and body to the pure classification in
-//! `error.rs` and parsing in `token.rs`. Nothing here formats a secret or an unredacted URL.
+//! `classify.rs` and parsing in `token.rs`. Nothing here formats a secret or an unredacted URL.
 
-use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,12 +11,14 @@ use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
 use reqwest::redirect;
 use serde_json::json;
 
-use super::base_url::{ApiBaseUrl, redact_url};
-use super::error::{
-    Exchange, NsApiError, Operation, TransportFailure, classify_grant_body, classify_status,
+use super::base_url::ApiBaseUrl;
+use super::classify::{
+    Exchange, Operation, TransportFailure, classify_grant_body, classify_status,
     classify_transport, malformed, v2_absent,
 };
-use super::secret::{ClientCredentials, SecretString, SubscriberCredentials};
+use super::credentials::{ClientCredentials, Confidential, SubscriberCredentials};
+use super::error::NsApiError;
+use super::redact::{redact_url, render_error_chain};
 use super::token::{
     Grant, RefreshMethod, TokenApi, TokenGrant, TokenInfo, body_is_json, parse_grant_body,
     parse_token_info,
@@ -69,7 +70,7 @@ impl fmt::Debug for NsApiClient {
 #[derive(Clone, Copy)]
 enum GrantRequest<'a> {
     Password(&'a SubscriberCredentials),
-    Refresh(&'a SecretString, RefreshMethod),
+    Refresh(&'a Confidential, RefreshMethod),
 }
 
 impl GrantRequest<'_> {
@@ -132,7 +133,7 @@ impl NsApiClient {
     /// Builds the client: timeouts, no redirects, `Accept: application/json`, the User-Agent.
     /// Installs rustls' ring provider as the process default if none is installed yet.
     pub fn new(config: NsApiClientConfig, clock: Arc<dyn Clock>) -> Result<Self, NsApiError> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::install_crypto_provider();
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         let http = reqwest::Client::builder()
@@ -181,7 +182,7 @@ impl NsApiClient {
         api: TokenApi,
         method: RefreshMethod,
         client: &ClientCredentials,
-        refresh_token: &SecretString,
+        refresh_token: &Confidential,
     ) -> Result<TokenGrant, NsApiError> {
         self.token_grant(
             base,
@@ -197,7 +198,7 @@ impl NsApiClient {
     pub async fn read_token(
         &self,
         base: &ApiBaseUrl,
-        access_token: &SecretString,
+        access_token: &Confidential,
     ) -> Result<TokenInfo, NsApiError> {
         let mut url = base.endpoint("oauth2/read");
         url.query_pairs_mut().append_pair("format", "json");
@@ -412,43 +413,6 @@ async fn read_capped(response: &mut reqwest::Response) -> Result<Vec<u8>, reqwes
     Ok(body)
 }
 
-/// An error and its sources as one line, repeated parts skipped, any URL redacted (a nested
-/// error could still carry one).
-fn render_error_chain(err: &(dyn StdError + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut current: Option<&(dyn StdError + 'static)> = Some(err);
-    while let Some(e) = current {
-        let text = redact_urls_in(&e.to_string());
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        current = e.source();
-    }
-    parts.join(": ")
-}
-
-fn redact_urls_in(text: &str) -> String {
-    text.split(' ')
-        .map(|word| {
-            if !word.contains("://") {
-                return word.to_owned();
-            }
-            let start = word.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(0);
-            let end = word
-                .rfind(|c: char| !matches!(c, ')' | '(' | '"' | '\'' | ',' | ';' | ':' | '.'))
-                .map_or(word.len(), |i| i + 1)
-                .max(start);
-            format!(
-                "{}{}{}",
-                &word[..start],
-                redact_url(&word[start..end]),
-                &word[end..]
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -511,7 +475,7 @@ mod tests {
             ]
         );
         assert_eq!(password.secrets(&client), ["csecret", "pw"]);
-        let refresh_token = SecretString::from("rtok");
+        let refresh_token = Confidential::from("rtok");
         let refresh = GrantRequest::Refresh(&refresh_token, RefreshMethod::Get);
         assert_eq!(
             refresh.fields(&client),
@@ -538,17 +502,6 @@ mod tests {
         assert_eq!(
             redact_url(url.as_str()),
             "https://portal.example.com/ns-api/oauth2/token/?[redacted]"
-        );
-    }
-
-    #[test]
-    fn error_chains_have_urls_redacted() {
-        let text = redact_urls_in(
-            "error sending request for url (https://h/ns-api/oauth2/token/?client_secret=s3cr3t): timed out",
-        );
-        assert_eq!(
-            text,
-            "error sending request for url (https://h/ns-api/oauth2/token/?[redacted]): timed out"
         );
     }
 }

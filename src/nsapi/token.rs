@@ -6,7 +6,7 @@
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Map, Value};
 
-use super::secret::SecretString;
+use super::credentials::Confidential;
 
 /// Which token endpoint to use (NSAPI.md): `V1` is `oauth2/token/`, `V2` is `v2/tokens`, `Auto`
 /// tries v2 and falls back to v1 when v2 is absent.
@@ -63,9 +63,9 @@ impl Grant {
 /// A usable token, as returned by a password or refresh grant.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TokenGrant {
-    pub access_token: SecretString,
+    pub access_token: Confidential,
     /// Store whatever comes back: newer servers rotate refresh tokens and accept each one once.
-    pub refresh_token: Option<SecretString>,
+    pub refresh_token: Option<Confidential>,
     /// `Bearer` when the server does not say.
     pub token_type: String,
     pub scope: Option<String>,
@@ -160,13 +160,13 @@ pub(crate) fn parse_grant_body(
 
     let access_token = match object.get("access_token") {
         Some(Value::String(token)) if !token.trim().is_empty() => {
-            SecretString::new(token.trim().to_owned())
+            Confidential::new(token.trim().to_owned())
         }
         _ => return Err(GrantBodyError::MissingAccessToken),
     };
     let refresh_token = match object.get("refresh_token") {
         Some(Value::String(token)) if !token.trim().is_empty() => {
-            Some(SecretString::new(token.trim().to_owned()))
+            Some(Confidential::new(token.trim().to_owned()))
         }
         _ => None,
     };
@@ -301,7 +301,7 @@ mod tests {
             "90679e87dc2e6409211e822434122aaf9480"
         );
         assert_eq!(
-            grant.refresh_token.as_ref().map(SecretString::expose),
+            grant.refresh_token.as_ref().map(Confidential::expose),
             Some("c7bf58a0247e02efc6ee4340f01ed629")
         );
         assert_eq!(grant.token_type, "Bearer");

@@ -1,21 +1,23 @@
-//! Secret values and the credentials made of them. A secret can be handed around freely but
-//! cannot be printed by accident: Debug and Display say `[redacted]`, and there is no Serialize.
+//! Confidential values and the credentials made of them. A confidential value can be handed
+//! around freely but cannot be printed by accident: Debug and Display say `[redacted]`, and there
+//! is no Serialize. (Not to be confused with a Kubernetes `Secret`, which is where these values
+//! come from.)
 
 use std::fmt;
 
-/// A secret string (client secret, password, access or refresh token).
+/// A confidential string (client secret, password, access or refresh token).
 ///
 /// `Debug` and `Display` print `[redacted]`; the value is reachable only through
-/// [`SecretString::expose`], so every place that uses it is easy to find.
+/// [`Confidential::expose`], so every place that uses it is easy to find.
 #[derive(Clone, PartialEq, Eq)]
-pub struct SecretString(String);
+pub struct Confidential(String);
 
-impl SecretString {
+impl Confidential {
     pub fn new(value: String) -> Self {
         Self(value)
     }
 
-    /// The secret value. Call it only where the value is sent or stored, never to print it.
+    /// The value. Call it only where the value is sent or stored, never to print it.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -25,25 +27,25 @@ impl SecretString {
     }
 }
 
-impl From<String> for SecretString {
+impl From<String> for Confidential {
     fn from(value: String) -> Self {
         Self(value)
     }
 }
 
-impl From<&str> for SecretString {
+impl From<&str> for Confidential {
     fn from(value: &str) -> Self {
         Self(value.to_owned())
     }
 }
 
-impl fmt::Debug for SecretString {
+impl fmt::Debug for Confidential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")
     }
 }
 
-impl fmt::Display for SecretString {
+impl fmt::Display for Confidential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")
     }
@@ -53,14 +55,14 @@ impl fmt::Display for SecretString {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientCredentials {
     pub client_id: String,
-    pub client_secret: SecretString,
+    pub client_secret: Confidential,
 }
 
 /// The subscriber whose scope the token gets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SubscriberCredentials {
     pub username: String,
-    pub password: SecretString,
+    pub password: Confidential,
 }
 
 #[cfg(test)]
@@ -69,7 +71,7 @@ mod tests {
 
     #[test]
     fn debug_and_display_never_show_the_value() {
-        let secret = SecretString::new("hunter2-very-secret".to_owned());
+        let secret = Confidential::new("hunter2-very-secret".to_owned());
         assert_eq!(format!("{secret}"), "[redacted]");
         assert_eq!(format!("{secret:?}"), "[redacted]");
         assert_eq!(format!("{secret:#?}"), "[redacted]");
@@ -80,11 +82,11 @@ mod tests {
     fn credentials_debug_hides_secrets_but_keeps_ids() {
         let client = ClientCredentials {
             client_id: "my-client".to_owned(),
-            client_secret: SecretString::from("client-secret-value"),
+            client_secret: Confidential::from("client-secret-value"),
         };
         let subscriber = SubscriberCredentials {
             username: "111@abc-company".to_owned(),
-            password: SecretString::from("subscriber-password"),
+            password: Confidential::from("subscriber-password"),
         };
         let printed = format!("{client:?} {subscriber:?} {client:#?}");
         assert!(printed.contains("my-client"));
@@ -95,7 +97,7 @@ mod tests {
 
     #[test]
     fn equality_compares_values() {
-        assert_eq!(SecretString::from("a"), SecretString::new("a".to_owned()));
-        assert_ne!(SecretString::from("a"), SecretString::from("b"));
+        assert_eq!(Confidential::from("a"), Confidential::new("a".to_owned()));
+        assert_ne!(Confidential::from("a"), Confidential::from("b"));
     }
 }
