@@ -6,10 +6,10 @@
 //! Part 1 creates credentials one at a time (latency of a single create); part 2 creates a
 //! burst at once (time until all are Ready). Bounded in count and time; loopback only.
 
-#[path = "../tests/harness/mod.rs"]
-mod harness;
-#[path = "../tests/support/mod.rs"]
-mod support;
+#[path = "../tests/control_plane/mod.rs"]
+mod control_plane;
+#[path = "../tests/fixture/mod.rs"]
+mod fixture;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -24,7 +24,7 @@ const BURST: usize = 100;
 
 #[tokio::main]
 async fn main() {
-    let mut f = harness::Fixture::new("bench", SimConfig::new()).await;
+    let mut f = fixture::Fixture::new("bench", SimConfig::new()).await;
     f.create_input_secrets().await;
     f.start_operator();
     f.wait_operator_started().await;

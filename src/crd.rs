@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -200,16 +200,16 @@ pub struct NsApiCredentialStatus {
     /// The Secret that holds the token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_secret_name: Option<String>,
-    /// When the current token was requested (RFC 3339).
+    /// When the current token was requested (RFC 3339, UTC, whole seconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub issued_at: Option<String>,
-    /// When the current token expires (RFC 3339).
+    pub issued_at: Option<Time>,
+    /// When the current token expires (RFC 3339, UTC, whole seconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<String>,
-    /// When the operator will next call the NetSapiens API for this credential (RFC 3339): the
-    /// planned rotation, or the next retry after a failure.
+    pub expires_at: Option<Time>,
+    /// When the operator will next call the NetSapiens API for this credential (RFC 3339, UTC,
+    /// whole seconds): the planned rotation, or the next retry after a failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_refresh_at: Option<String>,
+    pub next_refresh_at: Option<Time>,
     /// The grant that produced the current token: `password` or `refresh_token`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_grant: Option<String>,

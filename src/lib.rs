@@ -1,18 +1,47 @@
 //! nsapi-token-operator: keeps a NetSapiens API OAuth2 Bearer token in a Kubernetes Secret,
 //! always valid. The binary in `main.rs` wires these modules together.
+//!
+//! How data flows through one reconcile pass:
+//!
+//! ```text
+//! controller ──(a credential or a Secret it uses changed, or its requeue came)──> reconciler
+//! reconciler reads the credential, the output Secret, the input Secrets, then asks:
+//!   output_secret the token in place (read back from the output Secret's record)
+//!   policy        is the spec acceptable to this operator (URL, allowed hosts)?
+//!   inputs        the credentials from the input Secrets, and their fingerprint
+//!   schedule      is a token due now, or when?                           (pure, takes `now`)
+//!   grants        refresh grant with the session's refresh token, else password grant
+//!     nsapi       the HTTP calls and their typed errors                  (no Kubernetes)
+//!     sessions    the refresh token held in memory between passes
+//!   token_secret  the output Secret to write                             (pure)
+//!   output_secret writes it: create, patch or nothing
+//!   status        the status, Events, metric values and requeue          (pure, takes `now`)
+//! reconciler writes the output Secret, the Events, the metrics and the status.
+//! ```
+//!
+//! Around it: `crd` (the resource's types), `conditions` (condition types and reasons),
+//! `leader` (Lease election), `admin` (health and metrics server), `metrics`, `telemetry`
+//! (logging), `clock` (where `now` comes from), `text` (string helpers).
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod clock;
+pub mod conditions;
+pub mod controller;
 pub mod crd;
+pub mod grants;
 pub mod inputs;
 pub mod leader;
 pub mod metrics;
 pub mod nsapi;
+pub mod output_secret;
+pub mod policy;
 pub mod reconciler;
 pub mod schedule;
+pub mod sessions;
 pub mod status;
 pub mod telemetry;
+pub mod text;
 pub mod token_secret;
 
 /// Errors that end a reconcile pass early; it is retried. Problems with a credential itself
@@ -42,3 +71,9 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Makes rustls' ring provider the process default, which the Kubernetes client and the
+/// NetSapiens client both use. Harmless when one is installed already.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

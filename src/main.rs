@@ -13,11 +13,12 @@ use tracing::{error, info, warn};
 
 use nsapi_token_operator::admin::{self, AdminState};
 use nsapi_token_operator::clock::SystemClock;
-use nsapi_token_operator::inputs::Policy;
+use nsapi_token_operator::controller::{self, Scope};
 use nsapi_token_operator::leader::{LeaderElector, LeaseConfig};
 use nsapi_token_operator::metrics::Metrics;
 use nsapi_token_operator::nsapi::{NsApiClient, NsApiClientConfig};
-use nsapi_token_operator::reconciler::{self, Context, Scope};
+use nsapi_token_operator::policy::Policy;
+use nsapi_token_operator::reconciler::Context;
 use nsapi_token_operator::telemetry::{self, LogFormat};
 use nsapi_token_operator::{crd, schedule};
 
@@ -139,13 +140,13 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         let _ = stop_tx.send(true);
     });
 
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    nsapi_token_operator::install_crypto_provider();
     let client = kube::Client::try_default().await?;
     let scope = Scope {
         namespaces: args.namespaces,
         label_selector: args.label_selector,
     };
-    reconciler::ensure_crd_served(&client, &scope).await?;
+    controller::ensure_crd_served(&client, &scope).await?;
 
     let clock = Arc::new(SystemClock);
     let nsapi = NsApiClient::new(
@@ -187,7 +188,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let work = async {
         match elector {
             None => {
-                reconciler::run(ctx, scope, stopped()).await;
+                controller::run(ctx, scope, stopped()).await;
                 Ok(())
             }
             Some(elector) => lead(&elector, ctx, scope, &stopped).await,
@@ -229,7 +230,7 @@ where
         _ = stopped() => return Ok(()),
     }
     let lost = tokio::select! {
-        _ = reconciler::run(ctx, scope, stopped()) => false,
+        _ = controller::run(ctx, scope, stopped()) => false,
         _ = elector.hold() => true,
     };
     if lost {

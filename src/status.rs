@@ -1,110 +1,1048 @@
-//! Pure: the conditions an NsApiCredential reports. Keeps `lastTransitionTime` when a
-//! condition's status does not change, so an unchanged situation yields an identical status and
-//! the operator writes nothing.
+//! Pure: the status, Events, metric values and requeue that follow from one reconcile pass.
+//! Fed the old status, the time, the token in place and what the pass found or did (an
+//! [`Outcome`]); returns a [`Report`]. Never talks to anything and never reads a clock, so every
+//! situation is a table row in the tests below.
 
-use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use std::time::Duration;
 
-pub const READY: &str = "Ready";
-pub const DEGRADED: &str = "Degraded";
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::runtime::events::EventType;
 
-/// Reasons used in conditions and events.
-pub mod reason {
-    pub const TOKEN_ISSUED: &str = "TokenIssued";
-    pub const TOKEN_REFRESHED: &str = "TokenRefreshed";
-    pub const TOKEN_VALID: &str = "TokenValid";
-    pub const TOKEN_EXPIRED: &str = "TokenExpired";
-    pub const SECRET_CONFLICT: &str = "SecretConflict";
-    pub const SUSPENDED: &str = "Suspended";
-    pub const AUTHENTICATION_FAILED: &str = "AuthenticationFailed";
-    pub const MFA_REQUIRED: &str = "MfaRequired";
-    pub const API_UNAVAILABLE: &str = "ApiUnavailable";
-    pub const API_REQUEST_REJECTED: &str = "ApiRequestRejected";
-    pub const REFRESH_FALLBACK: &str = "RefreshFallback";
-    pub const AS_EXPECTED: &str = "AsExpected";
-}
+use crate::conditions::{DEGRADED, Problem, READY, Reason, Stamp, is_true};
+use crate::crd::NsApiCredentialStatus;
+use crate::nsapi::{ErrorKind, Grant, NsApiError, TokenGrant, TokenInfo};
+use crate::schedule::{self, FailureClass, TokenTimes};
+use crate::token_secret::rfc3339;
 
-/// When, and for which generation, conditions are being set.
+/// What a pass starts from.
 #[derive(Clone, Copy, Debug)]
-pub struct Stamp {
+pub struct Pass<'a> {
+    /// The status as read at the start of the pass.
+    pub old: &'a NsApiCredentialStatus,
+    /// The credential's `metadata.generation`.
     pub generation: Option<i64>,
     pub now: Timestamp,
+    /// The token in place: in the output Secret (or the one written under an earlier name).
+    pub token: Option<TokenTimes>,
 }
 
-impl Stamp {
-    /// Sets a condition, keeping its `lastTransitionTime` unless its status flips.
-    pub fn set(
-        self,
-        conditions: &mut Vec<Condition>,
-        type_: &str,
-        status: bool,
-        reason: &str,
-        message: &str,
-    ) {
-        let status = if status { "True" } else { "False" }.to_owned();
-        let existing = conditions.iter_mut().find(|c| c.type_ == type_);
-        let last_transition_time = match &existing {
-            Some(c) if c.status == status => c.last_transition_time.clone(),
-            _ => Time(self.now.round(jiff::Unit::Second).unwrap_or(self.now)),
+/// What the pass found or did.
+#[derive(Clone, Copy, Debug)]
+pub enum Outcome<'a> {
+    /// Something the user must fix; nothing was sent.
+    Blocked(&'a Problem),
+    /// `spec.suspend` is true; nothing was sent.
+    Suspended,
+    /// No token was due, or a failure is still backing off. `token_secret` names the Secret
+    /// the token in place was confirmed in (when there is one).
+    Waiting {
+        until: Timestamp,
+        token_secret: Option<&'a str>,
+    },
+    /// A new token was obtained and written.
+    Obtained(Obtained<'a>),
+    /// The NetSapiens API gave no token.
+    Failed {
+        error: &'a NsApiError,
+        /// The inputs of this attempt (see `inputs::fingerprint`).
+        fingerprint: &'a str,
+        /// Picks this credential's backoff jitter.
+        seed: u64,
+    },
+}
+
+/// A token obtained and written in this pass.
+#[derive(Clone, Copy, Debug)]
+pub struct Obtained<'a> {
+    pub grant: &'a TokenGrant,
+    /// What `oauth2/read` said about the new token, if it was asked.
+    pub info: Option<&'a TokenInfo>,
+    /// The refusal of the refresh grant, when the password grant stood in.
+    pub fallback_from: Option<&'a NsApiError>,
+    /// The times as stored in the Secret (whole seconds).
+    pub times: TokenTimes,
+    pub next_refresh_at: Timestamp,
+    pub fingerprint: &'a str,
+    pub token_secret: &'a str,
+}
+
+/// An Event to record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    pub type_: EventType,
+    pub reason: Reason,
+    pub message: String,
+}
+
+/// What follows from a pass.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    /// Written only if it differs from the old status.
+    pub status: NsApiCredentialStatus,
+    /// In the order they are recorded.
+    pub events: Vec<Note>,
+    /// For the metrics: when the token in place expires, and the next planned request.
+    pub expires_at: Option<Timestamp>,
+    pub next_request_at: Option<Timestamp>,
+    /// When to look again (at least a second away); `None`: only when something changes.
+    pub requeue_after: Option<Duration>,
+}
+
+/// The status, Events, metric values and requeue after a pass.
+pub fn next(pass: Pass<'_>, outcome: Outcome<'_>) -> Report {
+    let mut status = pass.old.clone();
+    status.observed_generation = pass.generation;
+    if let Some(t) = pass.token {
+        status.issued_at = Some(whole_seconds(t.issued_at));
+        status.expires_at = Some(whole_seconds(t.expires_at));
+    }
+    let step = Step {
+        pass,
+        stamp: Stamp {
+            generation: pass.generation,
+            now: pass.now,
+        },
+        status,
+        events: Vec::new(),
+    };
+    match outcome {
+        Outcome::Blocked(problem) => step.blocked(problem),
+        Outcome::Suspended => step.suspended(),
+        Outcome::Waiting {
+            until,
+            token_secret,
+        } => step.waiting(until, token_secret),
+        Outcome::Obtained(obtained) => step.obtained(&obtained),
+        Outcome::Failed {
+            error,
+            fingerprint,
+            seed,
+        } => step.failed(error, fingerprint, seed),
+    }
+}
+
+/// A status being built from the old one.
+struct Step<'a> {
+    pass: Pass<'a>,
+    stamp: Stamp,
+    status: NsApiCredentialStatus,
+    events: Vec<Note>,
+}
+
+impl Step<'_> {
+    fn blocked(mut self, problem: &Problem) -> Report {
+        let (why, message) = (problem.reason.as_str(), problem.message.as_str());
+        let changed = self
+            .pass
+            .old
+            .condition(DEGRADED)
+            .is_none_or(|c| c.reason != why || c.message != message);
+        self.status.next_refresh_at = None;
+        self.set(DEGRADED, true, why, message);
+        self.set_ready_for_token(why, message);
+        if changed {
+            self.note(EventType::Warning, problem.reason, message.to_owned());
+        }
+        self.until_expiry(None)
+    }
+
+    fn suspended(mut self) -> Report {
+        let valid = self.pass.token.filter(|t| t.is_valid_at(self.pass.now));
+        let message = match valid {
+            Some(t) => format!(
+                "spec.suspend is true: no token requests are made; the current token expires at {}",
+                rfc3339(t.expires_at)
+            ),
+            None => "spec.suspend is true: no token requests are made".to_owned(),
         };
-        let condition = Condition {
-            type_: type_.to_owned(),
-            status,
-            reason: reason.to_owned(),
-            message: message.to_owned(),
-            observed_generation: self.generation,
-            last_transition_time,
+        self.status.next_refresh_at = None;
+        let suspended = Reason::Suspended.as_str();
+        self.set(READY, valid.is_some(), suspended, &message);
+        self.set(DEGRADED, false, suspended, "");
+        self.until_expiry(None)
+    }
+
+    fn waiting(mut self, until: Timestamp, token_secret: Option<&str>) -> Report {
+        if let Some(name) = token_secret {
+            self.status.token_secret_name = Some(name.to_owned());
+        }
+        self.status.next_refresh_at = Some(whole_seconds(until));
+        // While a failure backs off, Degraded still describes it (it was set when it
+        // happened); an expired or missing token reports that failure as the reason.
+        let failing = (self.pass.old.consecutive_failures > 0)
+            .then(|| self.pass.old.condition(DEGRADED))
+            .flatten()
+            .filter(|c| c.status == "True")
+            .map(|c| (c.reason.clone(), c.message.clone()));
+        let (why, message) = match failing {
+            Some(failure) => failure,
+            None => {
+                self.set(DEGRADED, false, Reason::AsExpected.as_str(), "");
+                (
+                    Reason::TokenExpired.as_str().to_owned(),
+                    "no valid token".to_owned(),
+                )
+            }
         };
-        match existing {
-            Some(c) => *c = condition,
-            None => conditions.push(condition),
+        self.set_ready_for_token(&why, &message);
+        self.until(until, Some(until))
+    }
+
+    fn obtained(mut self, o: &Obtained<'_>) -> Report {
+        let grant = o.grant;
+        let same_inputs = self.pass.old.inputs_fingerprint.as_deref() == Some(o.fingerprint);
+        let old = self.pass.old;
+        // The grant's own fields first, then what the token inspection said; territory, uid
+        // and server version survive a refresh (which does not inspect) with the same inputs.
+        let either = |from_grant: &Option<String>, from_info: fn(&TokenInfo) -> &Option<String>| {
+            from_grant
+                .clone()
+                .or_else(|| o.info.and_then(|i| from_info(i).clone()))
+        };
+        let keep = |new: Option<String>, old: &Option<String>| {
+            new.or_else(|| same_inputs.then(|| old.clone()).flatten())
+        };
+        let s = &mut self.status;
+        s.token_secret_name = Some(o.token_secret.to_owned());
+        s.issued_at = Some(whole_seconds(o.times.issued_at));
+        s.expires_at = Some(whole_seconds(o.times.expires_at));
+        s.next_refresh_at = Some(whole_seconds(o.next_refresh_at));
+        s.last_grant = Some(grant.grant.as_str().to_owned());
+        s.token_api = Some(grant.api.as_str().to_owned());
+        s.scope = either(&grant.scope, |i| &i.scope);
+        s.domain = either(&grant.domain, |i| &i.domain);
+        s.territory = keep(either(&grant.territory, |i| &i.territory), &old.territory);
+        s.uid = keep(either(&grant.uid, |i| &i.uid), &old.uid);
+        s.server_version = keep(
+            either(&grant.api_version, |i| &i.api_version),
+            &old.server_version,
+        );
+        s.consecutive_failures = 0;
+        s.inputs_fingerprint = Some(o.fingerprint.to_owned());
+
+        let (why, verb) = match grant.grant {
+            Grant::Password => (Reason::TokenIssued, "issued"),
+            Grant::RefreshToken => (Reason::TokenRefreshed, "refreshed"),
+        };
+        let message = format!(
+            "token {verb} by the {} grant; valid until {}",
+            grant.grant.as_str(),
+            rfc3339(o.times.expires_at)
+        );
+        self.set(READY, true, why.as_str(), &message);
+        self.set(DEGRADED, false, Reason::AsExpected.as_str(), "");
+        if let Some(refusal) = o.fallback_from {
+            self.note(
+                EventType::Normal,
+                Reason::RefreshFallback,
+                format!(
+                    "the refresh grant was refused ({refusal}); a new token was issued by the password grant"
+                ),
+            );
+        }
+        self.note(EventType::Normal, why, message);
+        self.pass.token = Some(o.times);
+        self.until(o.next_refresh_at, Some(o.next_refresh_at))
+    }
+
+    fn failed(mut self, error: &NsApiError, fingerprint: &str, seed: u64) -> Report {
+        let (why, class, advice) = failure_reason(error.kind());
+        let failures = self.pass.old.consecutive_failures.saturating_add(1);
+        let retry_after = error
+            .retry_after()
+            .and_then(|d| SignedDuration::try_from(d).ok());
+        let attempt = failures.unsigned_abs();
+        let delay = schedule::retry_delay(class, attempt, retry_after, seed ^ u64::from(attempt));
+        let retry_at = self.pass.now + delay;
+        let message = format!("{error}{advice}; next attempt at {}", rfc3339(retry_at));
+        let s = &mut self.status;
+        s.consecutive_failures = failures;
+        s.inputs_fingerprint = Some(fingerprint.to_owned());
+        s.next_refresh_at = Some(whole_seconds(retry_at));
+        self.set(DEGRADED, true, why.as_str(), &message);
+        self.set_ready_for_token(why.as_str(), &message);
+        self.note(EventType::Warning, why, message);
+        self.until(retry_at, Some(retry_at))
+    }
+
+    fn set(&mut self, type_: &str, status: bool, reason: &str, message: &str) {
+        self.stamp
+            .set(&mut self.status.conditions, type_, status, reason, message);
+    }
+
+    /// Ready while the token in place is valid; otherwise False with the reason that applies.
+    fn set_ready_for_token(&mut self, why: &str, message: &str) {
+        match self.pass.token {
+            Some(t) if t.is_valid_at(self.pass.now) => {
+                if !is_true(&self.status.conditions, READY) {
+                    let m = format!("token valid until {}", rfc3339(t.expires_at));
+                    self.set(READY, true, Reason::TokenValid.as_str(), &m);
+                }
+            }
+            Some(t) => {
+                let m = format!("token expired at {}: {message}", rfc3339(t.expires_at));
+                self.set(READY, false, Reason::TokenExpired.as_str(), &m);
+            }
+            None => self.set(READY, false, why, message),
+        }
+    }
+
+    fn note(&mut self, type_: EventType, reason: Reason, message: String) {
+        self.events.push(Note {
+            type_,
+            reason,
+            message,
+        });
+    }
+
+    /// Look again at `at`, or when the token expires if that is sooner.
+    fn until(self, at: Timestamp, next_request_at: Option<Timestamp>) -> Report {
+        let now = self.pass.now;
+        let expiry = self
+            .status
+            .expires_at
+            .as_ref()
+            .map(|t| t.0)
+            .filter(|e| *e > now);
+        let at = expiry.map_or(at, |e| e.min(at));
+        self.report(Some(at), next_request_at)
+    }
+
+    /// Nothing to do until something changes, except to report the token expiring.
+    fn until_expiry(self, next_request_at: Option<Timestamp>) -> Report {
+        let now = self.pass.now;
+        let expiry = self.pass.token.map(|t| t.expires_at).filter(|e| *e > now);
+        self.report(expiry, next_request_at)
+    }
+
+    fn report(self, requeue_at: Option<Timestamp>, next_request_at: Option<Timestamp>) -> Report {
+        let now = self.pass.now;
+        Report {
+            status: self.status,
+            events: self.events,
+            expires_at: self.pass.token.map(|t| t.expires_at),
+            next_request_at,
+            requeue_after: requeue_at.map(|at| {
+                Duration::try_from(at.duration_since(now))
+                    .unwrap_or_default()
+                    .max(Duration::from_secs(1))
+            }),
         }
     }
 }
 
-/// True when the condition exists with status True.
-pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
-    conditions
-        .iter()
-        .any(|c| c.type_ == type_ && c.status == "True")
+/// The reason, retry class and advice for a failed token request.
+fn failure_reason(kind: ErrorKind) -> (Reason, FailureClass, &'static str) {
+    match kind {
+        ErrorKind::Transient => (Reason::ApiUnavailable, FailureClass::Transient, ""),
+        ErrorKind::Authentication | ErrorKind::RefreshRejected => (
+            Reason::AuthenticationFailed,
+            FailureClass::Refused,
+            "; check the client and subscriber Secrets (a change to either retries at once)",
+        ),
+        // The client's messages for these already say what to change.
+        ErrorKind::MfaRequired => (Reason::MfaRequired, FailureClass::Refused, ""),
+        ErrorKind::Permanent => (Reason::ApiRequestRejected, FailureClass::Refused, ""),
+    }
+}
+
+/// A status time: RFC 3339 on the wire, whole seconds (so an unchanged time compares equal to
+/// what the API server returns).
+pub fn whole_seconds(at: Timestamp) -> Time {
+    Time(Timestamp::from_second(at.as_second()).unwrap_or(at))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nsapi::{Confidential, TokenApi};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
-    fn t(s: &str) -> Timestamp {
+    fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
     }
 
-    fn at(generation: i64, now: &str) -> Stamp {
-        Stamp {
-            generation: Some(generation),
-            now: t(now),
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    const T0: &str = "2026-01-01T10:00:00Z";
+    const FP: &str = "v1:fingerprint";
+
+    fn hour_token() -> TokenTimes {
+        TokenTimes {
+            issued_at: ts(T0),
+            expires_at: ts("2026-01-01T11:00:00Z"),
+        }
+    }
+
+    fn condition(type_: &str, status: bool, reason: &str, message: &str) -> Condition {
+        Condition {
+            type_: type_.into(),
+            status: if status { "True" } else { "False" }.into(),
+            reason: reason.into(),
+            message: message.into(),
+            observed_generation: Some(1),
+            last_transition_time: Time(ts(T0)),
+        }
+    }
+
+    /// A credential that got an hour token at T0 and has been fine since.
+    fn healthy() -> NsApiCredentialStatus {
+        NsApiCredentialStatus {
+            conditions: vec![
+                condition(
+                    READY,
+                    true,
+                    "TokenIssued",
+                    "token issued by the password grant; valid until 2026-01-01T11:00:00Z",
+                ),
+                condition(DEGRADED, false, "AsExpected", ""),
+            ],
+            observed_generation: Some(1),
+            token_secret_name: Some("abc-token".into()),
+            issued_at: Some(Time(ts(T0))),
+            expires_at: Some(Time(ts("2026-01-01T11:00:00Z"))),
+            next_refresh_at: Some(Time(ts("2026-01-01T10:49:30Z"))),
+            last_grant: Some("password".into()),
+            token_api: Some("v1".into()),
+            scope: Some("Office Manager".into()),
+            domain: Some("abc-company".into()),
+            territory: Some("t1".into()),
+            uid: Some("111@abc-company".into()),
+            server_version: Some("Version: 44.1.0".into()),
+            consecutive_failures: 0,
+            inputs_fingerprint: Some(FP.into()),
+        }
+    }
+
+    /// The same, after `n` failed attempts whose last one said `why`.
+    fn failing(n: i32, why: &str, message: &str) -> NsApiCredentialStatus {
+        let mut s = healthy();
+        s.consecutive_failures = n;
+        s.conditions[1] = condition(DEGRADED, true, why, message);
+        s
+    }
+
+    fn grant(kind: Grant) -> TokenGrant {
+        TokenGrant {
+            access_token: Confidential::from("at-0123456789abcdef0123456789abcdef"),
+            refresh_token: Some(Confidential::from("rt-0123456789abcdef0123456789abcdef")),
+            token_type: "Bearer".into(),
+            scope: Some("Office Manager".into()),
+            domain: Some("abc-company".into()),
+            territory: None,
+            uid: None,
+            api_version: None,
+            legacy: None,
+            grant: kind,
+            api: TokenApi::V1,
+            requested_at: ts("2026-01-01T10:50:00Z"),
+            expires_in: 3600,
+            expires_at: ts("2026-01-01T11:50:00Z"),
+        }
+    }
+
+    fn transient() -> NsApiError {
+        NsApiError::Transient {
+            message: "the NetSapiens API failed the v1 password grant (HTTP 503)".into(),
+            status: Some(503),
+            retry_after: None,
+            label: "server_error",
+        }
+    }
+
+    fn refused() -> NsApiError {
+        NsApiError::Authentication {
+            message: "the NetSapiens API refused the credentials".into(),
+            status: Some(401),
+            label: "authentication",
+        }
+    }
+
+    fn rate_limited(after: u64) -> NsApiError {
+        NsApiError::Transient {
+            message: "rate-limited".into(),
+            status: Some(429),
+            retry_after: Some(secs(after)),
+            label: "rate_limited",
+        }
+    }
+
+    fn refresh_refused() -> NsApiError {
+        NsApiError::RefreshRejected {
+            message: "the refresh token was refused".into(),
+            status: Some(400),
+        }
+    }
+
+    fn mfa() -> NsApiError {
+        NsApiError::MfaRequired {
+            message: "the subscriber has multi-factor authentication enabled".into(),
+        }
+    }
+
+    fn rejected() -> NsApiError {
+        NsApiError::Permanent {
+            message: "the token endpoint was not found".into(),
+            status: Some(404),
+            label: "not_found",
+        }
+    }
+
+    /// What a table row expects; `None` fields are not checked.
+    #[derive(Default)]
+    struct Expect {
+        ready: Option<(bool, &'static str)>,
+        degraded: Option<(bool, &'static str)>,
+        events: Option<Vec<Reason>>,
+        requeue: Option<Option<Duration>>,
+        next_refresh_at: Option<Option<&'static str>>,
+        failures: Option<i32>,
+        unchanged: bool,
+        message_has: Option<&'static str>,
+    }
+
+    /// A table row: (name, old status, now, token in place, outcome, expectations).
+    type Case<'a> = (
+        &'static str,
+        NsApiCredentialStatus,
+        &'static str,
+        Option<TokenTimes>,
+        Outcome<'a>,
+        Expect,
+    );
+
+    fn ready(status: bool, reason: &'static str) -> Option<(bool, &'static str)> {
+        Some((status, reason))
+    }
+
+    #[test]
+    fn status_table() {
+        let hour = hour_token();
+        let expired_problem = Problem::new(
+            Reason::SecretMissing,
+            "Secret \"nsapi-client\" (clientSecretRef) does not exist in this namespace",
+        );
+        let host_problem = Problem::new(Reason::ApiHostNotAllowed, "API host \"x\" is not allowed");
+        let (transient, refused, limited) = (transient(), refused(), rate_limited(600));
+        let (refresh_refused, mfa, rejected) = (refresh_refused(), mfa(), rejected());
+        let password = grant(Grant::Password);
+        let refreshed = grant(Grant::RefreshToken);
+        let new_times = TokenTimes {
+            issued_at: ts("2026-01-01T10:50:00Z"),
+            expires_at: ts("2026-01-01T11:50:00Z"),
+        };
+        let obtained = |grant, fallback_from| {
+            Outcome::Obtained(Obtained {
+                grant,
+                info: None,
+                fallback_from,
+                times: new_times,
+                next_refresh_at: ts("2026-01-01T11:39:40Z"),
+                fingerprint: FP,
+                token_secret: "abc-token",
+            })
+        };
+        let failed = |error| Outcome::Failed {
+            error,
+            fingerprint: FP,
+            seed: 7,
+        };
+        let (password, refreshed) = (&password, &refreshed);
+        let (transient, refused, limited) = (&transient, &refused, &limited);
+        let (refresh_refused, mfa, rejected) = (&refresh_refused, &mfa, &rejected);
+        let (missing, host) = (&expired_problem, &host_problem);
+
+        // (name, old status, now, token in place, outcome, expectations)
+        let cases: Vec<Case> = vec![
+            (
+                "fresh token, nothing to do: nothing changes",
+                healthy(),
+                "2026-01-01T10:20:00Z",
+                Some(hour),
+                Outcome::Waiting {
+                    until: ts("2026-01-01T10:49:30Z"),
+                    token_secret: Some("abc-token"),
+                },
+                Expect {
+                    unchanged: true,
+                    events: Some(vec![]),
+                    requeue: Some(Some(secs(1770))),
+                    ..Expect::default()
+                },
+            ),
+            (
+                "first token issued",
+                NsApiCredentialStatus::default(),
+                "2026-01-01T10:50:01Z",
+                None,
+                obtained(password, None),
+                Expect {
+                    ready: ready(true, "TokenIssued"),
+                    degraded: Some((false, "AsExpected")),
+                    events: Some(vec![Reason::TokenIssued]),
+                    next_refresh_at: Some(Some("2026-01-01T11:39:40Z")),
+                    requeue: Some(Some(secs(2979))),
+                    failures: Some(0),
+                    ..Expect::default()
+                },
+            ),
+            (
+                "rotation by the refresh grant",
+                healthy(),
+                "2026-01-01T10:50:00Z",
+                Some(hour),
+                obtained(refreshed, None),
+                Expect {
+                    ready: ready(true, "TokenRefreshed"),
+                    events: Some(vec![Reason::TokenRefreshed]),
+                    message_has: Some("refreshed by the refresh_token grant"),
+                    ..Expect::default()
+                },
+            ),
+            (
+                "refresh refused, password grant stood in: two events",
+                healthy(),
+                "2026-01-01T10:50:00Z",
+                Some(hour),
+                obtained(password, Some(refresh_refused)),
+                Expect {
+                    ready: ready(true, "TokenIssued"),
+                    events: Some(vec![Reason::RefreshFallback, Reason::TokenIssued]),
+                    ..Expect::default()
+                },
+            ),
+            (
+                "success after failures clears them",
+                failing(3, "ApiUnavailable", "down"),
+                "2026-01-01T10:50:00Z",
+                Some(hour),
+                obtained(password, None),
+                Expect {
+                    degraded: Some((false, "AsExpected")),
+                    failures: Some(0),
+                    ..Expect::default()
+                },
+            ),
+            (
+                "outage with a valid token: Ready stays, Degraded says why",
+                healthy(),
+                "2026-01-01T10:50:00Z",
+                Some(hour),
+                failed(transient),
+                Expect {
+                    ready: ready(true, "TokenIssued"),
+                    degraded: Some((true, "ApiUnavailable")),
+                    events: Some(vec![Reason::ApiUnavailable]),
+                    failures: Some(1),
+                    message_has: Some("next attempt at 2026-01-01T10:50:0"),
+                    ..Expect::default()
+                },
+            ),
+            (
+                "outage after expiry: Ready False, TokenExpired",
+                failing(4, "ApiUnavailable", "down"),
+                "2026-01-01T11:00:05Z",
+                Some(hour),
+                failed(transient),
+                Expect {
+                    ready: ready(false, "TokenExpired"),
+                    degraded: Some((true, "ApiUnavailable")),
+                    failures: Some(5),
+                    ..Expect::default()
+                },
+            ),
+            (
+                "refused credentials without a token: Ready False with the reason",
+                NsApiCredentialStatus::default(),
+                T0,
+                None,
+                failed(refused),
+                Expect {
+                    ready: ready(false, "AuthenticationFailed"),
+                    degraded: Some((true, "AuthenticationFailed")),
+                    events: Some(vec![Reason::AuthenticationFailed]),
+                    message_has: Some("check the client and subscriber Secrets"),
+                    // Refused credentials back off 150-300 s the first time.
+                    ..Expect::default()
+                },
+            ),
+            (
+                "a refused refresh with no fallback is an authentication failure",
+                NsApiCredentialStatus::default(),
+                T0,
+                None,
+                failed(refresh_refused),
+                Expect {
+                    ready: ready(false, "AuthenticationFailed"),
+                    ..Expect::default()
+                },
+            ),
+            (
+                "MFA user",
+                NsApiCredentialStatus::default(),
+                T0,
+                None,
+                failed(mfa),
+                Expect {
+                    ready: ready(false, "MfaRequired"),
+                    degraded: Some((true, "MfaRequired")),
+                    ..Expect::default()
+                },
+            ),
+            (
+                "a request that can never work",
+                NsApiCredentialStatus::default(),
+                T0,
+                None,
+                failed(rejected),
+                Expect {
+                    ready: ready(false, "ApiRequestRejected"),
+                    ..Expect::default()
+                },
+            ),
+            (
+                "Retry-After is honoured",
+                NsApiCredentialStatus::default(),
+                T0,
+                None,
+                failed(limited),
+                Expect {
+                    next_refresh_at: Some(Some("2026-01-01T10:10:00Z")),
+                    requeue: Some(Some(secs(600))),
+                    ..Expect::default()
+                },
+            ),
+            (
+                "backing off with a valid token: Degraded stays as the failure left it",
+                failing(2, "ApiUnavailable", "down"),
+                "2026-01-01T10:55:00Z",
+                Some(hour),
+                Outcome::Waiting {
+                    until: ts("2026-01-01T10:55:20Z"),
+                    token_secret: Some("abc-token"),
+                },
+                Expect {
+                    ready: ready(true, "TokenIssued"),
+                    degraded: Some((true, "ApiUnavailable")),
+                    events: Some(vec![]),
+                    requeue: Some(Some(secs(20))),
+                    next_refresh_at: Some(Some("2026-01-01T10:55:20Z")),
+                    ..Expect::default()
+                },
+            ),
+            (
+                "backing off without a token: Ready carries the failure",
+                failing(1, "AuthenticationFailed", "refused"),
+                T0,
+                None,
+                Outcome::Waiting {
+                    until: ts("2026-01-01T10:04:00Z"),
+                    token_secret: None,
+                },
+                Expect {
+                    ready: ready(false, "AuthenticationFailed"),
+                    events: Some(vec![]),
+                    ..Expect::default()
+                },
+            ),
+            (
+                "waiting with an expired token and no failure",
+                healthy(),
+                "2026-01-01T11:00:01Z",
+                Some(hour),
+                Outcome::Waiting {
+                    until: ts("2026-01-01T11:00:30Z"),
+                    token_secret: Some("abc-token"),
+                },
+                Expect {
+                    ready: ready(false, "TokenExpired"),
+                    degraded: Some((false, "AsExpected")),
+                    ..Expect::default()
+                },
+            ),
+            (
+                "a missing Secret with a valid token: Ready stays, requeue at expiry",
+                healthy(),
+                "2026-01-01T10:30:00Z",
+                Some(hour),
+                Outcome::Blocked(missing),
+                Expect {
+                    ready: ready(true, "TokenIssued"),
+                    degraded: Some((true, "SecretMissing")),
+                    events: Some(vec![Reason::SecretMissing]),
+                    requeue: Some(Some(secs(1800))),
+                    next_refresh_at: Some(None),
+                    ..Expect::default()
+                },
+            ),
+            (
+                "the same problem again records no second event",
+                failing(0, "SecretMissing", &missing.message),
+                "2026-01-01T10:31:00Z",
+                Some(hour),
+                Outcome::Blocked(missing),
+                Expect {
+                    events: Some(vec![]),
+                    ..Expect::default()
+                },
+            ),
+            (
+                "a problem without a token: Ready False, wait for a change",
+                NsApiCredentialStatus::default(),
+                T0,
+                None,
+                Outcome::Blocked(host),
+                Expect {
+                    ready: ready(false, "ApiHostNotAllowed"),
+                    degraded: Some((true, "ApiHostNotAllowed")),
+                    events: Some(vec![Reason::ApiHostNotAllowed]),
+                    requeue: Some(None),
+                    ..Expect::default()
+                },
+            ),
+            (
+                "a problem after expiry: TokenExpired, no requeue",
+                healthy(),
+                "2026-01-01T12:00:00Z",
+                Some(hour),
+                Outcome::Blocked(host),
+                Expect {
+                    ready: ready(false, "TokenExpired"),
+                    requeue: Some(None),
+                    ..Expect::default()
+                },
+            ),
+            (
+                "suspended with a valid token",
+                healthy(),
+                "2026-01-01T10:30:00Z",
+                Some(hour),
+                Outcome::Suspended,
+                Expect {
+                    ready: ready(true, "Suspended"),
+                    degraded: Some((false, "Suspended")),
+                    events: Some(vec![]),
+                    next_refresh_at: Some(None),
+                    requeue: Some(Some(secs(1800))),
+                    message_has: Some("expires at 2026-01-01T11:00:00Z"),
+                    ..Expect::default()
+                },
+            ),
+            (
+                "suspended without a token",
+                NsApiCredentialStatus::default(),
+                T0,
+                None,
+                Outcome::Suspended,
+                Expect {
+                    ready: ready(false, "Suspended"),
+                    requeue: Some(None),
+                    ..Expect::default()
+                },
+            ),
+        ];
+        assert!(cases.len() >= 15);
+        for (name, old, now, token, outcome, expect) in cases {
+            let report = next(
+                Pass {
+                    old: &old,
+                    generation: Some(1),
+                    now: ts(now),
+                    token,
+                },
+                outcome,
+            );
+            let s = &report.status;
+            let get = |t: &str| {
+                s.condition(t)
+                    .map(|c| (c.status == "True", c.reason.as_str()))
+            };
+            if let Some((status, reason)) = expect.ready {
+                assert_eq!(get(READY), Some((status, reason)), "{name}: Ready");
+            }
+            if let Some((status, reason)) = expect.degraded {
+                assert_eq!(get(DEGRADED), Some((status, reason)), "{name}: Degraded");
+            }
+            let reasons: Vec<_> = report.events.iter().map(|e| e.reason).collect();
+            if let Some(events) = expect.events {
+                assert_eq!(reasons, events, "{name}: events");
+            }
+            if let Some(requeue) = expect.requeue {
+                assert_eq!(report.requeue_after, requeue, "{name}: requeue");
+            }
+            if let Some(next) = expect.next_refresh_at {
+                assert_eq!(
+                    s.next_refresh_at.as_ref().map(|t| t.0),
+                    next.map(ts),
+                    "{name}: nextRefreshAt"
+                );
+            }
+            if let Some(failures) = expect.failures {
+                assert_eq!(s.consecutive_failures, failures, "{name}: failures");
+            }
+            if expect.unchanged {
+                assert_eq!(s, &old, "{name}: status changed");
+            }
+            if let Some(text) = expect.message_has {
+                let messages: Vec<_> = s
+                    .conditions
+                    .iter()
+                    .map(|c| c.message.as_str())
+                    .chain(report.events.iter().map(|e| e.message.as_str()))
+                    .collect();
+                assert!(
+                    messages.iter().any(|m| m.contains(text)),
+                    "{name}: no message has {text:?}: {messages:?}"
+                );
+            }
+            assert_eq!(s.observed_generation, Some(1), "{name}");
         }
     }
 
     #[test]
-    fn transition_time_moves_only_when_status_flips() {
-        let mut conditions = Vec::new();
-        at(1, "2026-01-01T10:00:00Z").set(&mut conditions, READY, true, "TokenIssued", "a");
-        at(2, "2026-01-01T11:00:00Z").set(&mut conditions, READY, true, "TokenRefreshed", "b");
-        assert_eq!(conditions.len(), 1);
-        assert_eq!(conditions[0].reason, "TokenRefreshed");
-        assert_eq!(conditions[0].observed_generation, Some(2));
-        assert_eq!(
-            conditions[0].last_transition_time.0,
-            t("2026-01-01T10:00:00Z")
+    fn refused_credentials_back_off_for_minutes_and_grow() {
+        let refused = refused();
+        let mut old = NsApiCredentialStatus::default();
+        let mut delays = Vec::new();
+        for _ in 0..4 {
+            let report = next(
+                Pass {
+                    old: &old,
+                    generation: Some(1),
+                    now: ts(T0),
+                    token: None,
+                },
+                Outcome::Failed {
+                    error: &refused,
+                    fingerprint: FP,
+                    seed: 1,
+                },
+            );
+            delays.push(report.requeue_after.unwrap());
+            old = report.status;
+        }
+        assert_eq!(old.consecutive_failures, 4);
+        assert!(
+            delays[0] >= secs(150) && delays[0] <= secs(300),
+            "{delays:?}"
         );
-        at(2, "2026-01-01T12:00:00.4Z").set(&mut conditions, READY, false, "TokenExpired", "c");
-        assert_eq!(conditions[0].status, "False");
+        assert!(delays[3] >= secs(1200), "{delays:?}");
+    }
+
+    #[test]
+    fn a_token_obtained_with_the_same_inputs_keeps_what_a_refresh_does_not_say() {
+        let refreshed = grant(Grant::RefreshToken);
+        let times = TokenTimes {
+            issued_at: ts("2026-01-01T10:50:00Z"),
+            expires_at: ts("2026-01-01T11:50:00Z"),
+        };
+        let outcome = |fingerprint| {
+            Outcome::Obtained(Obtained {
+                grant: &refreshed,
+                info: None,
+                fallback_from: None,
+                times,
+                next_refresh_at: ts("2026-01-01T11:40:00Z"),
+                fingerprint,
+                token_secret: "abc-token",
+            })
+        };
+        let old = healthy();
+        let pass = Pass {
+            old: &old,
+            generation: Some(2),
+            now: ts("2026-01-01T10:50:00Z"),
+            token: Some(hour_token()),
+        };
+        let same = next(pass, outcome(FP)).status;
         assert_eq!(
-            conditions[0].last_transition_time.0,
-            t("2026-01-01T12:00:00Z")
+            (same.territory.as_deref(), same.uid.as_deref()),
+            (Some("t1"), Some("111@abc-company"))
         );
-        assert!(!is_true(&conditions, READY));
-        at(2, "2026-01-01T12:00:00Z").set(&mut conditions, DEGRADED, true, "ApiUnavailable", "d");
-        assert_eq!(conditions.len(), 2);
-        assert!(is_true(&conditions, DEGRADED));
+        assert_eq!(same.server_version.as_deref(), Some("Version: 44.1.0"));
+        let other = next(pass, outcome("v1:other")).status;
+        assert_eq!(
+            (other.territory, other.uid, other.server_version),
+            (None, None, None)
+        );
+        let info = TokenInfo {
+            territory: Some("t2".into()),
+            uid: Some("u2".into()),
+            ..TokenInfo::default()
+        };
+        let with_info = next(
+            pass,
+            Outcome::Obtained(Obtained {
+                info: Some(&info),
+                ..match outcome("v1:other") {
+                    Outcome::Obtained(o) => o,
+                    _ => unreachable!(),
+                }
+            }),
+        )
+        .status;
+        assert_eq!(
+            (with_info.territory.as_deref(), with_info.uid.as_deref()),
+            (Some("t2"), Some("u2"))
+        );
+    }
+
+    #[test]
+    fn status_times_are_whole_seconds() {
+        let old = NsApiCredentialStatus::default();
+        let report = next(
+            Pass {
+                old: &old,
+                generation: None,
+                now: ts("2026-01-01T10:00:00.750Z"),
+                token: Some(hour_token()),
+            },
+            Outcome::Waiting {
+                until: ts("2026-01-01T10:49:31.999Z"),
+                token_secret: None,
+            },
+        );
+        assert_eq!(
+            report.status.next_refresh_at,
+            Some(Time(ts("2026-01-01T10:49:31Z")))
+        );
+        let wire = serde_json::to_value(&report.status).unwrap();
+        assert_eq!(wire["nextRefreshAt"], "2026-01-01T10:49:31Z");
+        assert_eq!(wire["expiresAt"], "2026-01-01T11:00:00Z");
+    }
+
+    #[test]
+    fn no_secret_reaches_status_or_events() {
+        let refreshed = grant(Grant::Password);
+        let old = NsApiCredentialStatus::default();
+        let report = next(
+            Pass {
+                old: &old,
+                generation: Some(1),
+                now: ts(T0),
+                token: None,
+            },
+            Outcome::Obtained(Obtained {
+                grant: &refreshed,
+                info: None,
+                fallback_from: None,
+                times: hour_token(),
+                next_refresh_at: ts("2026-01-01T10:50:00Z"),
+                fingerprint: FP,
+                token_secret: "abc-token",
+            }),
+        );
+        let shown = format!(
+            "{:?} {}",
+            report,
+            serde_json::to_string(&report.status).unwrap()
+        );
+        assert!(
+            !shown.contains("0123456789abcdef0123456789abcdef"),
+            "{shown}"
+        );
     }
 }

@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 
 use crate::crd::{MANAGED_BY, MANAGED_BY_LABEL, NsApiCredential};
-use crate::nsapi::SecretString;
+use crate::nsapi::{Confidential, TokenGrant};
 use crate::schedule::TokenTimes;
 
 pub const KEY_ACCESS_TOKEN: &str = "access_token";
@@ -30,13 +30,33 @@ pub const ANNOTATION_INPUTS: &str = "nsapi.io/inputs-fingerprint";
 /// that mounts the Secret could read it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoredToken {
-    pub access_token: SecretString,
+    pub access_token: Confidential,
     pub token_type: String,
     pub times: TokenTimes,
     pub api_base_url: String,
     pub domain: Option<String>,
     pub scope: Option<String>,
     pub inputs_fingerprint: String,
+}
+
+impl StoredToken {
+    /// The record of a token just granted. Times are cut to whole seconds, towards the earlier
+    /// time: never later than the server's expiry.
+    pub fn from_grant(grant: &TokenGrant, api_base_url: &str, inputs_fingerprint: &str) -> Self {
+        let floor = |t: Timestamp| Timestamp::from_second(t.as_second()).unwrap_or(t);
+        StoredToken {
+            access_token: grant.access_token.clone(),
+            token_type: grant.token_type.clone(),
+            times: TokenTimes {
+                issued_at: floor(grant.requested_at),
+                expires_at: floor(grant.expires_at),
+            },
+            api_base_url: api_base_url.to_owned(),
+            domain: grant.domain.clone(),
+            scope: grant.scope.clone(),
+            inputs_fingerprint: inputs_fingerprint.to_owned(),
+        }
+    }
 }
 
 /// Who holds the Secret with the output name.
@@ -186,7 +206,7 @@ pub fn read_token(secret: &Secret) -> Result<StoredToken, UnreadableToken> {
         return Err(UnreadableToken::MissingKey(KEY_ACCESS_TOKEN));
     }
     Ok(StoredToken {
-        access_token: SecretString::new(access_token),
+        access_token: Confidential::new(access_token),
         token_type: text(KEY_TOKEN_TYPE)?.unwrap_or_else(|| "Bearer".to_owned()),
         times: TokenTimes {
             issued_at: time(ANNOTATION_ISSUED_AT)?,
@@ -226,7 +246,7 @@ mod tests {
 
     fn token() -> StoredToken {
         StoredToken {
-            access_token: SecretString::from("90679e87dc2e6409211e822434122aaf9480"),
+            access_token: Confidential::from("90679e87dc2e6409211e822434122aaf9480"),
             token_type: "Bearer".into(),
             times: TokenTimes {
                 issued_at: "2026-01-01T10:00:00Z".parse().unwrap(),
@@ -383,7 +403,7 @@ mod tests {
         ));
 
         let mut rotated = token();
-        rotated.access_token = SecretString::from("ffff");
+        rotated.access_token = Confidential::from("ffff");
         assert!(needs_write(&existing, &desired_secret(&cred, &rotated)));
     }
 }

@@ -2,7 +2,7 @@
 //! is a real Kubernetes API server with the behaviours the operator depends on. Needs a running
 //! control plane; `make test` starts one.
 
-mod support;
+mod control_plane;
 
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client};
 use serde_json::json;
 
-use support::{TestNamespace, eventually, kubectl, kubectl_stdin};
+use control_plane::{TestNamespace, eventually, kubectl, kubectl_stdin};
 
 /// Upper bound for every wait in this file.
 const WAIT: Duration = Duration::from_secs(60);
@@ -37,7 +37,7 @@ fn stderr_of(out: &std::process::Output) -> String {
 
 #[tokio::test]
 async fn namespace_secret_and_kubectl_apply() {
-    let client = support::admin_client().await;
+    let client = control_plane::admin_client().await;
     let ns = TestNamespace::create(&client, "smoke-secret").await;
 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
@@ -99,11 +99,11 @@ impl Drop for CrdGuard {
 
 #[tokio::test]
 async fn crd_schema_and_cel_validation() {
-    let client = support::admin_client().await;
+    let client = control_plane::admin_client().await;
     let ns = TestNamespace::create(&client, "smoke-crd").await;
 
     // A unique kind per run: several people may run the tests against one control plane.
-    let suffix = support::unique_name("w")
+    let suffix = control_plane::unique_name("w")
         .trim_start_matches("w-")
         .to_owned();
     let group = "smoke.nsapi.test";
@@ -236,7 +236,7 @@ async fn crd_schema_and_cel_validation() {
 
 #[tokio::test]
 async fn watch_receives_events() {
-    let client = support::admin_client().await;
+    let client = control_plane::admin_client().await;
     let ns = TestNamespace::create(&client, "smoke-watch").await;
     let configmaps: Api<ConfigMap> = Api::namespaced(client, &ns.name);
 
@@ -282,7 +282,7 @@ async fn watch_receives_events() {
 
 #[tokio::test]
 async fn garbage_collector_deletes_owned_objects() {
-    let client = support::admin_client().await;
+    let client = control_plane::admin_client().await;
     let ns = TestNamespace::create(&client, "smoke-gc").await;
     let configmaps: Api<ConfigMap> = Api::namespaced(client, &ns.name);
     let named = |name: &str| ConfigMap {
@@ -329,9 +329,9 @@ async fn garbage_collector_deletes_owned_objects() {
 
 #[tokio::test]
 async fn operator_identity_gets_403_without_rbac() {
-    let admin = support::admin_client().await;
+    let admin = control_plane::admin_client().await;
     let ns = TestNamespace::create(&admin, "smoke-rbac").await;
-    let operator: Client = support::client_for(&support::operator_kubeconfig()).await;
+    let operator: Client = control_plane::client_for(&control_plane::operator_kubeconfig()).await;
 
     let status = api_error(
         Api::<Secret>::namespaced(operator, &ns.name)

@@ -12,14 +12,15 @@
 //! Those objects carry the label `nsapi-token-operator.test/rbac=true`, should a killed run leave
 //! one behind: `kubectl delete clusterrolebinding,clusterrole -l nsapi-token-operator.test/rbac`.
 
-mod harness;
-mod support;
+mod control_plane;
+mod fixture;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use harness::{CLIENT_SECRET_NAME, Fixture, SUBSCRIBER_SECRET_NAME, data};
+use control_plane::TestNamespace;
+use fixture::{CLIENT_SECRET_NAME, Fixture, SUBSCRIBER_SECRET_NAME, data};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -27,7 +28,6 @@ use nsapi_sim::SimConfig;
 use nsapi_token_operator::crd::NsApiCredential;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use support::TestNamespace;
 
 const RELEASE_NAMESPACE: &str = "nsapi-system";
 const SERVICE_ACCOUNT: &str = "nsapi-token-operator";
@@ -84,7 +84,7 @@ fn helm_ok(args: &[&str]) -> String {
 }
 
 fn kubectl_ok(args: &[&str]) -> String {
-    stdout_of("kubectl", args, support::kubectl(args))
+    stdout_of("kubectl", args, control_plane::kubectl(args))
 }
 
 /// Every object of a multi-document YAML stream.
@@ -365,7 +365,7 @@ struct Release<'a> {
 
 impl Drop for Release<'_> {
     fn drop(&mut self) {
-        let kubeconfig = support::admin_kubeconfig().display().to_string();
+        let kubeconfig = control_plane::admin_kubeconfig().display().to_string();
         let out = helm(&[
             "uninstall",
             &self.name,
@@ -387,14 +387,14 @@ impl Drop for Release<'_> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn helm_install_creates_crd_rbac_deployment_and_service() {
-    let client = support::admin_client().await;
+    let client = control_plane::admin_client().await;
     let ns = TestNamespace::create(&client, "helm-install").await;
     let release = Release {
         name: ns.name.clone(),
         namespace: &ns.name,
     };
     let fullname = format!("{}-nsapi-token-operator", release.name);
-    let kubeconfig = support::admin_kubeconfig().display().to_string();
+    let kubeconfig = control_plane::admin_kubeconfig().display().to_string();
     let chart = chart();
     let started = Instant::now();
     let notes = helm_ok(&[
@@ -478,7 +478,7 @@ async fn helm_install_creates_crd_rbac_deployment_and_service() {
     assert_eq!(history.as_array().unwrap().len(), 1, "{history}");
 
     drop(release);
-    let out = support::kubectl(&["get", "clusterrolebinding", &fullname]);
+    let out = control_plane::kubectl(&["get", "clusterrolebinding", &fullname]);
     assert!(
         !out.status.success(),
         "helm uninstall left the ClusterRoleBinding"
@@ -487,8 +487,8 @@ async fn helm_install_creates_crd_rbac_deployment_and_service() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn examples_apply_cleanly_server_side_dry_run() {
-    harness::ensure_crd();
-    let client = support::admin_client().await;
+    fixture::ensure_crd();
+    let client = control_plane::admin_client().await;
     let ns = TestNamespace::create(&client, "examples").await;
     let examples = repo().join("examples");
     let mut args = vec![
@@ -541,7 +541,7 @@ impl AppliedRbac {
         }
         // JSON is YAML: one document per object.
         let yaml = docs.join("\n---\n");
-        let out = support::kubectl_stdin(&["apply", "-f", "-"], &yaml);
+        let out = control_plane::kubectl_stdin(&["apply", "-f", "-"], &yaml);
         let applied = AppliedRbac { yaml };
         assert!(
             out.status.success(),
@@ -554,7 +554,7 @@ impl AppliedRbac {
 
 impl Drop for AppliedRbac {
     fn drop(&mut self) {
-        let out = support::kubectl_stdin(
+        let out = control_plane::kubectl_stdin(
             &["delete", "--ignore-not-found", "--wait=false", "-f", "-"],
             &self.yaml,
         );
@@ -591,7 +591,7 @@ async fn wait_granted(operator: &Client, namespace: Option<&str>) {
         Some(ns) => Api::namespaced(operator.clone(), ns),
         None => Api::all(operator.clone()),
     };
-    support::eventually(
+    control_plane::eventually(
         "the chart's RBAC to take effect",
         Duration::from_secs(10),
         || {
@@ -658,8 +658,8 @@ fn operator_events(f: &Fixture, name: &str) -> Vec<Value> {
 async fn operator_with_only_the_charts_cluster_rbac_runs_the_core_flow() {
     let _turn = OPERATOR_IDENTITY.lock().await;
     let f = Fixture::new("rbac-cluster", SimConfig::new().token_ttl(TOKEN_TTL)).await;
-    let operator = support::client_for(&support::operator_kubeconfig()).await;
-    let release = support::unique_name("it-rbac-cluster");
+    let operator = control_plane::client_for(&control_plane::operator_kubeconfig()).await;
+    let release = control_plane::unique_name("it-rbac-cluster");
     // With leader election, as a multi-replica install runs it: the Lease Role is proven too.
     let objs = render_for_operator_identity(&release, &["leaderElection.enabled=true"]);
     assert_eq!(
@@ -683,7 +683,7 @@ async fn operator_with_only_the_charts_cluster_rbac_runs_the_core_flow() {
         "-o",
         "yaml",
     ]);
-    let out = support::kubectl_stdin(&["apply", "-f", "-"], &ns_yaml);
+    let out = control_plane::kubectl_stdin(&["apply", "-f", "-"], &ns_yaml);
     assert!(
         out.status.success(),
         "{}",
@@ -703,8 +703,8 @@ async fn operator_with_only_the_charts_cluster_rbac_runs_the_core_flow() {
     std::fs::create_dir_all(&workdir).unwrap();
     let log: PathBuf = workdir.join("operator.log");
     let selector = format!("nsapi-token-operator.test/shard={shard}");
-    let process = harness::Operator::start(
-        &support::operator_kubeconfig(),
+    let process = fixture::Operator::start(
+        &control_plane::operator_kubeconfig(),
         &[
             "run",
             "--allow-insecure-http",
@@ -738,7 +738,7 @@ async fn operator_with_only_the_charts_cluster_rbac_runs_the_core_flow() {
         )
         .await
         .unwrap();
-    support::eventually(
+    control_plane::eventually(
         "the token to move to abc-token-moved",
         READY_TIMEOUT,
         || async {
@@ -779,8 +779,8 @@ async fn namespace_scoped_rbac_confines_the_operator_to_its_namespaces() {
     let _turn = OPERATOR_IDENTITY.lock().await;
     let mut f = Fixture::new("rbac-scoped", SimConfig::new().token_ttl(TOKEN_TTL)).await;
     let outside = TestNamespace::create(&f.client, "rbac-outside").await;
-    let operator = support::client_for(&support::operator_kubeconfig()).await;
-    let release = support::unique_name("it-rbac-scoped");
+    let operator = control_plane::client_for(&control_plane::operator_kubeconfig()).await;
+    let release = control_plane::unique_name("it-rbac-scoped");
     let watch = format!("watchNamespaces={{{}}}", f.namespace());
     let objs = render_for_operator_identity(&release, &["scope=namespace", &watch]);
     assert_eq!(
@@ -802,21 +802,21 @@ async fn namespace_scoped_rbac_confines_the_operator_to_its_namespaces() {
 
     // Inputs and a credential in both namespaces.
     f.create_input_secrets().await;
-    harness::put_secret(
+    fixture::put_secret(
         &f.client,
         &outside.name,
         CLIENT_SECRET_NAME,
         &[
-            ("client_id", harness::CLIENT_ID),
+            ("client_id", fixture::CLIENT_ID),
             ("client_secret", &f.client_secret),
         ],
     )
     .await;
-    harness::put_secret(
+    fixture::put_secret(
         &f.client,
         &outside.name,
         SUBSCRIBER_SECRET_NAME,
-        &[("username", harness::USERNAME), ("password", &f.password)],
+        &[("username", fixture::USERNAME), ("password", &f.password)],
     )
     .await;
     let mut manifest = f.credential_manifest("outside", |_| {});
@@ -853,7 +853,7 @@ async fn namespace_scoped_rbac_confines_the_operator_to_its_namespaces() {
     // Even told to watch the outside namespace too, the operator acts only where RBAC lets it.
     let outside_flag = outside.name.clone();
     f.start_operator_as(
-        &support::operator_kubeconfig(),
+        &control_plane::operator_kubeconfig(),
         &["--namespace", &outside_flag],
     );
     f.wait_operator_started().await;
@@ -893,8 +893,8 @@ async fn namespace_scoped_rbac_confines_the_operator_to_its_namespaces() {
 async fn a_lasting_kubernetes_api_error_backs_off_instead_of_retrying_in_a_loop() {
     let _turn = OPERATOR_IDENTITY.lock().await;
     let mut f = Fixture::new("rbac-denied", SimConfig::new()).await;
-    let operator = support::client_for(&support::operator_kubeconfig()).await;
-    let release = support::unique_name("it-rbac-denied");
+    let operator = control_plane::client_for(&control_plane::operator_kubeconfig()).await;
+    let release = control_plane::unique_name("it-rbac-denied");
     let watch = format!("watchNamespaces={{{}}}", f.namespace());
     let mut objs = render_for_operator_identity(&release, &["scope=namespace", &watch]);
     // The chart's Role without `create` on Secrets: the operator can read everything and call the
@@ -910,7 +910,7 @@ async fn a_lasting_kubernetes_api_error_backs_off_instead_of_retrying_in_a_loop(
     let _rbac = AppliedRbac::apply(&objs);
     wait_granted(&operator, Some(f.namespace())).await;
     f.create_input_secrets().await;
-    f.start_operator_as(&support::operator_kubeconfig(), &[]);
+    f.start_operator_as(&control_plane::operator_kubeconfig(), &[]);
     f.create_credential("abc", |_| {}).await;
 
     // Each failed pass has already obtained a token (one request). Backing off from 5 s and

@@ -3,15 +3,16 @@
 //! and operator process (scoped to that namespace), and ends by checking that no secret value
 //! reached the operator's logs (at debug level), events or status.
 
-mod harness;
-mod support;
+mod control_plane;
+mod fixture;
 
 use std::time::{Duration, Instant};
 
-use harness::{CLIENT_SECRET_NAME, Fixture, SUBSCRIBER_SECRET_NAME, USERNAME, data, version};
+use fixture::{CLIENT_SECRET_NAME, Fixture, SUBSCRIBER_SECRET_NAME, USERNAME, data, version};
 use kube::ResourceExt;
 use nsapi_sim::{Fault, RefreshMode, SimConfig, Subscriber};
 use nsapi_token_operator::crd::NsApiCredential;
+use nsapi_token_operator::token_secret::rfc3339;
 use serde_json::json;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -87,8 +88,8 @@ async fn create_yields_a_ready_token_secret_that_the_api_accepts() {
 
     let status = cred.status.as_ref().unwrap();
     assert_eq!(
-        status.expires_at.as_deref(),
-        data(&secret, "expires_at").as_deref()
+        status.expires_at.as_ref().map(|t| rfc3339(t.0)),
+        data(&secret, "expires_at")
     );
     assert!(status.issued_at.is_some() && status.next_refresh_at.is_some());
     assert!(status.next_refresh_at < status.expires_at);
@@ -104,7 +105,7 @@ async fn create_yields_a_ready_token_secret_that_the_api_accepts() {
     assert_eq!(ready.observed_generation, cred.metadata.generation);
 
     // Printer columns.
-    let out = support::kubectl(&["get", "nscred", "abc", "-n", f.namespace()]);
+    let out = control_plane::kubectl(&["get", "nscred", "abc", "-n", f.namespace()]);
     let table = String::from_utf8_lossy(&out.stdout);
     let header = table.lines().next().unwrap_or_default();
     for column in ["READY", "DOMAIN", "SCOPE", "EXPIRES", "NEXT REFRESH", "AGE"] {
@@ -115,7 +116,7 @@ async fn create_yields_a_ready_token_secret_that_the_api_accepts() {
         "{table}"
     );
     assert!(
-        table.contains(status.expires_at.as_deref().unwrap()),
+        table.contains(&rfc3339(status.expires_at.as_ref().unwrap().0)),
         "{table}"
     );
 
@@ -132,7 +133,7 @@ async fn rotates_before_expiry_by_refresh_grant_and_falls_back_to_the_password_g
 
     let t1 = f.wait_new_token("abc-token", &t0, secs(40)).await;
     // Status is written just after the Secret.
-    let status = support::eventually("status to show the refresh", secs(10), || async {
+    let status = control_plane::eventually("status to show the refresh", secs(10), || async {
         let status = f.credential("abc").await.status?;
         (status.last_grant.as_deref() == Some("refresh_token")).then_some(status)
     })
@@ -156,7 +157,7 @@ async fn rotates_before_expiry_by_refresh_grant_and_falls_back_to_the_password_g
     assert!(f.sim.is_token_valid(&t2));
     let stats = f.sim.stats();
     assert!(stats.password_grants >= 2, "{stats:?}");
-    support::eventually("status to show the password grant", secs(10), || async {
+    control_plane::eventually("status to show the password grant", secs(10), || async {
         let status = f.credential("abc").await.status?;
         (status.last_grant.as_deref() == Some("password")).then_some(())
     })
@@ -199,7 +200,7 @@ async fn a_restart_with_a_fresh_token_makes_no_request_and_rewrites_nothing() {
     f.stop_operator();
     f.start_operator();
     // Wait until the new process has looked at the credential, then a little longer.
-    support::eventually("the restarted operator to reconcile", secs(30), || async {
+    control_plane::eventually("the restarted operator to reconcile", secs(30), || async {
         f.latest_operator_log()
             .contains("no token needed now")
             .then_some(())
@@ -398,7 +399,7 @@ async fn deleting_the_credential_garbage_collects_the_output_secret() {
     let (f, _) = ready_credential("gc", SimConfig::new()).await;
     assert!(f.token_secret("abc-token").await.is_some());
     f.delete_credential("abc").await;
-    support::eventually(
+    control_plane::eventually(
         "the output Secret to be garbage-collected",
         secs(60),
         || async { f.token_secret("abc-token").await.is_none().then_some(()) },
@@ -419,7 +420,7 @@ async fn suspend_blocked_hosts_and_mfa_users_send_no_usable_request() {
     let mut f = Fixture::new("refusals", SimConfig::new()).await;
     f.create_input_secrets().await;
     f.start_operator_as(
-        &support::admin_kubeconfig(),
+        &control_plane::admin_kubeconfig(),
         &[
             "--allowed-api-host",
             "127.0.0.1",
@@ -515,7 +516,7 @@ async fn the_api_server_rejects_bad_specs_on_a_server_side_dry_run() {
                 value => parent.insert(key.to_owned(), value),
             };
         });
-        let out = support::kubectl_stdin(
+        let out = control_plane::kubectl_stdin(
             &["apply", "--dry-run=server", "-f", "-"],
             &serde_json::to_string(&manifest).unwrap(),
         );
@@ -527,7 +528,7 @@ async fn the_api_server_rejects_bad_specs_on_a_server_side_dry_run() {
         );
     }
     let good = f.credential_manifest("good", |_| {});
-    let out = support::kubectl_stdin(
+    let out = control_plane::kubectl_stdin(
         &["apply", "--dry-run=server", "-f", "-"],
         &serde_json::to_string(&good).unwrap(),
     );
@@ -544,14 +545,14 @@ async fn two_replicas_elect_one_leader_that_hands_over_on_shutdown() {
     f.create_input_secrets().await;
     let ns = f.namespace().to_owned();
     let args = ["--leader-election", "--leader-election-namespace", &ns];
-    let kubeconfig = support::admin_kubeconfig();
+    let kubeconfig = control_plane::admin_kubeconfig();
     let first = f.spawn_operator(&kubeconfig, &args);
-    support::eventually("the first replica to lead", secs(30), || async {
+    control_plane::eventually("the first replica to lead", secs(30), || async {
         first.log().contains("became the leader").then_some(())
     })
     .await;
     let second = f.spawn_operator(&kubeconfig, &args);
-    support::eventually("the second replica to stand by", secs(30), || async {
+    control_plane::eventually("the second replica to stand by", secs(30), || async {
         second.log().contains("standing by").then_some(())
     })
     .await;
@@ -567,7 +568,7 @@ async fn two_replicas_elect_one_leader_that_hands_over_on_shutdown() {
 
     // The leader shuts down and releases the Lease; the standby takes over and rotates.
     assert!(first.stop(), "the leader did not exit on SIGTERM");
-    support::eventually("the standby to take over", secs(30), || async {
+    control_plane::eventually("the standby to take over", secs(30), || async {
         second.log().contains("became the leader").then_some(())
     })
     .await;

@@ -1,4 +1,4 @@
-//! Test support for integration tests that run against the local control plane
+//! Access to the local control plane for integration tests
 //! (`scripts/control-plane up`: real etcd + kube-apiserver + kube-controller-manager on loopback).
 //!
 //! The running instance is found from the environment that `scripts/control-plane env` prints
@@ -6,7 +6,7 @@
 //! plane is running, every helper here panics with a message saying how to start one: integration
 //! tests fail loudly, they are never skipped silently.
 //!
-//! Each integration test file includes this module with `mod support;` and uses only part of it,
+//! Each integration test file includes this module with `mod control_plane;` and uses only part of it,
 //! so unused items are expected in any one test crate; hence the `allow(dead_code)`.
 #![allow(dead_code)]
 
@@ -95,7 +95,7 @@ pub async fn admin_client() -> Client {
 pub async fn client_for(kubeconfig: &Path) -> Client {
     // kube is built with rustls and the `ring` provider; install it as the process default
     // (an Err only means another test already did).
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    nsapi_token_operator::install_crypto_provider();
     require_kubeconfig(kubeconfig);
     let kc = Kubeconfig::read_from(kubeconfig)
         .unwrap_or_else(|e| panic!("cannot read kubeconfig {}: {e}", kubeconfig.display()));

@@ -1,0 +1,123 @@
+//! Obtaining a token for one credential: the refresh grant while this operator holds a refresh
+//! token for the same inputs, otherwise (or when the server refuses the refresh) the password
+//! grant. Each refresh token is sent at most once; every request is counted in the metrics.
+
+use tracing::{debug, info};
+
+use crate::metrics::Metrics;
+use crate::nsapi::{
+    ClientCredentials, ErrorKind, Grant, NsApiClient, NsApiError, SubscriberCredentials,
+    TokenGrant, TokenInfo,
+};
+use crate::policy::ValidSpec;
+use crate::schedule::MintReason;
+use crate::sessions::{Session, Sessions};
+
+/// A token obtained, and how.
+pub struct Minted {
+    pub grant: TokenGrant,
+    /// What `oauth2/read` said about a token from the password grant.
+    pub info: Option<TokenInfo>,
+    /// The refusal of the refresh grant, when the password grant stood in.
+    pub fallback_from: Option<NsApiError>,
+}
+
+/// What obtaining a token for one credential needs.
+pub struct Grants<'a> {
+    pub nsapi: &'a NsApiClient,
+    pub sessions: &'a Sessions,
+    pub metrics: &'a Metrics,
+    /// The credential's UID: the key of its session.
+    pub uid: &'a str,
+}
+
+impl Grants<'_> {
+    /// Gets a token: the refresh grant when this operator holds a refresh token for these
+    /// inputs, else (or when the refresh is refused) the password grant.
+    pub async fn obtain(
+        &self,
+        valid: &ValidSpec,
+        client: &ClientCredentials,
+        subscriber: &SubscriberCredentials,
+        fingerprint: &str,
+        why: MintReason,
+    ) -> Result<Minted, NsApiError> {
+        let (nsapi, metrics) = (self.nsapi, self.metrics);
+        let session = self
+            .sessions
+            .take(self.uid)
+            .filter(|s| s.inputs_fingerprint == fingerprint && !why.needs_password_grant());
+        let mut fallback_from = None;
+        if let Some(session) = session {
+            let started = std::time::Instant::now();
+            let result = nsapi
+                .refresh_grant(
+                    &valid.base_url,
+                    session.api,
+                    valid.refresh_method,
+                    client,
+                    &session.refresh_token,
+                )
+                .await;
+            metrics.token_request(
+                Grant::RefreshToken,
+                result.as_ref().err(),
+                started.elapsed(),
+            );
+            match result {
+                Ok(grant) => {
+                    self.remember(&grant, fingerprint);
+                    return Ok(Minted {
+                        grant,
+                        info: None,
+                        fallback_from: None,
+                    });
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::RefreshRejected | ErrorKind::Authentication
+                    ) =>
+                {
+                    info!(error = %e, "refresh grant refused; falling back to the password grant");
+                    fallback_from = Some(e);
+                }
+                // The refresh token may or may not have been consumed: it is not sent again.
+                Err(e) => return Err(e),
+            }
+        }
+        let started = std::time::Instant::now();
+        let result = nsapi
+            .password_grant(&valid.base_url, valid.token_api, client, subscriber)
+            .await;
+        metrics.token_request(Grant::Password, result.as_ref().err(), started.elapsed());
+        let grant = result?;
+        self.remember(&grant, fingerprint);
+        // Inspect the new token for status (territory, uid); a failure here costs nothing.
+        let info = match nsapi.read_token(&valid.base_url, &grant.access_token).await {
+            Ok(info) => Some(info),
+            Err(e) => {
+                debug!(error = %e, "token inspection failed; status lacks territory and uid");
+                None
+            }
+        };
+        Ok(Minted {
+            grant,
+            info,
+            fallback_from,
+        })
+    }
+
+    fn remember(&self, grant: &TokenGrant, fingerprint: &str) {
+        if let Some(refresh_token) = &grant.refresh_token {
+            self.sessions.keep(
+                self.uid,
+                Session {
+                    refresh_token: refresh_token.clone(),
+                    inputs_fingerprint: fingerprint.to_owned(),
+                    api: grant.api,
+                },
+            );
+        }
+    }
+}

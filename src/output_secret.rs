@@ -1,0 +1,143 @@
+//! The output Secret in the cluster (IO): the token in place, read back from the Secret with the
+//! output name or, after a rename, from the one written under the previous name; and writing a
+//! token, which creates, patches or leaves the Secret as its content requires. What the Secret
+//! should contain is decided in `token_secret.rs`.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use tracing::{info, warn};
+
+use crate::Result;
+use crate::crd::NsApiCredential;
+use crate::reconciler::FIELD_MANAGER;
+use crate::token_secret::{self, Ownership, StoredToken};
+
+/// What the cluster holds for a credential's token.
+pub struct InPlace {
+    /// The token in place, if its record is readable.
+    pub token: Option<StoredToken>,
+    /// The Secret with the output name (owned by the credential), if it exists.
+    existing: Option<Secret>,
+    /// The Secret written under the previous output name, to be removed once the token moved.
+    previous: Option<Secret>,
+}
+
+/// One credential's output Secret.
+pub struct OutputSecret<'a> {
+    api: Api<Secret>,
+    credential: &'a NsApiCredential,
+}
+
+impl<'a> OutputSecret<'a> {
+    /// `api` is the Secrets of the credential's namespace.
+    pub fn new(api: Api<Secret>, credential: &'a NsApiCredential) -> Self {
+        Self { api, credential }
+    }
+
+    /// The token in place, or `None` when a Secret with the output name belongs to someone
+    /// else (it is never touched).
+    pub async fn find(&self) -> Result<Option<InPlace>> {
+        let existing = self
+            .api
+            .get_opt(&self.credential.spec.token_secret.name)
+            .await?;
+        Ok(
+            match token_secret::ownership(existing.as_ref(), self.credential) {
+                Ownership::Foreign => None,
+                Ownership::Owned => Some(InPlace {
+                    token: self.stored_token(existing.as_ref()),
+                    existing,
+                    previous: None,
+                }),
+                Ownership::Absent => {
+                    let (token, previous) = self.previous_token().await?;
+                    Some(InPlace {
+                        token,
+                        existing: None,
+                        previous,
+                    })
+                }
+            },
+        )
+    }
+
+    fn stored_token(&self, secret: Option<&Secret>) -> Option<StoredToken> {
+        let secret = secret?;
+        match token_secret::read_token(secret) {
+            Ok(token) => Some(token),
+            Err(why) => {
+                warn!(secret = secret.name_any(), %why, "output Secret holds no usable token record; a new token will be obtained");
+                None
+            }
+        }
+    }
+
+    /// When the output name changed, the token still lives in the Secret written before.
+    async fn previous_token(&self) -> Result<(Option<StoredToken>, Option<Secret>)> {
+        let status = self.credential.status.as_ref();
+        let Some(old_name) = status.and_then(|s| s.token_secret_name.as_deref()) else {
+            return Ok((None, None));
+        };
+        if old_name == self.credential.spec.token_secret.name {
+            return Ok((None, None));
+        }
+        let old = self.api.get_opt(old_name).await?;
+        if token_secret::ownership(old.as_ref(), self.credential) != Ownership::Owned {
+            return Ok((None, None));
+        }
+        Ok((self.stored_token(old.as_ref()), old))
+    }
+
+    /// Writes the output Secret when its content would change; never touches a Secret this
+    /// credential does not control. Removes the Secret written under an earlier name.
+    pub async fn write(&self, token: &StoredToken, in_place: &InPlace) -> Result<()> {
+        let (existing, previous) = (in_place.existing.as_ref(), in_place.previous.as_ref());
+        let desired = token_secret::desired_secret(self.credential, token);
+        let name = &self.credential.spec.token_secret.name;
+        match existing {
+            None => {
+                // Create, not apply: if a Secret of this name appeared meanwhile, creation fails
+                // instead of taking it over.
+                let params = PostParams {
+                    field_manager: Some(FIELD_MANAGER.to_owned()),
+                    ..PostParams::default()
+                };
+                self.api.create(&params, &desired).await?;
+                info!(secret = %name, "output Secret created");
+            }
+            Some(existing) if token_secret::needs_write(existing, &desired) => {
+                let mut patch = desired;
+                // Optimistic concurrency: fail rather than overwrite a Secret changed since read.
+                patch.metadata.resource_version = existing.metadata.resource_version.clone();
+                self.api
+                    .patch(
+                        name,
+                        &PatchParams::apply(FIELD_MANAGER).force(),
+                        &Patch::Apply(&patch),
+                    )
+                    .await?;
+                info!(secret = %name, "output Secret updated");
+            }
+            Some(_) => {}
+        }
+        if let Some(previous) = previous {
+            let old_name = previous.name_any();
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: previous.uid(),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            match self.api.delete(&old_name, &params).await {
+                Ok(_) => {
+                    info!(secret = %old_name, "removed the output Secret written under the previous name")
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+}
