@@ -1,6 +1,7 @@
 //! Wiring: which credentials this instance acts on, the watches that trigger a reconcile (the
-//! credentials, and the metadata of Secrets that a credential uses), and what happens when a
-//! pass fails on the Kubernetes API. One pass itself is `reconciler.rs`.
+//! credentials, and the metadata of the Secrets a credential uses, mapped through the index),
+//! how many reconciles run at once, and what happens when a pass fails on the Kubernetes API.
+//! One pass itself is `reconciler.rs`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,13 +10,14 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, PartialObjectMeta};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
 use crate::crd::NsApiCredential;
+use crate::index::SecretIndex;
 use crate::reconciler::{Context, reconcile};
 use crate::schedule::{self, FailureClass};
 use crate::{Error, Result};
@@ -42,58 +44,66 @@ pub async fn ensure_crd_served(client: &kube::Client, scope: &Scope) -> Result<(
     Ok(())
 }
 
+/// How long a watch lasts before the API server ends it and it is resumed; also bounds how
+/// long a dead watch connection goes unnoticed (the watcher's idle timeout is a little longer).
+const WATCH_TIMEOUT_SECS: u32 = 60;
+
 /// Runs the controller until `shutdown` resolves: one watch for the whole cluster, or one per
-/// namespace in scope.
+/// namespace in scope, with at most `concurrency` reconciles running at once.
 pub async fn run(
     ctx: Arc<Context>,
     scope: Scope,
+    concurrency: u16,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let shutdown = shutdown.shared();
-    let apis: Vec<(Api<NsApiCredential>, Api<PartialObjectMeta<Secret>>)> =
-        if scope.namespaces.is_empty() {
-            vec![(Api::all(ctx.client.clone()), Api::all(ctx.client.clone()))]
-        } else {
-            scope
-                .namespaces
-                .iter()
-                .map(|ns| {
-                    (
-                        Api::namespaced(ctx.client.clone(), ns),
-                        Api::namespaced(ctx.client.clone(), ns),
-                    )
-                })
-                .collect()
-        };
-    let mut config = watcher::Config::default().any_semantic();
+    let namespaces: Vec<Option<&str>> = if scope.namespaces.is_empty() {
+        vec![None]
+    } else {
+        scope
+            .namespaces
+            .iter()
+            .map(|ns| Some(ns.as_str()))
+            .collect()
+    };
+    let mut credential_config = watcher::Config::default()
+        .any_semantic()
+        .timeout(WATCH_TIMEOUT_SECS);
     if let Some(selector) = &scope.label_selector {
-        config = config.labels(selector);
+        credential_config = credential_config.labels(selector);
     }
-    info!(namespaces = ?scope.namespaces, label_selector = ?scope.label_selector, "controller started");
-    let controllers = apis.into_iter().map(|(credentials, secrets)| {
-        let controller = Controller::new(credentials, config.clone());
-        let store = controller.store();
-        // Metadata only: the operator never holds the data of Secrets it does not own in memory.
-        let (metrics, known) = (ctx.metrics.clone(), store.clone());
-        let secret_changes = watcher(secrets, watcher::Config::default())
-            .inspect_ok(move |event| {
-                // A deleted credential is never reconciled again, but the garbage collector
-                // then deletes its Secret: the moment to drop the credential's metric series.
-                if let watcher::Event::Delete(secret) = event {
-                    for owner in credentials_using(&known, secret) {
-                        if known.get(&owner).is_none() {
-                            metrics.forget(
-                                owner.namespace.as_deref().unwrap_or_default(),
-                                &owner.name,
-                            );
-                        }
-                    }
-                }
+    info!(namespaces = ?scope.namespaces, label_selector = ?scope.label_selector, concurrency, "controller started");
+    let controllers = namespaces.into_iter().map(|namespace| {
+        let (credentials, secrets): (Api<NsApiCredential>, Api<PartialObjectMeta<Secret>>) =
+            match namespace {
+                None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
+                Some(ns) => (
+                    Api::namespaced(ctx.client.clone(), ns),
+                    Api::namespaced(ctx.client.clone(), ns),
+                ),
+            };
+        let index = Arc::new(SecretIndex::default());
+        let (reader, writer) = reflector::store();
+        let credential_events = watcher(credentials, credential_config.clone())
+            .default_backoff()
+            .modify(slim)
+            .reflect(writer)
+            .inspect_ok({
+                let (index, ctx) = (index.clone(), ctx.clone());
+                move |event| track(&index, &ctx, event)
             })
             .touched_objects();
-        controller
+        // Metadata only: the operator never holds the data of Secrets it does not own.
+        let secret_changes = watcher(
+            secrets,
+            watcher::Config::default().timeout(WATCH_TIMEOUT_SECS),
+        )
+        .default_backoff()
+        .touched_objects();
+        Controller::for_stream(credential_events, reader)
+            .with_config(controller::Config::default().concurrency(concurrency))
             .watches_stream(secret_changes, move |secret| {
-                credentials_using(&store, &secret)
+                credentials_using(&index, &secret)
             })
             .graceful_shutdown_on(shutdown.clone())
             .run(reconcile, error_policy, ctx.clone())
@@ -107,35 +117,54 @@ pub async fn run(
     info!("controller stopped");
 }
 
-/// The credentials a Secret matters to: those that reference it as an input or output, and the
+/// Keeps only what the controller reads in the watch cache: the managed fields and the
+/// last-applied annotation can be larger than the rest of the object together.
+fn slim(credential: &mut NsApiCredential) {
+    credential.managed_fields_mut().clear();
+    credential
+        .annotations_mut()
+        .remove("kubectl.kubernetes.io/last-applied-configuration");
+}
+
+/// Keeps the index current, and forgets what the operator holds for a deleted credential
+/// (including one deleted while a watch was down, found by the re-list).
+fn track(index: &SecretIndex, ctx: &Context, event: &watcher::Event<NsApiCredential>) {
+    match event {
+        watcher::Event::Apply(credential) | watcher::Event::InitApply(credential) => {
+            index.apply(credential)
+        }
+        watcher::Event::Delete(credential) => {
+            index.delete(credential);
+            ctx.forget(credential);
+        }
+        watcher::Event::Init => index.relist_started(),
+        watcher::Event::InitDone => {
+            let gone = index.relist_done();
+            info!(credentials = index.len(), gone = gone.len(), "watch listed");
+            for gone in gone {
+                ctx.forget_by_name(&gone.namespace, &gone.name, gone.uid.as_deref());
+            }
+        }
+    }
+}
+
+/// The credentials a Secret matters to: those that use it (one lookup in the index), and the
 /// one that controls it.
 fn credentials_using(
-    store: &Store<NsApiCredential>,
+    index: &SecretIndex,
     secret: &impl Resource,
 ) -> Vec<ObjectRef<NsApiCredential>> {
     let meta = secret.meta();
     let (Some(ns), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref()) else {
         return Vec::new();
     };
-    let mut refs: Vec<_> = store
-        .state()
-        .iter()
-        .filter(|c| c.namespace().as_deref() == Some(ns))
-        .filter(|c| {
-            let s = &c.spec;
-            s.client_secret_ref.name == name
-                || s.subscriber_secret_ref.name == name
-                || s.token_secret.name == name
-                || c.status
-                    .as_ref()
-                    .and_then(|st| st.token_secret_name.as_deref())
-                    == Some(name)
-        })
-        .map(|c| ObjectRef::from_obj(c.as_ref()))
-        .collect();
+    let mut refs = index.credentials_using(ns, name);
     for owner in meta.owner_references.iter().flatten() {
         if owner.controller == Some(true) && owner.kind == "NsApiCredential" {
-            refs.push(ObjectRef::new(&owner.name).within(ns));
+            let owner = ObjectRef::new(&owner.name).within(ns);
+            if !refs.contains(&owner) {
+                refs.push(owner);
+            }
         }
     }
     refs

@@ -17,10 +17,18 @@ const DURATION: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
 /// An absolute http(s) URL without user info, query string or fragment.
 const BASE_URL: &str = r"^https?://[^/?#@\s]+(/[^?#\s]*)?$";
 
+/// CEL: every key of a label or annotation map is a Kubernetes qualified name.
+const LABEL_KEYS: &str = r"self.all(k, k.matches('^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))";
+/// CEL: every value of a label map is a Kubernetes label value.
+const LABEL_VALUES: &str =
+    r"self.all(k, self[k].matches('^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$'))";
+
 /// The label the operator puts on every Secret it writes.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// The value of [`MANAGED_BY_LABEL`].
 pub const MANAGED_BY: &str = "nsapi-token-operator";
+/// The one field manager for everything the operator writes.
+pub const FIELD_MANAGER: &str = "nsapi-token-operator";
 
 /// Desired state of an NsApiCredential: where the NetSapiens API is, which Secrets hold the
 /// credentials, and which Secret receives the token.
@@ -147,13 +155,19 @@ pub struct TokenSecretTemplate {
     /// name that this NsApiCredential does not own is never overwritten.
     #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
     pub name: String,
-    /// Extra labels for the Secret. `app.kubernetes.io/managed-by` is reserved.
+    /// Extra labels for the Secret (at most 64; keys and values as Kubernetes labels allow).
+    /// `app.kubernetes.io/managed-by` is reserved.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 63}))]
     #[x_kube(validation = Rule::new("!('app.kubernetes.io/managed-by' in self)").message("the label app.kubernetes.io/managed-by is set by the operator"))]
+    #[x_kube(validation = Rule::new(LABEL_KEYS).message("label keys must be [prefix/]name: a DNS subdomain prefix, and a name of at most 63 letters, digits, '-', '_' or '.' that starts and ends with a letter or digit"))]
+    #[x_kube(validation = Rule::new(LABEL_VALUES).message("label values must be at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"))]
     pub labels: BTreeMap<String, String>,
-    /// Extra annotations for the Secret. Keys under `nsapi.io/` are reserved.
+    /// Extra annotations for the Secret (at most 64). Keys under `nsapi.io/` are reserved.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 8192}))]
     #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('nsapi.io/'))").message("annotations under nsapi.io/ are set by the operator"))]
+    #[x_kube(validation = Rule::new(LABEL_KEYS).message("annotation keys must be [prefix/]name: a DNS subdomain prefix, and a name of at most 63 letters, digits, '-', '_' or '.' that starts and ends with a letter or digit"))]
     pub annotations: BTreeMap<String, String>,
 }
 

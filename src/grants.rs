@@ -11,9 +11,10 @@ use crate::nsapi::{
 };
 use crate::policy::ValidSpec;
 use crate::schedule::MintReason;
-use crate::sessions::{Session, Sessions};
+use crate::sessions::{RefreshSession, Sessions};
 
 /// A token obtained, and how.
+#[derive(Clone, Debug)]
 pub struct Minted {
     pub grant: TokenGrant,
     /// What `oauth2/read` said about a token from the password grant.
@@ -45,7 +46,7 @@ impl Grants<'_> {
         let (nsapi, metrics) = (self.nsapi, self.metrics);
         let session = self
             .sessions
-            .take(self.uid)
+            .take_refresh(self.uid)
             .filter(|s| s.inputs_fingerprint == fingerprint && !why.needs_password_grant());
         let mut fallback_from = None;
         if let Some(session) = session {
@@ -66,7 +67,12 @@ impl Grants<'_> {
             );
             match result {
                 Ok(grant) => {
-                    self.remember(&grant, fingerprint);
+                    match &grant.refresh_token {
+                        Some(_) => self.remember(&grant, fingerprint),
+                        // No new refresh token means the one just used stays valid (RFC 6749
+                        // section 6): keep it for the next rotation.
+                        None => self.sessions.keep_refresh(self.uid, session),
+                    }
                     return Ok(Minted {
                         grant,
                         info: None,
@@ -110,9 +116,9 @@ impl Grants<'_> {
 
     fn remember(&self, grant: &TokenGrant, fingerprint: &str) {
         if let Some(refresh_token) = &grant.refresh_token {
-            self.sessions.keep(
+            self.sessions.keep_refresh(
                 self.uid,
-                Session {
+                RefreshSession {
                     refresh_token: refresh_token.clone(),
                     inputs_fingerprint: fingerprint.to_owned(),
                     api: grant.api,

@@ -8,8 +8,13 @@ use crate::crd::NsApiCredentialSpec;
 use crate::nsapi::{ClientCredentials, Confidential, SubscriberCredentials};
 use crate::policy::ValidSpec;
 
-/// The value of `key` in `secret`, trimmed of surrounding whitespace (a trailing newline from
-/// `kubectl create secret --from-file` is a common accident).
+/// Values longer than this are refused: no client id, username, password or client secret is
+/// this long, and the refresh grant would carry it in a URL.
+pub const MAX_VALUE_BYTES: usize = 4096;
+
+/// The value of `key` in `secret`, without one trailing newline (`kubectl create secret
+/// --from-file` of a file written by an editor adds it). Nothing else is trimmed: a password may
+/// begin or end with a space.
 fn value(
     secret: Option<&Secret>,
     secret_name: &str,
@@ -38,12 +43,24 @@ fn value(
             format!("key {key:?} of Secret {secret_name:?} ({field}) is not UTF-8 text"),
         )
     })?;
-    let text = text.trim();
-    if text.is_empty() {
-        return Err(Problem::new(
+    let text = text
+        .strip_suffix("\r\n")
+        .or_else(|| text.strip_suffix('\n'))
+        .unwrap_or(text);
+    let unusable = |why: &str| {
+        Problem::new(
             Reason::KeyMissing,
-            format!("key {key:?} of Secret {secret_name:?} ({field}) is empty"),
-        ));
+            format!("key {key:?} of Secret {secret_name:?} ({field}) {why}"),
+        )
+    };
+    if text.trim().is_empty() {
+        return Err(unusable("is empty or only whitespace"));
+    }
+    if text.len() > MAX_VALUE_BYTES {
+        return Err(unusable(&format!(
+            "is {} bytes long; values longer than {MAX_VALUE_BYTES} bytes are refused",
+            text.len()
+        )));
     }
     Ok(text.to_owned())
 }
@@ -156,6 +173,35 @@ mod tests {
         let u = subscriber_credentials(&s, Some(&subscriber)).unwrap();
         assert_eq!(u.username, "111@abc-company");
         assert_eq!(u.password.expose(), "pa55");
+    }
+
+    #[test]
+    fn only_one_trailing_newline_is_removed() {
+        let s = spec();
+        for (stored, used) in [
+            (&b"pa55\n"[..], "pa55"),
+            (b"pa55\r\n", "pa55"),
+            (b" pa55 ", " pa55 "),
+            (b"pa55\n\n", "pa55\n"),
+            (b"\tpa55", "\tpa55"),
+        ] {
+            let subscriber = secret(&[("username", b"u"), ("pw", stored)]);
+            let u = subscriber_credentials(&s, Some(&subscriber)).unwrap();
+            assert_eq!(u.password.expose(), used, "{stored:?}");
+        }
+    }
+
+    #[test]
+    fn whitespace_only_and_oversized_values_are_refused() {
+        let s = spec();
+        let huge = vec![b'x'; MAX_VALUE_BYTES + 1];
+        for bad in [&b" \n"[..], b"\n", b"\t ", &huge] {
+            let subscriber = secret(&[("username", b"u"), ("pw", bad)]);
+            let problem = subscriber_credentials(&s, Some(&subscriber)).unwrap_err();
+            assert_eq!(problem.reason, Reason::KeyMissing);
+            assert!(problem.message.contains("\"pw\""), "{problem:?}");
+            assert!(!problem.message.contains("xxxx"), "{problem:?}");
+        }
     }
 
     #[test]

@@ -1,14 +1,19 @@
 //! Leader election on a `coordination.k8s.io` Lease, so that several replicas can run and only
 //! one of them calls the NetSapiens API and writes. The decision is pure (`decide`); the loop
 //! around it reads and writes the Lease with optimistic concurrency.
+//!
+//! As in client-go, a Lease held by another replica counts as expired only when this replica
+//! has seen it unchanged for the lease duration, measured on its own monotonic clock: the
+//! holder's `renewTime` comes from the holder's clock, and comparing it with ours would let
+//! clock skew between nodes hand a healthy Lease to a second leader.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::clock::Clock;
@@ -47,11 +52,12 @@ pub enum LeaseAction {
     Wait { holder: String },
 }
 
-/// Decides from the Lease as read. Pure: `now` is given.
+/// Decides from the Lease as read. Pure: `unchanged_for` is how long this replica has seen the
+/// Lease record unchanged (by its own clock).
 pub fn decide(
     spec: Option<&LeaseSpec>,
     me: &str,
-    now: Timestamp,
+    unchanged_for: Duration,
     default_duration: Duration,
 ) -> LeaseAction {
     let Some(spec) = spec else {
@@ -66,16 +72,12 @@ pub fn decide(
     }
     let duration = spec
         .lease_duration_seconds
-        .map(|s| SignedDuration::from_secs(i64::from(s)))
-        .unwrap_or_else(|| SignedDuration::try_from(default_duration).unwrap_or_default());
-    let renewed = spec
-        .renew_time
-        .as_ref()
-        .or(spec.acquire_time.as_ref())
-        .map(|t| t.0);
-    match renewed {
-        Some(at) if now < at + duration => LeaseAction::Wait { holder },
-        _ => LeaseAction::Acquire { transition: true },
+        .and_then(|s| u64::try_from(s).ok())
+        .map_or(default_duration, Duration::from_secs);
+    if unchanged_for < duration {
+        LeaseAction::Wait { holder }
+    } else {
+        LeaseAction::Acquire { transition: true }
     }
 }
 
@@ -84,6 +86,8 @@ pub struct LeaderElector {
     api: Api<Lease>,
     config: LeaseConfig,
     clock: Arc<dyn Clock>,
+    /// The Lease record last seen (its resourceVersion) and when it was first seen.
+    observed: Mutex<Option<(String, Instant)>>,
 }
 
 impl LeaderElector {
@@ -92,6 +96,7 @@ impl LeaderElector {
             api: Api::namespaced(client, &config.namespace),
             config,
             clock,
+            observed: Mutex::new(None),
         }
     }
 
@@ -116,24 +121,32 @@ impl LeaderElector {
         }
     }
 
-    /// Renews the Lease until renewal fails for longer than the renew deadline; then returns,
-    /// and the caller must stop acting as leader.
+    /// Renews the Lease until it cannot be renewed within the renew deadline (counted from the
+    /// last renewal: each attempt gets only the time that is left); then returns, and the
+    /// caller must stop acting as leader. A hung API server therefore costs at most the renew
+    /// deadline, which is shorter than the lease duration a standby waits.
     pub async fn hold(&self) {
-        let mut last_renewal = tokio::time::Instant::now();
+        let mut last_renewal = Instant::now();
         loop {
             tokio::time::sleep(self.config.retry_period).await;
-            match self.try_acquire().await {
-                Ok(true) => last_renewal = tokio::time::Instant::now(),
-                Ok(false) => {
+            let left = self
+                .config
+                .renew_deadline
+                .saturating_sub(last_renewal.elapsed());
+            match tokio::time::timeout(left, self.try_acquire()).await {
+                Ok(Ok(true)) => last_renewal = Instant::now(),
+                Ok(Ok(false)) => {
                     warn!("the lease was taken by another replica");
                     return;
                 }
-                Err(error) => {
-                    warn!(%error, "could not renew the lease");
-                    if last_renewal.elapsed() > self.config.renew_deadline {
-                        return;
-                    }
-                }
+                Ok(Err(error)) => warn!(%error, "could not renew the lease"),
+                Err(_) => warn!(
+                    renew_deadline = ?self.config.renew_deadline,
+                    "the lease could not be renewed within the renew deadline"
+                ),
+            }
+            if last_renewal.elapsed() >= self.config.renew_deadline {
+                return;
             }
         }
     }
@@ -164,13 +177,34 @@ impl LeaderElector {
         lease.spec?.holder_identity
     }
 
+    /// How long the Lease record with `version` has been seen unchanged.
+    fn unchanged_for(&self, version: Option<&str>) -> Duration {
+        let version = version.unwrap_or_default();
+        let mut observed = self.observed.lock().unwrap_or_else(|p| p.into_inner());
+        match observed.as_ref() {
+            Some((seen, at)) if seen == version => at.elapsed(),
+            _ => {
+                *observed = Some((version.to_owned(), Instant::now()));
+                Duration::ZERO
+            }
+        }
+    }
+
     /// One round: read, decide, write. `Ok(true)` when this replica holds the Lease afterwards.
     async fn try_acquire(&self) -> Result<bool, kube::Error> {
         let now = self.clock.now();
         let existing = self.api.get_opt(&self.config.name).await?;
         let spec = existing.as_ref().and_then(|l| l.spec.as_ref());
-        let transition = match decide(spec, &self.config.identity, now, self.config.lease_duration)
-        {
+        let version = existing
+            .as_ref()
+            .and_then(|l| l.metadata.resource_version.as_deref());
+        let unchanged_for = self.unchanged_for(version);
+        let transition = match decide(
+            spec,
+            &self.config.identity,
+            unchanged_for,
+            self.config.lease_duration,
+        ) {
             LeaseAction::Wait { .. } => return Ok(false),
             LeaseAction::Acquire { transition } => transition,
         };
@@ -214,16 +248,13 @@ impl LeaderElector {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn t(s: &str) -> Timestamp {
-        s.parse().unwrap()
-    }
+    use jiff::Timestamp;
 
     fn held_by(holder: &str, renewed: &str) -> LeaseSpec {
         LeaseSpec {
             holder_identity: Some(holder.into()),
             lease_duration_seconds: Some(15),
-            renew_time: Some(MicroTime(t(renewed))),
+            renew_time: Some(MicroTime(renewed.parse::<Timestamp>().unwrap())),
             ..LeaseSpec::default()
         }
     }
@@ -231,42 +262,76 @@ mod tests {
     #[test]
     fn lease_decisions() {
         let d = Duration::from_secs(15);
-        let now = t("2026-01-01T10:00:00Z");
+        let secs = Duration::from_secs;
+        let other = || LeaseAction::Wait {
+            holder: "other".into(),
+        };
+        let take = LeaseAction::Acquire { transition: true };
         let cases = [
-            ("no lease", None, LeaseAction::Acquire { transition: true }),
+            ("no lease", None, secs(0), take.clone()),
             (
                 "ours",
                 Some(held_by("me", "2026-01-01T09:59:59Z")),
+                secs(0),
                 LeaseAction::Acquire { transition: false },
             ),
             (
-                "another's, fresh",
+                "another's, just seen changing",
                 Some(held_by("other", "2026-01-01T09:59:50Z")),
-                LeaseAction::Wait {
-                    holder: "other".into(),
-                },
+                secs(0),
+                other(),
             ),
             (
-                "another's, expired",
-                Some(held_by("other", "2026-01-01T09:59:44Z")),
-                LeaseAction::Acquire { transition: true },
+                "another's, unchanged for less than its duration",
+                Some(held_by("other", "2026-01-01T09:59:50Z")),
+                secs(14),
+                other(),
             ),
             (
-                "another's, never renewed",
+                "another's, unchanged for its duration",
+                Some(held_by("other", "2026-01-01T09:59:50Z")),
+                secs(15),
+                take.clone(),
+            ),
+            // The holder's clock is an hour behind ours: its renewTime looks ancient, but it
+            // renews (the record changes), so it keeps the Lease.
+            (
+                "another's, renewed by a skewed clock",
+                Some(held_by("other", "2026-01-01T09:00:00Z")),
+                secs(2),
+                other(),
+            ),
+            (
+                "another's, never renewed, just seen",
                 Some(LeaseSpec {
                     holder_identity: Some("other".into()),
                     ..LeaseSpec::default()
                 }),
-                LeaseAction::Acquire { transition: true },
+                secs(1),
+                other(),
+            ),
+            (
+                "another's, with its own shorter duration",
+                Some(LeaseSpec {
+                    lease_duration_seconds: Some(5),
+                    ..held_by("other", "2026-01-01T09:59:50Z")
+                }),
+                secs(6),
+                take.clone(),
             ),
             (
                 "released",
                 Some(LeaseSpec::default()),
-                LeaseAction::Acquire { transition: true },
+                secs(0),
+                take.clone(),
             ),
         ];
-        for (name, spec, expected) in cases {
-            assert_eq!(decide(spec.as_ref(), "me", now, d), expected, "{name}");
+        for (name, spec, unchanged_for, expected) in cases {
+            assert_eq!(
+                decide(spec.as_ref(), "me", unchanged_for, d),
+                expected,
+                "{name}"
+            );
         }
     }
 }

@@ -30,12 +30,17 @@ pub mod conditions;
 pub mod controller;
 pub mod crd;
 pub mod grants;
+pub mod index;
 pub mod inputs;
+pub mod kube_client;
 pub mod leader;
 pub mod metrics;
+pub mod namespaces;
 pub mod nsapi;
 pub mod output_secret;
 pub mod policy;
+#[cfg(test)]
+mod properties;
 pub mod reconciler;
 pub mod schedule;
 pub mod sessions;

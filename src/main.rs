@@ -20,10 +20,15 @@ use nsapi_token_operator::nsapi::{NsApiClient, NsApiClientConfig};
 use nsapi_token_operator::policy::Policy;
 use nsapi_token_operator::reconciler::Context;
 use nsapi_token_operator::telemetry::{self, LogFormat};
-use nsapi_token_operator::{crd, schedule};
+use nsapi_token_operator::{crd, kube_client, schedule};
 
-/// How long running reconciles may take to finish after SIGTERM (Kubernetes waits 30 s).
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+/// After SIGTERM, running reconciles may finish: an in-flight token request gets its whole
+/// `--api-timeout` plus this much to write the result, but never more than
+/// [`MAX_SHUTDOWN_GRACE`] (Kubernetes sends SIGKILL 30 s after SIGTERM by default).
+const SHUTDOWN_MARGIN: Duration = Duration::from_secs(5);
+const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
+/// How long releasing the Lease may take on the way out.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Parser)]
 #[command(
@@ -87,11 +92,34 @@ struct RunArgs {
     /// Timeout of each request to the NetSapiens API (Go duration).
     #[arg(long, default_value = "15s", value_parser = parse_timeout)]
     api_timeout: Duration,
+    /// Timeout of each Kubernetes API request other than a watch (Go duration).
+    #[arg(long, default_value = "10s", value_parser = parse_timeout)]
+    kube_api_timeout: Duration,
+    /// How many credentials are reconciled at the same time.
+    #[arg(long, default_value = "16", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    concurrency: u16,
 }
 
+/// A Go duration of at least a millisecond.
 fn parse_timeout(s: &str) -> Result<Duration, String> {
     let d = schedule::parse_duration(s)?;
-    Duration::try_from(d).map_err(|e| e.to_string())
+    let d = Duration::try_from(d).map_err(|e| e.to_string())?;
+    if d < Duration::from_millis(1) {
+        return Err(format!("{s:?} is too short: use at least 1ms"));
+    }
+    Ok(d)
+}
+
+/// The namespaces to watch, each once (`--namespace a,a` would start two controllers for one
+/// namespace, and every token would be rotated twice).
+fn distinct(mut namespaces: Vec<String>) -> Vec<String> {
+    namespaces.retain(|ns| !ns.trim().is_empty());
+    namespaces
+        .iter_mut()
+        .for_each(|ns| *ns = ns.trim().to_owned());
+    namespaces.sort();
+    namespaces.dedup();
+    namespaces
 }
 
 #[tokio::main]
@@ -117,6 +145,7 @@ async fn main() -> ExitCode {
 
 async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -134,16 +163,19 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let admin = tokio::spawn(admin::serve(listener, admin_state, stopped()));
 
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        info!("shutting down");
-        let _ = stop_tx.send(true);
+    tokio::spawn({
+        let stop_tx = stop_tx.clone();
+        async move {
+            wait_for_signal().await;
+            info!("shutting down");
+            let _ = stop_tx.send(true);
+        }
     });
 
     nsapi_token_operator::install_crypto_provider();
-    let client = kube::Client::try_default().await?;
+    let client = kube_client::infer(args.kube_api_timeout).await?;
     let scope = Scope {
-        namespaces: args.namespaces,
+        namespaces: distinct(args.namespaces),
         label_selector: args.label_selector,
     };
     controller::ensure_crd_served(&client, &scope).await?;
@@ -185,40 +217,50 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     ));
     // A standby replica is healthy and ready too: it serves and takes over when the leader goes.
     ready.store(true, Ordering::Relaxed);
+    let concurrency = args.concurrency;
     let work = async {
-        match elector {
+        match &elector {
             None => {
-                controller::run(ctx, scope, stopped()).await;
+                controller::run(ctx, scope, concurrency, stopped()).await;
                 Ok(())
             }
-            Some(elector) => lead(&elector, ctx, scope, &stopped).await,
+            Some(elector) => lead(elector, ctx, scope, concurrency, &stopped).await,
         }
     };
     // Graceful shutdown lets running reconciles finish, but a controller whose watch keeps
     // failing (e.g. RBAC denies it) may never wind down: after SIGTERM, wait a bounded time.
+    let grace = (args.api_timeout + SHUTDOWN_MARGIN).min(MAX_SHUTDOWN_GRACE);
     let deadline = async {
         stopped().await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
+        tokio::time::sleep(grace).await;
     };
     let result = tokio::select! {
         result = work => result,
         _ = deadline => {
-            warn!(grace = ?SHUTDOWN_GRACE, "the controller did not stop in time; exiting anyway");
+            warn!(?grace, "the controller did not stop in time; exiting anyway");
             Ok(())
         }
     };
+    // Hand the Lease over at once, however the work ended (a standby need not wait for it to
+    // expire). Releasing checks that this replica still holds it.
+    if let Some(elector) = &elector {
+        let _ = tokio::time::timeout(RELEASE_TIMEOUT, elector.release()).await;
+    }
     ready.store(false, Ordering::Relaxed);
+    // The work may have ended by itself (a lost Lease): stop the HTTP server too.
+    let _ = stop_tx.send(true);
     admin.await??;
     result
 }
 
-/// Waits for the Lease, runs the controller while holding it, and releases it on shutdown.
-/// Losing the Lease ends the process with an error, so that a restart rejoins the election
-/// (as client-go's leader election does).
+/// Waits for the Lease and runs the controller while holding it. Losing the Lease ends the
+/// process with an error, so that a restart rejoins the election (as client-go's leader
+/// election does); the caller releases the Lease on the way out.
 async fn lead<F, Fut>(
     elector: &LeaderElector,
     ctx: Arc<Context>,
     scope: Scope,
+    concurrency: u16,
     stopped: &F,
 ) -> Result<(), Box<dyn std::error::Error>>
 where
@@ -230,13 +272,12 @@ where
         _ = stopped() => return Ok(()),
     }
     let lost = tokio::select! {
-        _ = controller::run(ctx, scope, stopped()) => false,
+        _ = controller::run(ctx, scope, concurrency, stopped()) => false,
         _ = elector.hold() => true,
     };
     if lost {
         return Err("lost the leader-election lease; exiting to rejoin the election".into());
     }
-    elector.release().await;
     Ok(())
 }
 
@@ -246,5 +287,23 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_namespace_is_watched_once() {
+        let given = ["b", "a", "b", " a ", ""].map(String::from).to_vec();
+        assert_eq!(distinct(given), ["a", "b"]);
+    }
+
+    #[test]
+    fn timeouts_must_be_positive() {
+        assert_eq!(parse_timeout("15s"), Ok(Duration::from_secs(15)));
+        assert!(parse_timeout("0s").is_err());
+        assert!(parse_timeout("soon").is_err());
     }
 }

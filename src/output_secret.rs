@@ -9,8 +9,8 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions
 use tracing::{info, warn};
 
 use crate::Result;
+use crate::crd::FIELD_MANAGER;
 use crate::crd::NsApiCredential;
-use crate::reconciler::FIELD_MANAGER;
 use crate::token_secret::{self, Ownership, StoredToken};
 
 /// What the cluster holds for a credential's token.
@@ -95,31 +95,36 @@ impl<'a> OutputSecret<'a> {
         let (existing, previous) = (in_place.existing.as_ref(), in_place.previous.as_ref());
         let desired = token_secret::desired_secret(self.credential, token);
         let name = &self.credential.spec.token_secret.name;
-        match existing {
+        let created;
+        let existing = match existing {
+            Some(existing) => existing,
             None => {
                 // Create, not apply: if a Secret of this name appeared meanwhile, creation fails
-                // instead of taking it over.
+                // instead of taking it over. The apply below then owns every field it sets.
                 let params = PostParams {
                     field_manager: Some(FIELD_MANAGER.to_owned()),
                     ..PostParams::default()
                 };
-                self.api.create(&params, &desired).await?;
-                info!(secret = %name, "output Secret created");
-            }
-            Some(existing) if token_secret::needs_write(existing, &desired) => {
-                let mut patch = desired;
-                // Optimistic concurrency: fail rather than overwrite a Secret changed since read.
-                patch.metadata.resource_version = existing.metadata.resource_version.clone();
-                self.api
-                    .patch(
-                        name,
-                        &PatchParams::apply(FIELD_MANAGER).force(),
-                        &Patch::Apply(&patch),
-                    )
+                created = self
+                    .api
+                    .create(&params, &token_secret::creation_secret(&desired))
                     .await?;
-                info!(secret = %name, "output Secret updated");
+                info!(secret = %name, "output Secret created");
+                &created
             }
-            Some(_) => {}
+        };
+        if token_secret::needs_write(existing, &desired) {
+            let mut patch = desired;
+            // Optimistic concurrency: fail rather than overwrite a Secret changed since read.
+            patch.metadata.resource_version = existing.metadata.resource_version.clone();
+            self.api
+                .patch(
+                    name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&patch),
+                )
+                .await?;
+            info!(secret = %name, "output Secret updated");
         }
         if let Some(previous) = previous {
             let old_name = previous.name_any();

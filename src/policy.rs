@@ -11,10 +11,58 @@ use crate::schedule::parse_duration;
 /// Operator-wide rules a credential must satisfy before any request is sent.
 #[derive(Clone, Debug, Default)]
 pub struct Policy {
-    /// Globs (`*` matches any run of characters) for the API hosts credentials may call. Empty
-    /// means any host.
+    /// The API hosts credentials may call: a glob for the host (`*` matches any run of
+    /// characters; IPv6 addresses in brackets), optionally with `:port` (`:*` for any port).
+    /// Without a port, any port of that host is allowed. Empty means any host.
     pub allowed_api_hosts: Vec<String>,
     pub allow_insecure_http: bool,
+}
+
+impl Policy {
+    /// Whether credentials may send their secrets to `url`'s host and port.
+    pub fn allows(&self, url: &ApiBaseUrl) -> bool {
+        self.allowed_api_hosts.is_empty()
+            || self.allowed_api_hosts.iter().any(|entry| {
+                let (host, port) = split_port(entry);
+                glob_match(host, url.host())
+                    && port.is_none_or(|p| p == "*" || p.parse::<u16>().ok() == url.port())
+            })
+    }
+
+    /// Checks a base URL (`field` names it in messages): its shape, the http rule, and the
+    /// allow-list.
+    pub fn check_url(&self, field: &str, input: &str) -> Result<ApiBaseUrl, Problem> {
+        let url = ApiBaseUrl::parse(input, self.allow_insecure_http)
+            .map_err(|e| Problem::new(Reason::InvalidSpec, format!("{field}: {e}")))?;
+        if !self.allows(&url) {
+            let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+            return Err(Problem::new(
+                Reason::ApiHostNotAllowed,
+                format!(
+                    "{field}: API host {:?} is not in the operator's allow-list ({}); ask the \
+                     operator's administrator to add it with --allowed-api-host",
+                    format!("{}{port}", url.host()),
+                    self.allowed_api_hosts.join(", ")
+                ),
+            ));
+        }
+        Ok(url)
+    }
+}
+
+/// `host:port` into its parts; an entry without a port (or an unbracketed IPv6 address) has
+/// none.
+fn split_port(entry: &str) -> (&str, Option<&str>) {
+    let Some((host, port)) = entry.rsplit_once(':') else {
+        return (entry, None);
+    };
+    let is_port = port == "*" || (!port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()));
+    let whole_host = !host.contains(':') || host.ends_with(']');
+    if is_port && whole_host {
+        (host, Some(port))
+    } else {
+        (entry, None)
+    }
 }
 
 /// A spec the operator can act on.
@@ -28,24 +76,7 @@ pub struct ValidSpec {
 
 /// Checks a spec against the operator's policy, and parses what the schema leaves as text.
 pub fn validate(spec: &NsApiCredentialSpec, policy: &Policy) -> Result<ValidSpec, Problem> {
-    let base_url = ApiBaseUrl::parse(&spec.api_base_url, policy.allow_insecure_http)
-        .map_err(|e| Problem::new(Reason::InvalidSpec, format!("spec.apiBaseUrl: {e}")))?;
-    if !policy.allowed_api_hosts.is_empty()
-        && !policy
-            .allowed_api_hosts
-            .iter()
-            .any(|pattern| glob_match(pattern, base_url.host()))
-    {
-        return Err(Problem::new(
-            Reason::ApiHostNotAllowed,
-            format!(
-                "API host {:?} is not in the operator's allow-list ({}); ask the operator's \
-                 administrator to add it with --allowed-api-host",
-                base_url.host(),
-                policy.allowed_api_hosts.join(", ")
-            ),
-        ));
-    }
+    let base_url = policy.check_url("spec.apiBaseUrl", &spec.api_base_url)?;
     let refresh_before = parse_duration(&spec.refresh_before)
         .map_err(|e| Problem::new(Reason::InvalidSpec, format!("spec.refreshBefore: {e}")))?;
     Ok(ValidSpec {
@@ -143,6 +174,77 @@ pub(crate) mod tests {
         let problem = validate(&bad_duration, &Policy::default()).unwrap_err();
         assert_eq!(problem.reason, Reason::InvalidSpec);
         assert!(problem.message.contains("refreshBefore"));
+    }
+
+    #[test]
+    fn allow_list_entries_may_name_a_port() {
+        let policy = |entries: &[&str]| Policy {
+            allowed_api_hosts: entries.iter().map(|e| e.to_string()).collect(),
+            allow_insecure_http: true,
+        };
+        let url = |u: &str| ApiBaseUrl::parse(u, true).unwrap();
+        for (entries, target, allowed) in [
+            (
+                &["portal.example.com"][..],
+                "https://portal.example.com",
+                true,
+            ),
+            (
+                &["portal.example.com"],
+                "https://portal.example.com:8443",
+                true,
+            ),
+            (
+                &["portal.example.com:8443"],
+                "https://portal.example.com:8443",
+                true,
+            ),
+            (
+                &["portal.example.com:8443"],
+                "https://portal.example.com:9443",
+                false,
+            ),
+            (
+                &["portal.example.com:8443"],
+                "https://portal.example.com",
+                false,
+            ),
+            (
+                &["portal.example.com:443"],
+                "https://portal.example.com",
+                true,
+            ),
+            (
+                &["portal.example.com:80"],
+                "http://portal.example.com",
+                true,
+            ),
+            (&["*.example.com:*"], "https://a.example.com:1234", true),
+            (&["[::1]:8443"], "https://[::1]:8443", true),
+            (&["[::1]:8443"], "https://[::1]:8444", false),
+            (&["[::1]"], "https://[::1]:8444", true),
+            (&["127.0.0.1"], "http://127.0.0.1:41234", true),
+            (&["10.0.0.5"], "https://10.0.0.6", false),
+            (
+                &["portal.example.com"],
+                "https://xn--prtal-jua.example.com",
+                false,
+            ),
+        ] {
+            assert_eq!(
+                policy(entries).allows(&url(target)),
+                allowed,
+                "{entries:?} vs {target}"
+            );
+        }
+        let problem = policy(&["portal.example.com:8443"])
+            .check_url("spec.apiBaseUrl", "https://portal.example.com:9443")
+            .unwrap_err();
+        assert_eq!(problem.reason, Reason::ApiHostNotAllowed);
+        assert!(
+            problem.message.contains("portal.example.com:9443"),
+            "{problem:?}"
+        );
     }
 
     #[test]

@@ -16,22 +16,21 @@ use tracing::{debug, info, instrument, warn};
 use crate::clock::Clock;
 use crate::conditions::{Problem, Reason};
 use crate::controller::KubeRetries;
-use crate::crd::NsApiCredential;
-use crate::grants::Grants;
+use crate::crd::{FIELD_MANAGER, NsApiCredential};
+use crate::grants::{Grants, Minted};
 use crate::inputs;
 use crate::metrics::Metrics;
+use crate::namespaces::{NamespacePhases, is_namespace_terminating};
 use crate::nsapi::{ClientCredentials, NsApiClient, SubscriberCredentials};
-use crate::output_secret::OutputSecret;
-use crate::policy::{self, Policy};
+use crate::output_secret::{InPlace, OutputSecret};
+use crate::policy::{self, Policy, ValidSpec};
 use crate::schedule::{self, CurrentToken, Decision, FailureGate, TokenTimes};
-use crate::sessions::Sessions;
+use crate::sessions::{HeldToken, Sessions};
 use crate::status::{self, Note, Obtained, Outcome, Pass, Report};
 use crate::text::truncate;
 use crate::token_secret::{StoredToken, rfc3339};
 use crate::{Error, Result};
 
-/// The one field manager for everything the operator writes.
-pub const FIELD_MANAGER: &str = "nsapi-token-operator";
 /// Kubernetes limits an Event's note to 1 KiB.
 const MAX_EVENT_NOTE: usize = 1000;
 
@@ -45,6 +44,7 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub sessions: Sessions,
     pub kube_retries: KubeRetries,
+    pub namespaces: NamespacePhases,
 }
 
 impl Context {
@@ -58,6 +58,7 @@ impl Context {
     ) -> Self {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
+            namespaces: NamespacePhases::new(client.clone()),
             client,
             nsapi,
             clock,
@@ -65,6 +66,24 @@ impl Context {
             metrics,
             sessions: Sessions::default(),
             kube_retries: KubeRetries::default(),
+        }
+    }
+
+    /// Forgets what the operator holds for a credential that is deleted or going away: its
+    /// session, its retry count and its metric series.
+    pub fn forget(&self, credential: &NsApiCredential) {
+        self.forget_by_name(
+            &credential.namespace().unwrap_or_default(),
+            &credential.name_any(),
+            credential.uid().as_deref(),
+        );
+    }
+
+    pub fn forget_by_name(&self, namespace: &str, name: &str, uid: Option<&str>) {
+        self.metrics.forget(namespace, name);
+        if let Some(uid) = uid {
+            self.sessions.forget(uid);
+            self.kube_retries.clear(uid);
         }
     }
 }
@@ -77,14 +96,14 @@ pub async fn reconcile(cached: Arc<NsApiCredential>, ctx: Arc<Context>) -> Resul
     ctx.metrics.reconcile();
     let namespace = cached.namespace().ok_or(Error::MissingField("namespace"))?;
     let api: Api<NsApiCredential> = Api::namespaced(ctx.client.clone(), &namespace);
-    let Some(credential) = api.get_opt(&cached.name_any()).await? else {
-        // Deleted: its Secret goes with it (ownerReference); forget its series and session.
-        ctx.metrics.forget(&namespace, &cached.name_any());
-        if let Some(uid) = cached.uid() {
-            ctx.sessions.take(&uid);
-            ctx.kube_retries.clear(&uid);
+    let credential = match api.get_opt(&cached.name_any()).await? {
+        // Being deleted: its Secret goes with it (ownerReference), so no token is obtained or
+        // written for it any more, even when its Secret is collected first.
+        Some(c) if c.metadata.deletion_timestamp.is_none() => c,
+        _ => {
+            ctx.forget(&cached);
+            return Ok(Action::await_change());
         }
-        return Ok(Action::await_change());
     };
     let action = Reconcile::new(&credential, &ctx)?.run().await?;
     if let Some(uid) = credential.uid() {
@@ -98,6 +117,7 @@ struct Reconcile<'a> {
     credential: &'a NsApiCredential,
     ctx: &'a Context,
     uid: String,
+    namespace: String,
     secrets: Api<Secret>,
 }
 
@@ -111,6 +131,7 @@ impl<'a> Reconcile<'a> {
             ctx,
             uid: credential.uid().ok_or(Error::MissingField("uid"))?,
             secrets: Api::namespaced(ctx.client.clone(), &namespace),
+            namespace,
         })
     }
 
@@ -130,8 +151,7 @@ impl<'a> Reconcile<'a> {
             );
             return self.report(None, Outcome::Blocked(&conflict)).await;
         };
-        let token = in_place.token.as_ref();
-        let times = token.map(|t| t.times);
+        let times = in_place.token.as_ref().map(|t| t.times);
 
         let valid = match policy::validate(spec, &self.ctx.policy) {
             Ok(valid) => valid,
@@ -146,6 +166,29 @@ impl<'a> Reconcile<'a> {
         };
         let fingerprint = inputs::fingerprint(&valid, &client, &subscriber);
 
+        // The newest token obtained for these inputs, if it is still valid and not older than
+        // the one in place: a token whose write failed is written now without a new grant, and
+        // an output Secret that was edited or deleted is restored from it.
+        let held = self.ctx.sessions.held_token(&self.uid).filter(|held| {
+            held.stored.inputs_fingerprint == fingerprint
+                && held.stored.times.is_valid_at(now)
+                && in_place
+                    .token
+                    .as_ref()
+                    .is_none_or(|t| held.stored.times.issued_at >= t.times.issued_at)
+        });
+        if let Some(HeldToken {
+            stored,
+            unwritten: Some(minted),
+        }) = &held
+        {
+            info!("writing the token obtained in an earlier pass");
+            return self
+                .write_obtained(&output, &in_place, &valid, (stored, minted), &fingerprint)
+                .await;
+        }
+        let token = held.as_ref().map(|h| &h.stored).or(in_place.token.as_ref());
+        let times = token.map(|t| t.times);
         let current = token.map(|t| CurrentToken {
             times: t.times,
             inputs_match: t.inputs_fingerprint == fingerprint,
@@ -162,7 +205,10 @@ impl<'a> Reconcile<'a> {
                 debug!(?reason, until = %rfc3339(until), "no token needed now");
                 let mut confirmed = None;
                 if let Some(token) = token {
-                    output.write(token, &in_place).await?;
+                    if let Err(error) = output.write(token, &in_place).await {
+                        return self.write_failed(error, times).await;
+                    }
+                    self.ctx.sessions.written(&self.uid, token);
                     confirmed = Some(spec.token_secret.name.as_str());
                 }
                 let waiting = Outcome::Waiting {
@@ -172,6 +218,11 @@ impl<'a> Reconcile<'a> {
                 self.report(times, waiting).await
             }
             Decision::Mint(why) => {
+                if self.ctx.namespaces.terminating(&self.namespace).await {
+                    info!("the namespace is being deleted: no token is obtained");
+                    self.ctx.forget(self.credential);
+                    return Ok(Action::await_change());
+                }
                 info!(?why, "obtaining a token");
                 let grants = Grants {
                     nsapi: &self.ctx.nsapi,
@@ -183,28 +234,25 @@ impl<'a> Reconcile<'a> {
                     .obtain(&valid, &client, &subscriber, &fingerprint, why)
                     .await
                 {
-                    Ok(got) => {
+                    Ok(minted) => {
                         let stored = StoredToken::from_grant(
-                            &got.grant,
+                            &minted.grant,
                             valid.base_url.as_str(),
                             &fingerprint,
                         );
-                        output.write(&stored, &in_place).await?;
-                        let next_refresh_at = schedule::refresh_at(
-                            stored.times,
-                            valid.refresh_before,
-                            self.seed(Some(stored.times)),
-                        );
-                        let obtained = Outcome::Obtained(Obtained {
-                            grant: &got.grant,
-                            info: got.info.as_ref(),
-                            fallback_from: got.fallback_from.as_ref(),
-                            times: stored.times,
-                            next_refresh_at,
-                            fingerprint: &fingerprint,
-                            token_secret: &spec.token_secret.name,
-                        });
-                        self.report(times, obtained).await
+                        // Held before the write: if the write fails, the next pass writes this
+                        // token instead of obtaining another one.
+                        self.ctx
+                            .sessions
+                            .hold_unwritten(&self.uid, stored.clone(), minted.clone());
+                        self.write_obtained(
+                            &output,
+                            &in_place,
+                            &valid,
+                            (&stored, &minted),
+                            &fingerprint,
+                        )
+                        .await
                     }
                     Err(error) => {
                         let failed = Outcome::Failed {
@@ -216,6 +264,64 @@ impl<'a> Reconcile<'a> {
                     }
                 }
             }
+        }
+    }
+
+    /// Writes a token obtained (in this pass or an earlier one) and reports it.
+    async fn write_obtained(
+        &self,
+        output: &OutputSecret<'_>,
+        in_place: &InPlace,
+        valid: &ValidSpec,
+        (stored, minted): (&StoredToken, &Minted),
+        fingerprint: &str,
+    ) -> Result<Action> {
+        if let Err(error) = output.write(stored, in_place).await {
+            let times = in_place.token.as_ref().map(|t| t.times);
+            return self.write_failed(error, times).await;
+        }
+        self.ctx.sessions.written(&self.uid, stored);
+        let next_refresh_at = schedule::refresh_at(
+            stored.times,
+            valid.refresh_before,
+            self.seed(Some(stored.times)),
+        );
+        let obtained = Outcome::Obtained(Obtained {
+            grant: &minted.grant,
+            info: minted.info.as_ref(),
+            fallback_from: minted.fallback_from.as_ref(),
+            times: stored.times,
+            next_refresh_at,
+            fingerprint,
+            token_secret: &self.credential.spec.token_secret.name,
+        });
+        let times = in_place.token.as_ref().map(|t| t.times);
+        self.report(times, obtained).await
+    }
+
+    /// A refused write of the output Secret: retried with backoff (the token stays held), unless
+    /// the namespace is going away, or the API server found the Secret invalid (a label the
+    /// schema let through, say): that is the user's to fix, so it becomes a condition.
+    async fn write_failed(&self, error: Error, token: Option<TokenTimes>) -> Result<Action> {
+        match &error {
+            Error::Kube(e) if is_namespace_terminating(e) => {
+                info!("the namespace is being deleted: the output Secret is not written");
+                self.ctx.namespaces.remember(&self.namespace, true);
+                self.ctx.forget(self.credential);
+                Ok(Action::await_change())
+            }
+            Error::Kube(kube::Error::Api(status)) if status.code == 422 => {
+                let problem = Problem::new(
+                    Reason::InvalidSpec,
+                    format!(
+                        "the API server refused the output Secret {:?} as invalid ({}): fix spec.tokenSecret",
+                        self.credential.spec.token_secret.name,
+                        truncate(&status.message, 300)
+                    ),
+                );
+                self.report(token, Outcome::Blocked(&problem)).await
+            }
+            _ => Err(error),
         }
     }
 

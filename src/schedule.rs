@@ -4,14 +4,14 @@
 
 use jiff::{SignedDuration, Timestamp};
 
+use crate::nsapi::MAX_TOKEN_LIFETIME;
+
 /// How long the kubelet may take to project an updated Secret into a pod's volume.
 pub const KUBELET_PROPAGATION: SignedDuration = SignedDuration::from_secs(120);
 /// Most jitter ever subtracted from a rotation time.
 const MAX_JITTER: SignedDuration = SignedDuration::from_secs(60);
 /// Recorded issue times further in the future than this are not trusted.
 const CLOCK_SKEW_TOLERANCE: SignedDuration = SignedDuration::from_secs(300);
-/// Recorded lifetimes longer than this are not trusted (NetSapiens tokens last an hour).
-const MAX_PLAUSIBLE_LIFETIME: SignedDuration = SignedDuration::from_hours(7 * 24);
 
 /// The validity window of a token, as recorded when it was obtained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,7 +146,7 @@ pub fn decide(
 fn trusted(times: TokenTimes, now: Timestamp) -> bool {
     let lifetime = times.lifetime();
     lifetime > SignedDuration::ZERO
-        && lifetime <= MAX_PLAUSIBLE_LIFETIME
+        && lifetime <= MAX_TOKEN_LIFETIME
         && times.issued_at <= now + CLOCK_SKEW_TOLERANCE
 }
 

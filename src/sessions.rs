@@ -1,14 +1,21 @@
-//! The refresh token of each credential's session, held in operator memory only: never in a
-//! Secret that pods can mount. A session is taken out before its refresh token is sent, so each
-//! refresh token is used at most once.
+//! What the operator holds in memory per credential, and nowhere else:
+//! - the refresh token of its session (never in a Secret that pods can mount). It is taken out
+//!   before it is sent, so each refresh token is used at most once;
+//! - the newest token it obtained. A token obtained but not yet written (the Kubernetes write
+//!   failed) is written on the next pass instead of obtaining another one, and an output Secret
+//!   that someone edited or deleted is restored from it without calling NetSapiens.
+//!
+//! All of it is forgotten when the credential is deleted.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use crate::grants::Minted;
 use crate::nsapi::{Confidential, TokenApi};
+use crate::token_secret::StoredToken;
 
 /// A refresh token with what it was obtained with.
-pub struct Session {
+pub struct RefreshSession {
     pub refresh_token: Confidential,
     /// The inputs of the grant that returned it (see `inputs::fingerprint`): a session is only
     /// used while the inputs are unchanged.
@@ -17,26 +24,80 @@ pub struct Session {
     pub api: TokenApi,
 }
 
+/// The newest token obtained for a credential.
+#[derive(Clone)]
+pub struct HeldToken {
+    pub stored: StoredToken,
+    /// How it was obtained, while it is not yet written (its status is still to be reported).
+    pub unwritten: Option<Minted>,
+}
+
+#[derive(Default)]
+struct Session {
+    refresh: Option<RefreshSession>,
+    token: Option<HeldToken>,
+}
+
 /// Sessions by credential UID.
 #[derive(Default)]
 pub struct Sessions(Mutex<HashMap<String, Session>>);
 
 impl Sessions {
-    /// Takes the session out: whatever happens next, its refresh token is not sent twice.
-    pub fn take(&self, uid: &str) -> Option<Session> {
-        self.lock().remove(uid)
+    /// Takes the refresh token out: whatever happens next, it is not sent twice.
+    pub fn take_refresh(&self, uid: &str) -> Option<RefreshSession> {
+        self.with(uid, |s| s.refresh.take())
     }
 
-    pub fn keep(&self, uid: &str, session: Session) {
-        self.lock().insert(uid.to_owned(), session);
+    pub fn keep_refresh(&self, uid: &str, refresh: RefreshSession) {
+        self.with(uid, |s| s.refresh = Some(refresh));
     }
 
+    /// Holds a token just obtained, before it is written.
+    pub fn hold_unwritten(&self, uid: &str, stored: StoredToken, minted: Minted) {
+        self.with(uid, |s| {
+            s.token = Some(HeldToken {
+                stored,
+                unwritten: Some(minted),
+            })
+        });
+    }
+
+    /// Records that the held token is now in the output Secret.
+    pub fn written(&self, uid: &str, stored: &StoredToken) {
+        self.with(uid, |s| {
+            s.token = Some(HeldToken {
+                stored: stored.clone(),
+                unwritten: None,
+            })
+        });
+    }
+
+    pub fn held_token(&self, uid: &str) -> Option<HeldToken> {
+        self.lock().get(uid).and_then(|s| s.token.clone())
+    }
+
+    /// Forgets everything about a credential (deleted, or its namespace is going away).
+    pub fn forget(&self, uid: &str) {
+        self.lock().remove(uid);
+    }
+
+    /// How many credentials the operator holds anything for.
     pub fn len(&self) -> usize {
         self.lock().len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    fn with<T>(&self, uid: &str, f: impl FnOnce(&mut Session) -> T) -> T {
+        let mut map = self.lock();
+        let session = map.entry(uid.to_owned()).or_default();
+        let out = f(session);
+        if session.refresh.is_none() && session.token.is_none() {
+            map.remove(uid);
+        }
+        out
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
@@ -50,22 +111,77 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nsapi::{Grant, TokenGrant};
+    use crate::schedule::TokenTimes;
+
+    fn stored(token: &str) -> StoredToken {
+        StoredToken {
+            access_token: Confidential::from(token),
+            token_type: "Bearer".into(),
+            times: TokenTimes {
+                issued_at: "2026-01-01T10:00:00Z".parse().unwrap(),
+                expires_at: "2026-01-01T11:00:00Z".parse().unwrap(),
+            },
+            api_base_url: "https://portal.example.com/ns-api/".into(),
+            domain: None,
+            scope: None,
+            inputs_fingerprint: "v1:x".into(),
+        }
+    }
+
+    fn minted() -> Minted {
+        Minted {
+            grant: TokenGrant {
+                access_token: Confidential::from("at"),
+                refresh_token: None,
+                token_type: "Bearer".into(),
+                scope: None,
+                domain: None,
+                territory: None,
+                uid: None,
+                api_version: None,
+                legacy: None,
+                grant: Grant::Password,
+                api: TokenApi::V1,
+                requested_at: "2026-01-01T10:00:00Z".parse().unwrap(),
+                expires_in: 3600,
+                expires_at: "2026-01-01T11:00:00Z".parse().unwrap(),
+            },
+            info: None,
+            fallback_from: None,
+        }
+    }
 
     #[test]
-    fn a_session_is_taken_once() {
+    fn a_refresh_token_is_taken_once() {
         let sessions = Sessions::default();
-        sessions.keep(
+        sessions.keep_refresh(
             "uid-1",
-            Session {
+            RefreshSession {
                 refresh_token: Confidential::from("rt"),
                 inputs_fingerprint: "v1:x".into(),
                 api: TokenApi::V1,
             },
         );
         assert_eq!(sessions.len(), 1);
-        let taken = sessions.take("uid-1").unwrap();
+        let taken = sessions.take_refresh("uid-1").unwrap();
         assert_eq!(taken.refresh_token.expose(), "rt");
-        assert!(sessions.take("uid-1").is_none());
+        assert!(sessions.take_refresh("uid-1").is_none());
+        assert!(sessions.is_empty());
+    }
+
+    #[test]
+    fn an_unwritten_token_is_held_until_written_and_everything_is_forgotten() {
+        let sessions = Sessions::default();
+        sessions.hold_unwritten("uid-1", stored("a"), minted());
+        let held = sessions.held_token("uid-1").unwrap();
+        assert!(held.unwritten.is_some());
+        sessions.written("uid-1", &held.stored);
+        let held = sessions.held_token("uid-1").unwrap();
+        assert!(held.unwritten.is_none());
+        assert_eq!(held.stored.access_token.expose(), "a");
+        sessions.forget("uid-1");
+        assert!(sessions.held_token("uid-1").is_none());
         assert!(sessions.is_empty());
     }
 }

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 
-use crate::crd::{MANAGED_BY, MANAGED_BY_LABEL, NsApiCredential};
+use crate::crd::{FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL, NsApiCredential};
 use crate::nsapi::{Confidential, TokenGrant};
 use crate::schedule::TokenTimes;
 
@@ -142,7 +142,9 @@ pub fn desired_secret(credential: &NsApiCredential, token: &StoredToken) -> Secr
 }
 
 /// Whether writing `desired` would change `existing`: compares the data and what the operator
-/// sets in the metadata, ignoring what others add (extra labels, annotations, managedFields).
+/// sets in the metadata, ignoring what others add (extra labels, annotations), but noticing a
+/// label or annotation the operator applied before and no longer wants (server-side apply then
+/// removes it).
 pub fn needs_write(existing: &Secret, desired: &Secret) -> bool {
     fn subset(
         want: &Option<BTreeMap<String, String>>,
@@ -152,6 +154,11 @@ pub fn needs_write(existing: &Secret, desired: &Secret) -> bool {
         let have = have.as_ref().unwrap_or(&empty);
         want.iter().flatten().all(|(k, v)| have.get(k) == Some(v))
     }
+    let dropped = |field: &str, want: &Option<BTreeMap<String, String>>| {
+        applied_keys(existing, field)
+            .iter()
+            .any(|key| !want.as_ref().is_some_and(|w| w.contains_key(key)))
+    };
     existing.data != desired.data
         || existing.type_ != desired.type_
         || !subset(&desired.metadata.labels, &existing.metadata.labels)
@@ -160,6 +167,48 @@ pub fn needs_write(existing: &Secret, desired: &Secret) -> bool {
             &existing.metadata.annotations,
         )
         || existing.metadata.owner_references != desired.metadata.owner_references
+        || dropped("f:labels", &desired.metadata.labels)
+        || dropped("f:annotations", &desired.metadata.annotations)
+}
+
+/// The keys of `metadata.labels` or `metadata.annotations` (`field` is `f:labels` or
+/// `f:annotations`) that the operator's server-side apply owns in `secret`.
+fn applied_keys(secret: &Secret, field: &str) -> Vec<String> {
+    secret
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| {
+            m.manager.as_deref() == Some(FIELD_MANAGER) && m.operation.as_deref() == Some("Apply")
+        })
+        .filter_map(|m| m.fields_v1.as_ref())
+        .filter_map(|fields| fields.0.get("f:metadata")?.get(field)?.as_object())
+        .flat_map(|keys| {
+            keys.keys()
+                .filter_map(|k| k.strip_prefix("f:"))
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// The Secret to create before the first apply: everything the operator always sets, nothing a
+/// later apply may need to remove (the user's labels and annotations, the optional `domain` and
+/// `scope` keys). The create claims those always-present fields for an Update; the apply that
+/// follows owns everything, so that what it drops later is really removed.
+pub fn creation_secret(desired: &Secret) -> Secret {
+    let mut secret = desired.clone();
+    let meta = &mut secret.metadata;
+    if let Some(labels) = meta.labels.as_mut() {
+        labels.retain(|k, _| k == MANAGED_BY_LABEL);
+    }
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.retain(|k, _| k.starts_with("nsapi.io/"));
+    }
+    if let Some(data) = secret.data.as_mut() {
+        data.retain(|k, _| ![KEY_DOMAIN, KEY_SCOPE].contains(&k.as_str()));
+    }
+    secret
 }
 
 /// Why a Secret holds no usable token record.
@@ -228,6 +277,7 @@ pub fn rfc3339(at: Timestamp) -> String {
 mod tests {
     use super::*;
     use crate::crd::NsApiCredentialSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
     use serde_json::json;
 
     fn credential() -> NsApiCredential {
@@ -405,5 +455,76 @@ mod tests {
         let mut rotated = token();
         rotated.access_token = Confidential::from("ffff");
         assert!(needs_write(&existing, &desired_secret(&cred, &rotated)));
+    }
+
+    /// What the API server records after the operator applied `labels` and `annotations`.
+    fn applied(labels: &[&str], annotations: &[&str]) -> ManagedFieldsEntry {
+        let keys = |names: &[&str]| {
+            names
+                .iter()
+                .map(|n| (format!("f:{n}"), serde_json::json!({})))
+                .collect::<serde_json::Map<_, _>>()
+        };
+        ManagedFieldsEntry {
+            manager: Some(FIELD_MANAGER.into()),
+            operation: Some("Apply".into()),
+            fields_v1: Some(FieldsV1(serde_json::json!({
+                "f:metadata": {"f:labels": keys(labels), "f:annotations": keys(annotations)}
+            }))),
+            ..ManagedFieldsEntry::default()
+        }
+    }
+
+    #[test]
+    fn a_label_or_annotation_the_operator_no_longer_wants_needs_a_write() {
+        let cred = credential();
+        let desired = desired_secret(&cred, &token());
+        let mut existing = desired.clone();
+        existing.metadata.managed_fields = Some(vec![applied(
+            &["team", MANAGED_BY_LABEL],
+            &["note", ANNOTATION_ISSUED_AT],
+        )]);
+        assert!(!needs_write(&existing, &desired));
+
+        let mut unlabelled = cred.clone();
+        unlabelled.spec.token_secret.labels.clear();
+        assert!(needs_write(
+            &existing,
+            &desired_secret(&unlabelled, &token())
+        ));
+        let mut unannotated = cred.clone();
+        unannotated.spec.token_secret.annotations.clear();
+        assert!(needs_write(
+            &existing,
+            &desired_secret(&unannotated, &token())
+        ));
+
+        // Labels another manager owns are none of the operator's business.
+        let mut others = applied(&["team", "theirs"], &[]);
+        others.manager = Some("kubectl".into());
+        existing.metadata.managed_fields = Some(vec![applied(&["team"], &[]), others]);
+        assert!(!needs_write(&existing, &desired));
+    }
+
+    #[test]
+    fn the_creation_secret_holds_only_what_is_always_there() {
+        let desired = desired_secret(&credential(), &token());
+        let created = creation_secret(&desired);
+        let labels = created.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels.keys().collect::<Vec<_>>(), [MANAGED_BY_LABEL]);
+        let annotations = created.metadata.annotations.as_ref().unwrap();
+        assert!(annotations.keys().all(|k| k.starts_with("nsapi.io/")));
+        assert_eq!(annotations.len(), 3);
+        let data = created.data.as_ref().unwrap();
+        assert!(!data.contains_key(KEY_DOMAIN) && !data.contains_key(KEY_SCOPE));
+        assert_eq!(
+            value(&created, KEY_ACCESS_TOKEN),
+            value(&desired, KEY_ACCESS_TOKEN)
+        );
+        assert_eq!(
+            created.metadata.owner_references,
+            desired.metadata.owner_references
+        );
+        assert!(needs_write(&created, &desired));
     }
 }

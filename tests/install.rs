@@ -155,15 +155,26 @@ fn chart_lints_and_renders_with_default_and_namespace_scoped_values() {
         [
             "ServiceAccount",
             "ClusterRole",
+            "ClusterRole",
+            "ClusterRoleBinding",
             "ClusterRoleBinding",
             "Service",
             "Deployment"
         ]
     );
     for o in &objs {
-        assert_eq!(o["metadata"]["name"], "nsapi-token-operator");
+        let name = o["metadata"]["name"].as_str().unwrap();
+        assert!(
+            ["nsapi-token-operator", "nsapi-token-operator-namespaces"].contains(&name),
+            "{name}"
+        );
     }
     assert_eq!(of_kind(&objs, "ClusterRole")[0]["rules"], expected_rules());
+    // Namespaces: get only, to skip credentials whose namespace is being deleted.
+    assert_eq!(
+        of_kind(&objs, "ClusterRole")[1]["rules"],
+        json!([{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}])
+    );
     let binding = of_kind(&objs, "ClusterRoleBinding")[0];
     assert_eq!(
         binding["subjects"],
@@ -223,6 +234,8 @@ fn chart_lints_and_renders_with_default_and_namespace_scoped_values() {
         kinds(&objs),
         [
             "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
             "Role",
             "Role",
             "RoleBinding",
@@ -230,6 +243,12 @@ fn chart_lints_and_renders_with_default_and_namespace_scoped_values() {
             "Service",
             "Deployment"
         ]
+    );
+    // The only cluster-scoped grant: get on the watched namespaces themselves, by name.
+    assert_eq!(
+        of_kind(&objs, "ClusterRole")[0]["rules"],
+        json!([{"apiGroups": [""], "resources": ["namespaces"],
+                "resourceNames": ["telephony", "billing"], "verbs": ["get"]}])
     );
     for kind in ["Role", "RoleBinding"] {
         let namespaces: Vec<_> = of_kind(&objs, kind)
@@ -890,16 +909,17 @@ async fn namespace_scoped_rbac_confines_the_operator_to_its_namespaces() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_lasting_kubernetes_api_error_backs_off_instead_of_retrying_in_a_loop() {
+async fn a_lasting_kubernetes_api_error_backs_off_and_the_token_obtained_is_written_once_allowed() {
     let _turn = OPERATOR_IDENTITY.lock().await;
     let mut f = Fixture::new("rbac-denied", SimConfig::new()).await;
     let operator = control_plane::client_for(&control_plane::operator_kubeconfig()).await;
     let release = control_plane::unique_name("it-rbac-denied");
     let watch = format!("watchNamespaces={{{}}}", f.namespace());
-    let mut objs = render_for_operator_identity(&release, &["scope=namespace", &watch]);
+    let granted = render_for_operator_identity(&release, &["scope=namespace", &watch]);
     // The chart's Role without `create` on Secrets: the operator can read everything and call the
     // API, but every attempt to write its output Secret is denied.
-    for role in objs.iter_mut().filter(|o| o["kind"] == "Role") {
+    let mut denied = granted.clone();
+    for role in denied.iter_mut().filter(|o| o["kind"] == "Role") {
         for rule in role["rules"].as_array_mut().unwrap() {
             if rule["resources"] == json!(["secrets"]) {
                 let verbs = rule["verbs"].as_array_mut().unwrap();
@@ -907,24 +927,39 @@ async fn a_lasting_kubernetes_api_error_backs_off_instead_of_retrying_in_a_loop(
             }
         }
     }
-    let _rbac = AppliedRbac::apply(&objs);
+    let _rbac = AppliedRbac::apply(&denied);
     wait_granted(&operator, Some(f.namespace())).await;
     f.create_input_secrets().await;
     f.start_operator_as(&control_plane::operator_kubeconfig(), &[]);
     f.create_credential("abc", |_| {}).await;
 
-    // Each failed pass has already obtained a token (one request). Backing off from 5 s and
-    // doubling gives at most 6 passes in 90 s; a fixed 10 s retry would make 10, a loop hundreds.
+    // The first pass obtains a token and cannot write it. Every retry writes that same token
+    // instead of obtaining another one, backing off from 5 s and doubling: at most 6 passes
+    // in 90 s (a fixed 10 s retry would make 10, a loop hundreds).
     tokio::time::sleep(Duration::from_secs(90)).await;
     let attempts = f.sim.stats().token_requests;
-    eprintln!(
-        "measure: token requests in 90 s while the output Secret cannot be created: {attempts}"
-    );
-    assert!(attempts >= 2, "the failure was never retried ({attempts})");
-    assert!(attempts <= 6, "{attempts} attempts in 90 s: no backoff");
     let log = f.latest_operator_log();
-    assert!(log.contains("reconcile failed") && log.contains("forbidden"));
+    let passes = log
+        .lines()
+        .filter(|l| l.contains("reconcile failed") && l.contains("forbidden"))
+        .count();
+    eprintln!(
+        "measure: in 90 s while the output Secret cannot be created: {attempts} token request(s), {passes} failed passes"
+    );
+    assert_eq!(attempts, 1, "a failed write cost another NetSapiens call");
+    assert!(passes >= 2, "the failure was never retried ({passes})");
+    assert!(passes <= 6, "{passes} passes in 90 s: no backoff");
     assert!(f.token_secret("abc-token").await.is_none());
+
+    // Allowed again: the token obtained 90 s ago is written, still without another call.
+    let _rbac = AppliedRbac::apply(&granted);
+    f.wait_ready("abc", Duration::from_secs(330)).await;
+    assert_eq!(f.sim.stats().token_requests, 1);
+    let secret = f.token_secret("abc-token").await.unwrap();
+    assert!(
+        f.sim
+            .is_token_valid(&data(&secret, "access_token").unwrap())
+    );
     f.stop_operator();
     f.assert_no_secret_leaked().await;
 }

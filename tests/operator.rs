@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use fixture::{CLIENT_SECRET_NAME, Fixture, SUBSCRIBER_SECRET_NAME, USERNAME, data, version};
 use kube::ResourceExt;
+use kube::api::{DeleteParams, Patch, PatchParams};
 use nsapi_sim::{Fault, RefreshMode, SimConfig, Subscriber};
 use nsapi_token_operator::crd::NsApiCredential;
 use nsapi_token_operator::token_secret::rfc3339;
@@ -576,5 +577,183 @@ async fn two_replicas_elect_one_leader_that_hands_over_on_shutdown() {
     assert!(f.sim.is_token_valid(&t1));
     assert!(second.log().contains("obtaining a token"));
     assert!(second.stop(), "the new leader did not exit on SIGTERM");
+    f.assert_no_secret_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn labels_and_annotations_removed_from_the_spec_leave_the_output_secret() {
+    let mut f = Fixture::new("relabel", SimConfig::new()).await;
+    f.create_input_secrets().await;
+    f.start_operator();
+    f.create_credential("abc", |spec| {
+        spec["tokenSecret"]["labels"] = json!({"team": "voice", "tier": "gold"});
+        spec["tokenSecret"]["annotations"] = json!({"note": "first"});
+    })
+    .await;
+    f.wait_ready("abc", READY_TIMEOUT).await;
+    let secret = f.token_secret("abc-token").await.unwrap();
+    assert_eq!(
+        secret.labels().get("team").map(String::as_str),
+        Some("voice")
+    );
+    assert_eq!(
+        secret.annotations().get("note").map(String::as_str),
+        Some("first")
+    );
+
+    // Drop one label and the annotation: the Secret follows (the output Secret is created, then
+    // owned by server-side apply, so removed fields are really removed).
+    let patch = json!({"spec": {"tokenSecret": {"labels": {"team": null}, "annotations": null}}});
+    f.credentials()
+        .patch("abc", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let secret = control_plane::eventually("the label and annotation to go", secs(30), || async {
+        let s = f.token_secret("abc-token").await?;
+        (!s.labels().contains_key("team") && !s.annotations().contains_key("note")).then_some(s)
+    })
+    .await;
+    assert_eq!(
+        secret.labels().get("tier").map(String::as_str),
+        Some("gold")
+    );
+    assert_eq!(
+        secret
+            .labels()
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str),
+        Some("nsapi-token-operator")
+    );
+    assert!(data(&secret, "access_token").is_some());
+    assert_eq!(
+        f.sim.stats().token_requests,
+        1,
+        "a relabel obtained a token"
+    );
+    f.assert_no_secret_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edited_or_deleted_output_secret_is_restored_without_a_request() {
+    let (f, _) = ready_credential("restore", SimConfig::new()).await;
+    let token = data(&f.token_secret("abc-token").await.unwrap(), "access_token").unwrap();
+
+    // Someone overwrites the token.
+    let tampered = json!({"data": {"access_token": "dGFtcGVyZWQ="}});
+    f.secrets()
+        .patch(
+            "abc-token",
+            &PatchParams::default(),
+            &Patch::Merge(&tampered),
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    control_plane::eventually("the token to be restored", secs(30), || async {
+        let s = f.token_secret("abc-token").await?;
+        (data(&s, "access_token").as_deref() == Some(token.as_str())).then_some(())
+    })
+    .await;
+    eprintln!(
+        "measure: edited output Secret restored in {:?}",
+        started.elapsed()
+    );
+
+    // Someone deletes the Secret.
+    f.secrets()
+        .delete("abc-token", &DeleteParams::default())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let restored = control_plane::eventually("the Secret to be recreated", secs(30), || async {
+        f.token_secret("abc-token").await
+    })
+    .await;
+    eprintln!(
+        "measure: deleted output Secret restored in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        data(&restored, "access_token").as_deref(),
+        Some(token.as_str())
+    );
+    assert!(f.sim.is_token_valid(&token));
+    assert_eq!(
+        f.sim.stats().token_requests,
+        1,
+        "restoring the Secret called NetSapiens"
+    );
+    f.assert_no_secret_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_credential_being_deleted_gets_no_new_token_or_secret() {
+    let (f, _) = ready_credential("deleting", SimConfig::new().token_ttl(secs(30))).await;
+    // A finalizer of someone else's keeps the credential in deletion for as long as the test
+    // needs; its Secret is removed first, as the garbage collector may do.
+    let hold = json!({"metadata": {"finalizers": ["example.com/hold"]}});
+    f.credentials()
+        .patch("abc", &PatchParams::default(), &Patch::Merge(&hold))
+        .await
+        .unwrap();
+    f.delete_credential("abc").await;
+    f.secrets()
+        .delete("abc-token", &DeleteParams::default())
+        .await
+        .unwrap();
+    let before = f.sim.stats().token_requests;
+    // Longer than the token's rotation point: a live credential would have been rotated.
+    tokio::time::sleep(secs(25)).await;
+    assert!(
+        f.token_secret("abc-token").await.is_none(),
+        "the Secret was recreated"
+    );
+    assert_eq!(f.sim.stats().token_requests, before, "a token was obtained");
+    let (_, metrics) = f.operator_http("/metrics").await;
+    assert!(
+        !metrics.contains("token_expiry_timestamp_seconds{"),
+        "the deleted credential's series remain: {metrics}"
+    );
+    let release = json!({"metadata": {"finalizers": null}});
+    f.credentials()
+        .patch("abc", &PatchParams::default(), &Patch::Merge(&release))
+        .await
+        .unwrap();
+    f.assert_no_secret_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shutdown_lets_a_token_request_in_flight_finish_and_be_written() {
+    let mut f = Fixture::new("shutdown", SimConfig::new()).await;
+    f.create_input_secrets().await;
+    // The grant takes 10 s: longer than the old fixed 8 s shutdown grace.
+    f.sim.inject_times(Fault::Latency(secs(10)), 1);
+    f.start_operator_as(
+        &control_plane::admin_kubeconfig(),
+        &["--api-timeout", "15s"],
+    );
+    f.create_credential("abc", |_| {}).await;
+    control_plane::eventually("the token request to arrive", secs(30), || async {
+        (f.sim.stats().token_requests == 1).then_some(())
+    })
+    .await;
+    let operator = f.operator.take().unwrap();
+    let started = Instant::now();
+    assert!(
+        operator.stop_within(secs(25)),
+        "the operator did not exit within 25 s of SIGTERM"
+    );
+    eprintln!(
+        "measure: exit {:?} after SIGTERM with a 10 s grant in flight",
+        started.elapsed()
+    );
+    let secret = f
+        .token_secret("abc-token")
+        .await
+        .expect("the token obtained during shutdown was written");
+    assert!(
+        f.sim
+            .is_token_valid(&data(&secret, "access_token").unwrap())
+    );
     f.assert_no_secret_leaked().await;
 }

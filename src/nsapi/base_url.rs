@@ -88,6 +88,17 @@ impl ApiBaseUrl {
         if url.fragment().is_some() {
             return Err(BaseUrlError::Fragment);
         }
+        // `portal.example.com.` is the same DNS name as `portal.example.com`: one spelling, so
+        // that the allow-list sees what is called.
+        if let Some(host) = url.host_str().and_then(|h| h.strip_suffix('.'))
+            && !host.is_empty()
+        {
+            let host = host.to_owned();
+            url.set_host(Some(&host))
+                .map_err(|err| BaseUrlError::Invalid {
+                    reason: err.to_string(),
+                })?;
+        }
         let segments: Vec<&str> = url.path().split('/').filter(|s| !s.is_empty()).collect();
         let path = if segments.is_empty() {
             "/ns-api/".to_owned()
@@ -101,6 +112,11 @@ impl ApiBaseUrl {
     /// The host, without port (IPv6 addresses in brackets), e.g. for an allow-list check.
     pub fn host(&self) -> &str {
         self.url.host_str().unwrap_or_default()
+    }
+
+    /// The port requests go to: the explicit one, or the scheme's default.
+    pub fn port(&self) -> Option<u16> {
+        self.url.port_or_known_default()
     }
 
     /// The normalised URL, e.g. `https://portal.example.com/ns-api/`.
@@ -171,6 +187,14 @@ mod tests {
                 "https://gw.example.com/netsapiens/ns-api/",
             ),
             ("https://10.0.0.5:8443", "https://10.0.0.5:8443/ns-api/"),
+            (
+                "https://portal.example.com./ns-api/",
+                "https://portal.example.com/ns-api/",
+            ),
+            (
+                "https://pörtal.example.com/",
+                "https://xn--prtal-jua.example.com/ns-api/",
+            ),
             ("https://[::1]:8443/ns-api", "https://[::1]:8443/ns-api/"),
         ];
         for (input, expected) in cases {

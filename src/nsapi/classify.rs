@@ -176,12 +176,13 @@ impl ErrorBody {
 }
 
 /// Whether a v2 answer means "there is no v2 here" (so `Auto` falls back to v1): 404, 405 or
-/// 501 whatever the body; any redirect (old portals send unknown paths to the login page); or
-/// a 2xx whose body is not JSON (an HTML page served for an unknown path). A 5xx, 429, network
-/// error or a JSON refusal is an answer from a v2 that exists: no fallback.
+/// 501 whatever the body; any redirect (old portals send unknown paths to the login page); and
+/// a 2xx, 403 or 5xx whose body is not JSON (an HTML page that a server or its front end serves
+/// for a path it does not know). A v2 that exists answers in JSON (`{"code","message"}`), so a
+/// JSON refusal, a 429 or a network error is its answer: no fallback.
 pub(crate) fn v2_absent(status: u16, body_is_json: bool) -> bool {
     matches!(status, 404 | 405 | 501 | 300..=399)
-        || ((200..=299).contains(&status) && !body_is_json)
+        || (!body_is_json && matches!(status, 200..=299 | 403 | 500..=599))
 }
 
 /// Classifies a non-2xx answer. Status first; the body only refines the message (and tells
@@ -755,8 +756,14 @@ mod tests {
         assert!(!v2_absent(401, true));
         assert!(!v2_absent(400, false));
         assert!(!v2_absent(429, false));
-        assert!(!v2_absent(500, false));
-        assert!(!v2_absent(503, false));
+        // Unknown paths answered with an HTML 403 or 5xx by a v2-less server or its front end.
+        assert!(v2_absent(403, false));
+        assert!(v2_absent(500, false));
+        assert!(v2_absent(503, false));
+        // A v2 that exists answers JSON.
+        assert!(!v2_absent(403, true));
+        assert!(!v2_absent(500, true));
+        assert!(!v2_absent(503, true));
     }
 
     #[test]

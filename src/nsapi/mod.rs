@@ -9,16 +9,16 @@
 //! - `error.rs`, `credentials.rs`, `base_url.rs`: the types those share.
 
 mod base_url;
-mod classify;
+pub(crate) mod classify;
 mod client;
 mod credentials;
 mod error;
 mod redact;
-mod token;
+pub(crate) mod token;
 
 pub use base_url::{ApiBaseUrl, BaseUrlError};
 pub use client::{NsApiClient, NsApiClientConfig};
 pub use credentials::{ClientCredentials, Confidential, SubscriberCredentials};
 pub use error::{ErrorKind, FIREWALL_BACKOFF, MAX_RETRY_AFTER, NsApiError};
 pub use redact::redact_url;
-pub use token::{Grant, RefreshMethod, TokenApi, TokenGrant, TokenInfo};
+pub use token::{Grant, MAX_TOKEN_LIFETIME, RefreshMethod, TokenApi, TokenGrant, TokenInfo};

@@ -8,6 +8,10 @@ use serde_json::{Map, Value};
 
 use super::credentials::Confidential;
 
+/// The longest token lifetime taken at its word: NetSapiens tokens last an hour; a server that
+/// says more than a week is treated as if it had said a week.
+pub const MAX_TOKEN_LIFETIME: SignedDuration = SignedDuration::from_hours(7 * 24);
+
 /// Which token endpoint to use (NSAPI.md): `V1` is `oauth2/token/`, `V2` is `v2/tokens`, `Auto`
 /// tries v2 and falls back to v1 when v2 is absent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -81,7 +85,7 @@ pub struct TokenGrant {
     pub api: TokenApi,
     /// The clock's time immediately before the request was sent.
     pub requested_at: Timestamp,
-    /// Lifetime in seconds, as returned (always positive).
+    /// Lifetime in seconds, as returned (always positive), but at most [`MAX_TOKEN_LIFETIME`].
     pub expires_in: i64,
     /// `requested_at + expires_in`.
     pub expires_at: Timestamp,
@@ -170,10 +174,13 @@ pub(crate) fn parse_grant_body(
         }
         _ => None,
     };
-    let expires_in = expires_in(object.get("expires_in"))?;
+    // An implausibly long lifetime is cut to the longest plausible one: rotating early is
+    // always safe, and the record stays one the schedule trusts (it would otherwise mint again
+    // on every pass).
+    let expires_in = expires_in(object.get("expires_in"))?.min(MAX_TOKEN_LIFETIME.as_secs());
     let expires_at = requested_at
         .checked_add(SignedDuration::from_secs(expires_in))
-        .map_err(|_| GrantBodyError::InvalidExpiresIn("too large"))?;
+        .map_err(|_| GrantBodyError::InvalidExpiresIn("beyond the calendar"))?;
 
     Ok(TokenGrant {
         access_token,
@@ -246,15 +253,20 @@ fn expires_in(value: Option<&Value>) -> Result<i64, GrantBodyError> {
         None | Some(Value::Null) => return Err(GrantBodyError::InvalidExpiresIn("missing")),
         Some(Value::Number(n)) => match (n.as_i64(), n.as_f64()) {
             (Some(i), _) => i,
-            (None, Some(f)) if f.is_finite() && f.abs() < 9.0e15 => f.trunc() as i64,
-            _ => return Err(GrantBodyError::InvalidExpiresIn("too large")),
+            // Beyond i64 but positive: "a very long time" (cut to the maximum by the caller).
+            (None, Some(f)) if f.is_finite() => {
+                f.trunc().clamp(i64::MIN as f64, i64::MAX as f64) as i64
+            }
+            _ => return Err(GrantBodyError::InvalidExpiresIn("not a number")),
         },
         Some(Value::String(s)) => {
             let s = s.trim();
             match s.parse::<i64>() {
                 Ok(i) => i,
                 Err(_) => match s.parse::<f64>() {
-                    Ok(f) if f.is_finite() && f.abs() < 9.0e15 => f.trunc() as i64,
+                    Ok(f) if f.is_finite() => {
+                        f.trunc().clamp(i64::MIN as f64, i64::MAX as f64) as i64
+                    }
                     _ => return Err(GrantBodyError::InvalidExpiresIn("not a number")),
                 },
             }
@@ -361,10 +373,10 @@ mod tests {
             ),
             (r#"{"access_token":"t","expires_in":true}"#, "not a number"),
             (
-                r#"{"access_token":"t","expires_in":9223372036854775807}"#,
-                "too large",
+                r#"{"access_token":"t","expires_in":-1e300}"#,
+                "not positive",
             ),
-            (r#"{"access_token":"t","expires_in":1e300}"#, "too large"),
+            (r#"{"access_token":"t","expires_in":"NaN"}"#, "not a number"),
         ];
         for (body, why) in cases {
             assert_eq!(
@@ -373,6 +385,27 @@ mod tests {
                 "{body}"
             );
         }
+    }
+
+    #[test]
+    fn implausibly_long_lifetimes_are_cut_to_a_week() {
+        let week = MAX_TOKEN_LIFETIME.as_secs();
+        for body in [
+            r#"{"access_token":"t","expires_in":2592000}"#,
+            r#"{"access_token":"t","expires_in":9223372036854775807}"#,
+            r#"{"access_token":"t","expires_in":1e300}"#,
+            r#"{"access_token":"t","expires_in":"99999999999999999999"}"#,
+        ] {
+            let grant = parse(body).unwrap_or_else(|e| panic!("{body}: {e:?}"));
+            assert_eq!(grant.expires_in, week, "{body}");
+            assert_eq!(grant.expires_at, at() + MAX_TOKEN_LIFETIME, "{body}");
+        }
+        assert_eq!(
+            parse(r#"{"access_token":"t","expires_in":604799}"#)
+                .unwrap()
+                .expires_in,
+            604_799
+        );
     }
 
     #[test]

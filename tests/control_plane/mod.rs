@@ -16,6 +16,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+mod private;
+mod tcp_proxy;
+
+#[allow(unused_imports)]
+pub use private::PrivatePlane;
+#[allow(unused_imports)]
+pub use tcp_proxy::{ProxyMode, TcpProxy};
+
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -37,9 +45,24 @@ fn env_path(var: &str) -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-/// The control plane's run directory: `NSAPI_CP_RUN_DIR`, else the script's default
+/// The run directory of a [`PrivatePlane`] this test binary started, if any: it then takes the
+/// place of the shared control plane for every helper here.
+static PRIVATE_RUN_DIR: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+fn private_run_dir() -> Option<PathBuf> {
+    PRIVATE_RUN_DIR
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+}
+
+/// The control plane's run directory: a [`PrivatePlane`]'s while one runs, else
+/// `NSAPI_CP_RUN_DIR`, else the script's default
 /// `${XDG_RUNTIME_DIR:-/tmp}/nsapi-token-operator-control-plane`.
 pub fn run_dir() -> PathBuf {
+    if let Some(dir) = private_run_dir() {
+        return dir;
+    }
     env_path("NSAPI_CP_RUN_DIR").unwrap_or_else(|| {
         env_path("XDG_RUNTIME_DIR")
             .unwrap_or_else(|| PathBuf::from("/tmp"))
@@ -50,6 +73,9 @@ pub fn run_dir() -> PathBuf {
 /// Kubeconfig of the admin identity (`system:masters`): `NSAPI_CP_ADMIN_KUBECONFIG`, else
 /// `<run dir>/admin.kubeconfig`.
 pub fn admin_kubeconfig() -> PathBuf {
+    if let Some(dir) = private_run_dir() {
+        return dir.join("admin.kubeconfig");
+    }
     env_path("NSAPI_CP_ADMIN_KUBECONFIG").unwrap_or_else(|| run_dir().join("admin.kubeconfig"))
 }
 
@@ -58,6 +84,9 @@ pub fn admin_kubeconfig() -> PathBuf {
 /// test or the chart gives it some): `NSAPI_CP_OPERATOR_KUBECONFIG`, else
 /// `<run dir>/operator.kubeconfig`.
 pub fn operator_kubeconfig() -> PathBuf {
+    if let Some(dir) = private_run_dir() {
+        return dir.join("operator.kubeconfig");
+    }
     env_path("NSAPI_CP_OPERATOR_KUBECONFIG")
         .unwrap_or_else(|| run_dir().join("operator.kubeconfig"))
 }

@@ -1,0 +1,233 @@
+//! The fault matrix, NetSapiens side: the operator binary against nsapi-sim playing hostile or
+//! broken answers. Each case ends with a valid token (or a named condition that says why not),
+//! a bounded number of requests (no retry loop), and no secret value in the operator's logs,
+//! the Events or the status.
+
+mod control_plane;
+mod fixture;
+
+use std::time::Duration;
+
+use fixture::{Fixture, data};
+use nsapi_sim::{Fault, RefreshMode, SimConfig};
+use serde_json::json;
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+async fn started(prefix: &str, config: SimConfig) -> Fixture {
+    let mut f = Fixture::new(prefix, config).await;
+    f.create_input_secrets().await;
+    f.start_operator();
+    f
+}
+
+/// The message of the credential's Degraded condition once it has `reason`.
+async fn degraded(f: &Fixture, name: &str, reason: &str) -> String {
+    let cred = f
+        .wait_condition(name, "Degraded", "True", Some(reason), secs(60))
+        .await;
+    cred.status
+        .unwrap()
+        .condition("Degraded")
+        .unwrap()
+        .message
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_429_with_retry_after_is_honoured() {
+    let f = started("rate-limited", SimConfig::new()).await;
+    f.sim.inject(Fault::TooManyRequests {
+        retry_after_secs: 20,
+        count: 1,
+    });
+    f.create_credential("abc", |_| {}).await;
+    let message = degraded(&f, "abc", "ApiUnavailable").await;
+    assert!(message.contains("retry after 20s"), "{message}");
+    tokio::time::sleep(secs(12)).await;
+    assert_eq!(
+        f.sim.stats().token_requests,
+        1,
+        "retried before Retry-After"
+    );
+    f.wait_ready("abc", secs(40)).await;
+    assert_eq!(f.sim.stats().token_requests, 2);
+    f.assert_no_secret_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_firewall_ban_parks_the_credential_instead_of_hammering() {
+    let f = started("firewall", SimConfig::new()).await;
+    f.sim.inject(Fault::Firewall {
+        after: 0,
+        window: secs(3600),
+    });
+    f.create_credential("abc", |_| {}).await;
+    let message = degraded(&f, "abc", "ApiUnavailable").await;
+    assert!(message.contains("firewall"), "{message}");
+    let cred = f.credential("abc").await;
+    let next = cred.status.unwrap().next_refresh_at.unwrap().0;
+    let wait = next.duration_since(jiff::Timestamp::now());
+    assert!(
+        wait >= jiff::SignedDuration::from_mins(14),
+        "retrying after only {wait:?}"
+    );
+    tokio::time::sleep(secs(15)).await;
+    assert_eq!(f.sim.stats().token_requests, 1);
+    f.assert_no_secret_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_api_that_hangs_times_out_and_the_credential_recovers() {
+    let f = started("hang", SimConfig::new()).await;
+    f.sim.inject(Fault::Hang);
+    f.create_credential("abc", |_| {}).await;
+    let message = degraded(&f, "abc", "ApiUnavailable").await;
+    assert!(message.contains("did not answer"), "{message}");
+    f.sim.clear_faults();
+    f.wait_ready("abc", secs(60)).await;
+    let requests = f.sim.stats().token_requests;
+    assert!(requests <= 4, "{requests} requests");
+    f.assert_no_secret_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn truncated_and_64_mib_bodies_are_retried_and_cost_no_memory() {
+    let f = started("bodies", SimConfig::new()).await;
+    f.sim.inject_times(Fault::TruncatedBody, 1);
+    f.create_credential("truncated", |_| {}).await;
+    degraded(&f, "truncated", "ApiUnavailable").await;
+    f.wait_ready("truncated", secs(60)).await;
+
+    f.sim.inject_times(
+        Fault::HugeBody {
+            bytes: 64 * 1024 * 1024,
+            chunked: false,
+        },
+        1,
+    );
+    f.create_credential("huge", |spec| {
+        spec["tokenSecret"]["name"] = json!("huge-token")
+    })
+    .await;
+    let message = degraded(&f, "huge", "ApiUnavailable").await;
+    assert!(message.contains("unusable answer"), "{message}");
+    f.wait_ready("huge", secs(60)).await;
+    assert_eq!(
+        f.sim.stats().token_requests,
+        4,
+        "each bad answer retried once"
+    );
+    f.assert_no_secret_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_expires_in_values_are_retried_and_a_huge_one_does_not_loop() {
+    let f = started("expires-in", SimConfig::new()).await;
+    for (i, value) in [json!(0), json!(-5), json!("soon")].into_iter().enumerate() {
+        let name = format!("bad-{i}");
+        f.sim.inject_times(
+            Fault::ExpiresIn {
+                value: value.clone(),
+            },
+            1,
+        );
+        f.create_credential(&name, |spec| {
+            spec["tokenSecret"]["name"] = json!(format!("{name}-token"))
+        })
+        .await;
+        let message = degraded(&f, &name, "ApiUnavailable").await;
+        assert!(message.contains("expires_in is"), "{value}: {message}");
+        f.wait_ready(&name, secs(60)).await;
+    }
+    assert_eq!(f.sim.stats().token_requests, 6);
+
+    // 30 days, and 1e300: taken as a week, obtained once, then left alone.
+    f.sim.inject(Fault::ExpiresIn {
+        value: json!(2_592_000),
+    });
+    f.create_credential("long", |spec| {
+        spec["tokenSecret"]["name"] = json!("long-token")
+    })
+    .await;
+    let cred = f.wait_ready("long", secs(60)).await;
+    let status = cred.status.unwrap();
+    let lifetime = status
+        .expires_at
+        .unwrap()
+        .0
+        .duration_since(status.issued_at.unwrap().0);
+    assert_eq!(lifetime, jiff::SignedDuration::from_hours(7 * 24));
+    let before = f.sim.stats().token_requests;
+    tokio::time::sleep(secs(15)).await;
+    assert_eq!(
+        f.sim.stats().token_requests,
+        before,
+        "an implausible lifetime made the operator obtain tokens in a loop"
+    );
+    f.assert_no_secret_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refresh_answer_without_a_refresh_token_keeps_the_session() {
+    let f = started(
+        "omit",
+        SimConfig::new()
+            .token_ttl(secs(20))
+            .refresh_mode(RefreshMode::Omit),
+    )
+    .await;
+    f.create_credential("abc", |_| {}).await;
+    f.wait_ready("abc", secs(60)).await;
+    let mut token = data(&f.token_secret("abc-token").await.unwrap(), "access_token").unwrap();
+    for _ in 0..3 {
+        token = f.wait_new_token("abc-token", &token, secs(40)).await;
+        assert!(f.sim.is_token_valid(&token));
+    }
+    let stats = f.sim.stats();
+    eprintln!(
+        "measure: omit mode, 3 rotations: {} password grants, {} refresh grants ({} ok)",
+        stats.password_grants, stats.refresh_grants, stats.refresh_grants_ok
+    );
+    assert_eq!(stats.password_grants, 1, "the session was dropped");
+    assert_eq!(stats.refresh_grants_ok, 3);
+    f.assert_no_secret_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auto_falls_back_to_v1_when_the_server_answers_v2_with_an_html_403_or_5xx() {
+    let f = started("v2-absent", SimConfig::new().v2_enabled(false)).await;
+    for (status, name) in [(403, "forbidden"), (503, "unavailable")] {
+        f.sim.set_v2_absent_status(status);
+        f.create_credential(name, |spec| {
+            spec["tokenApi"] = json!("auto");
+            spec["tokenSecret"]["name"] = json!(format!("{name}-token"));
+        })
+        .await;
+        let cred = f.wait_ready(name, secs(60)).await;
+        assert_eq!(
+            cred.status.unwrap().token_api.as_deref(),
+            Some("v1"),
+            "{status}"
+        );
+    }
+    let stats = f.sim.stats();
+    assert_eq!((stats.v2_requests, stats.token_requests), (2, 4));
+    f.assert_no_secret_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_revoked_server_side_is_replaced_at_the_next_rotation() {
+    let f = started("revoked", SimConfig::new().token_ttl(secs(20))).await;
+    f.create_credential("abc", |_| {}).await;
+    f.wait_ready("abc", secs(60)).await;
+    let token = data(&f.token_secret("abc-token").await.unwrap(), "access_token").unwrap();
+    f.sim.revoke_token(&token);
+    assert!(!f.sim.is_token_valid(&token));
+    let next = f.wait_new_token("abc-token", &token, secs(40)).await;
+    assert!(f.sim.is_token_valid(&next));
+    f.wait_ready("abc", secs(30)).await;
+    f.assert_no_secret_leaked().await;
+}
