@@ -53,6 +53,15 @@ fn json_response(status: u16, v: &Value) -> Response {
     respond(status, JSON, v.to_string())
 }
 
+/// A v2 server's own error answer: `{"code":503,"message":"Service Unavailable"}`.
+fn status_json(status: u16) -> Response {
+    let reason = StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error");
+    json_response(status, &json!({"code": status, "message": reason}))
+}
+
 pub(crate) fn html_response(status: u16, detail: &str) -> Response {
     respond(status, HTML, html_page(status, detail))
 }
@@ -123,6 +132,7 @@ async fn token_endpoint(sh: Arc<Shared>, api: Api, req: Request) -> Response {
                 sh.until_shutdown().await;
                 return html_response(503, "The server is shutting down.");
             }
+            EarlyAnswer::Status(s) if api == Api::V2 => status_json(s),
             EarlyAnswer::Status(s) => html_response(s, "The server encountered a temporary error."),
             EarlyAnswer::Firewall => respond(
                 403,

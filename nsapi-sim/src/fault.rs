@@ -21,9 +21,11 @@ use crate::duration::serde_duration;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(from = "FaultJson", into = "FaultJson")]
 pub enum Fault {
-    /// Answer `status` (e.g. 500, 502, 503) with an HTML body to the next `count` token requests.
+    /// Answer `status` (e.g. 500, 502, 503) to the next `count` token requests: with an HTML
+    /// body on v1, and with v2's own `{"code":<status>,"message":"..."}` JSON on v2.
     Status { status: u16, count: u32 },
-    /// Answer `status` to each token request with probability `fraction` (0.0..=1.0).
+    /// Answer `status` to each token request with probability `fraction` (0.0..=1.0), with the
+    /// same bodies as [`Fault::Status`].
     StatusFraction { status: u16, fraction: f64 },
     /// Delay each token request by this much before answering.
     Latency(Duration),

@@ -42,6 +42,7 @@ ADMIN API (JSON, no authentication: keep the simulator on loopback):
 
 FAULTS (JSON for --fault, the config file and POST /_sim/faults; add \"times\":N to limit any):
   {\"type\":\"status\",\"status\":503,\"count\":2}           5xx (or any status) for the next N
+                                            (HTML on v1, {\"code\",\"message\"} on v2)
   {\"type\":\"status_fraction\",\"status\":500,\"fraction\":0.3}  that status for 30% of them
   {\"type\":\"latency\",\"delay\":\"200ms\"}                  added latency
   {\"type\":\"hang\"}                                     never answer

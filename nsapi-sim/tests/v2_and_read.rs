@@ -102,6 +102,40 @@ async fn v2_invalid_scope_fault() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn v2_status_fault_answers_code_and_message_json_while_v1_keeps_html() {
+    let sim = start().await;
+    for status in [500, 502, 503] {
+        sim.inject(Fault::Status { status, count: 1 });
+        let res = v2(&sim, v2_password()).await;
+        assert_eq!(res.status(), status);
+        assert!(content_type(&res).starts_with("application/json"));
+        let err: Value = res.json().await.unwrap();
+        assert_eq!(err["code"], status);
+        assert!(
+            err["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{err}"
+        );
+    }
+    sim.inject(Fault::StatusFraction {
+        status: 503,
+        fraction: 1.0,
+    });
+    let res = v2(&sim, v2_password()).await;
+    assert_eq!(res.status(), 503);
+    assert_eq!(
+        res.json::<Value>().await.unwrap(),
+        json!({"code": 503, "message": "Service Unavailable"})
+    );
+    let res = password_grant(&sim).await;
+    assert_eq!(res.status(), 503);
+    assert!(content_type(&res).starts_with("text/html"));
+    assert!(res.text().await.unwrap().contains("<html>"));
+    let stats = sim.stats();
+    assert_eq!(stats.count("v2/password/fault_503"), 2);
+    assert_eq!(stats.count("token/password/fault_503"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn read_answers_the_documented_fields_as_json() {
     let sim = start().await;
     let t = token(&sim).await;
