@@ -94,17 +94,13 @@ async fn settings(State(sh): St) -> Response {
     Json(sh.lock().settings.clone()).into_response()
 }
 
-fn valid_status(s: Option<u16>) -> bool {
-    s.is_none_or(|s| (100..=599).contains(&s))
-}
-
 async fn update_settings(State(sh): St, Json(body): Json<Value>) -> Response {
     let patch: SettingsPatch = match serde_json::from_value(body) {
         Ok(p) => p,
         Err(e) => return bad_request(format!("invalid settings: {e}")),
     };
-    if !valid_status(patch.bad_client_status) || !valid_status(patch.bad_refresh_status) {
-        return bad_request("statuses must be within 100..=599");
+    if let Err(e) = patch.validate() {
+        return bad_request(e);
     }
     let mut st = sh.lock();
     patch.apply(&mut st.settings);

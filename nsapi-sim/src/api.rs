@@ -53,6 +53,27 @@ fn json_response(status: u16, v: &Value) -> Response {
     respond(status, JSON, v.to_string())
 }
 
+/// What a server without v2 answers on `/v2/tokens`: its front end's HTML page for an unknown
+/// path, with the configured status. The stats result is `not_found` for 404 and
+/// `absent_<status>` otherwise.
+fn v2_absent(status: u16) -> (String, Response) {
+    let (key, detail) = match status {
+        404 => (
+            "not_found".to_owned(),
+            "The requested URL was not found on this server.",
+        ),
+        403 => (
+            format!("absent_{status}"),
+            "You don't have permission to access this resource.",
+        ),
+        _ => (
+            format!("absent_{status}"),
+            "The server encountered an error and could not complete your request.",
+        ),
+    };
+    (key, html_response(status, detail))
+}
+
 /// A v2 server's own error answer: `{"code":503,"message":"Service Unavailable"}`.
 fn status_json(status: u16) -> Response {
     let reason = StatusCode::from_u16(status)
@@ -77,22 +98,17 @@ pub(crate) async fn v2_tokens(State(sh): State<Arc<Shared>>, req: Request) -> Re
 async fn token_endpoint(sh: Arc<Shared>, api: Api, req: Request) -> Response {
     let endpoint = api.endpoint();
     let method = req.method().clone();
-    let v2_enabled = {
+    let (v2_enabled, v2_absent_status) = {
         let mut st = sh.lock();
         st.stats.token_requests += 1;
         if api == Api::V2 {
             st.stats.v2_requests += 1;
         }
-        st.settings.v2_enabled
+        (st.settings.v2_enabled, st.settings.v2_absent_status)
     };
     if api == Api::V2 && !v2_enabled {
-        return finish(
-            &sh,
-            endpoint,
-            GrantKind::Missing,
-            "not_found",
-            html_response(404, "The requested URL was not found on this server."),
-        );
+        let (key, res) = v2_absent(v2_absent_status);
+        return finish(&sh, endpoint, GrantKind::Missing, &key, res);
     }
     let allowed = match api {
         Api::V1 => method == Method::GET || method == Method::POST,

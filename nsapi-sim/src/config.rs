@@ -28,8 +28,12 @@ pub struct SimConfig {
     pub refresh_token_ttl: Option<Duration>,
     /// A new password grant revokes the user's earlier access and refresh tokens.
     pub password_grant_revokes_previous: bool,
-    /// Serve v2 `tokens`; when false it answers 404 with an HTML page.
+    /// Serve v2 `tokens`; when false it answers [`SimConfig::v2_absent_status`] with an HTML
+    /// page.
     pub v2_enabled: bool,
+    /// The status `/v2/tokens` answers, with an HTML page, while v2 is disabled (404; a
+    /// front end may answer unknown paths 403, 500, 502 or 503 instead).
+    pub v2_absent_status: u16,
     /// Status for a bad client id/secret on v1 and v2 (400, 401 or 403).
     pub bad_client_status: u16,
     /// Status for a bad, expired, revoked or reused refresh token (400, 401 or 403).
@@ -54,7 +58,7 @@ impl Default for SimConfig {
 
 impl SimConfig {
     /// Listen on 127.0.0.1:0, base path `/ns-api`, TTL 3600 s, refresh mode Same, no refresh
-    /// token lifetime, v2 enabled, bad client → 401, bad refresh → 400, OAuth-style error
+    /// token lifetime, v2 enabled (404 when disabled), bad client → 401, bad refresh → 400, OAuth-style error
     /// bodies, `apiversion` `Version: 44.1.0`, no clients, subscribers or faults.
     pub fn new() -> Self {
         SimConfig {
@@ -65,6 +69,7 @@ impl SimConfig {
             refresh_token_ttl: None,
             password_grant_revokes_previous: false,
             v2_enabled: true,
+            v2_absent_status: 404,
             bad_client_status: 401,
             bad_refresh_status: 400,
             error_body: ErrorBody::OAuth,
@@ -127,6 +132,14 @@ impl SimConfig {
     pub fn v2_enabled(self, yes: bool) -> Self {
         Self {
             v2_enabled: yes,
+            ..self
+        }
+    }
+
+    /// The status `/v2/tokens` answers with an HTML page while v2 is disabled (default 404).
+    pub fn v2_absent_status(self, status: u16) -> Self {
+        Self {
+            v2_absent_status: status,
             ..self
         }
     }
@@ -194,7 +207,7 @@ impl SimConfig {
     /// ```json
     /// {"listen": "127.0.0.1:8080", "base_path": "/ns-api", "token_ttl": "60s",
     ///  "refresh_mode": "rotate", "refresh_token_ttl": "1h",
-    ///  "password_grant_revokes_previous": false, "v2_enabled": true,
+    ///  "password_grant_revokes_previous": false, "v2_enabled": true, "v2_absent_status": 404,
     ///  "bad_client_status": 401, "bad_refresh_status": 400, "error_body": "oauth",
     ///  "api_version": "Version: 44.1.0",
     ///  "clients": [{"id": "client-id", "secret": "client-secret"}],
@@ -214,6 +227,7 @@ impl SimConfig {
             refresh_token_ttl: self.refresh_token_ttl,
             password_grant_revokes_previous: self.password_grant_revokes_previous,
             v2_enabled: self.v2_enabled,
+            v2_absent_status: self.v2_absent_status,
             bad_client_status: self.bad_client_status,
             bad_refresh_status: self.bad_refresh_status,
             error_body: self.error_body,
@@ -229,6 +243,7 @@ impl SimConfig {
             refresh_token_ttl,
             password_grant_revokes_previous,
             v2_enabled,
+            v2_absent_status,
             bad_client_status,
             bad_refresh_status,
             error_body,
@@ -240,6 +255,7 @@ impl SimConfig {
             refresh_token_ttl,
             password_grant_revokes_previous,
             v2_enabled,
+            v2_absent_status,
             bad_client_status,
             bad_refresh_status,
             error_body,
@@ -263,6 +279,7 @@ struct ConfigFile {
     refresh_token_ttl: Option<Option<Duration>>,
     password_grant_revokes_previous: Option<bool>,
     v2_enabled: Option<bool>,
+    v2_absent_status: Option<u16>,
     bad_client_status: Option<u16>,
     bad_refresh_status: Option<u16>,
     error_body: Option<ErrorBody>,
@@ -278,14 +295,6 @@ struct ConfigFile {
 impl ConfigFile {
     fn into_config(self) -> Result<SimConfig, String> {
         let mut c = SimConfig::new();
-        for status in [self.bad_client_status, self.bad_refresh_status]
-            .into_iter()
-            .flatten()
-        {
-            if !(100..=599).contains(&status) {
-                return Err(format!("status {status} is not an HTTP status"));
-            }
-        }
         for f in &self.faults {
             f.fault.validate()?;
         }
@@ -301,11 +310,13 @@ impl ConfigFile {
             refresh_token_ttl: self.refresh_token_ttl,
             password_grant_revokes_previous: self.password_grant_revokes_previous,
             v2_enabled: self.v2_enabled,
+            v2_absent_status: self.v2_absent_status,
             bad_client_status: self.bad_client_status,
             bad_refresh_status: self.bad_refresh_status,
             error_body: self.error_body,
             api_version: self.api_version,
         };
+        patch.validate()?;
         let mut settings = c.settings();
         patch.apply(&mut settings);
         c = c.with_settings(settings);
@@ -344,5 +355,8 @@ mod tests {
     fn rejects_unknown_fields_and_bad_statuses() {
         assert!(SimConfig::from_json(r#"{"token_tll": 5}"#).is_err());
         assert!(SimConfig::from_json(r#"{"bad_client_status": 99}"#).is_err());
+        assert!(SimConfig::from_json(r#"{"v2_absent_status": 600}"#).is_err());
+        let c = SimConfig::from_json(r#"{"v2_enabled": false, "v2_absent_status": 503}"#).unwrap();
+        assert_eq!((c.v2_enabled, c.v2_absent_status), (false, 503));
     }
 }

@@ -375,9 +375,16 @@ impl Sim {
         st.settings.error_body = body;
     }
 
-    /// Enable or disable (404 HTML) v2.
+    /// Enable or disable v2 (disabled: `/v2/tokens` answers the v2-absent status, 404 by
+    /// default, with an HTML page).
     pub fn set_v2_enabled(&self, yes: bool) {
         self.shared().lock().settings.v2_enabled = yes;
+    }
+
+    /// The status `/v2/tokens` answers with an HTML page while v2 is disabled (404, or e.g.
+    /// 403, 500, 502, 503 like a front end that answers unknown paths that way).
+    pub fn set_v2_absent_status(&self, status: u16) {
+        self.shared().lock().settings.v2_absent_status = status;
     }
 
     /// Activate a fault (see [`Fault`] for how long each lasts).

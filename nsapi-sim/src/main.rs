@@ -28,8 +28,8 @@ ADMIN API (JSON, no authentication: keep the simulator on loopback):
   GET    /_sim/settings                     current settings
   PUT    /_sim/settings                     change any of: token_ttl, refresh_mode,
                                             refresh_token_ttl, password_grant_revokes_previous,
-                                            v2_enabled, bad_client_status, bad_refresh_status,
-                                            error_body, api_version
+                                            v2_enabled, v2_absent_status, bad_client_status,
+                                            bad_refresh_status, error_body, api_version
   POST   /_sim/clients                      {\"id\",\"secret\"}
   POST   /_sim/subscribers                  {\"username\",\"password\"[,\"scope\",\"domain\",
                                             \"territory\",\"uid\",\"mfa\"]}
@@ -68,7 +68,8 @@ struct Cli {
     listen: Option<SocketAddr>,
 
     /// JSON config file: listen, base_path, token_ttl, refresh_mode, refresh_token_ttl,
-    /// password_grant_revokes_previous, v2_enabled, bad_client_status, bad_refresh_status,
+    /// password_grant_revokes_previous, v2_enabled, v2_absent_status, bad_client_status,
+    /// bad_refresh_status,
     /// error_body, api_version, clients [{id, secret}], subscribers [{username, password,
     /// scope, domain, territory, uid, mfa}], faults [...].
     #[arg(long, value_name = "FILE")]
@@ -95,9 +96,15 @@ struct Cli {
     #[arg(long)]
     password_grant_revokes_previous: bool,
 
-    /// Disable API v2: /v2/tokens answers 404 with an HTML page, as older servers do.
+    /// Disable API v2: /v2/tokens answers 404 (or --v2-absent-status) with an HTML page, as
+    /// older servers do.
     #[arg(long)]
     no_v2: bool,
+
+    /// The status /v2/tokens answers, with an HTML page, while v2 is disabled: 404, or e.g.
+    /// 403, 500, 502, 503 like a front end that answers unknown paths that way [default: 404].
+    #[arg(long, value_name = "STATUS", value_parser = clap::value_parser!(u16).range(100..=599))]
+    v2_absent_status: Option<u16>,
 
     /// HTTP status for a bad client id or secret: 400, 401 or 403 [default: 401].
     #[arg(long, value_name = "STATUS", value_parser = clap::value_parser!(u16).range(100..=599))]
@@ -173,6 +180,9 @@ fn build_config(cli: Cli) -> Result<SimConfig, String> {
     }
     if cli.no_v2 {
         c = c.v2_enabled(false);
+    }
+    if let Some(v) = cli.v2_absent_status {
+        c = c.v2_absent_status(v);
     }
     let (client_status, refresh_status, body) = (
         cli.bad_client_status.unwrap_or(c.bad_client_status),

@@ -22,6 +22,7 @@ pub(crate) struct Settings {
     pub refresh_token_ttl: Option<Duration>,
     pub password_grant_revokes_previous: bool,
     pub v2_enabled: bool,
+    pub v2_absent_status: u16,
     pub bad_client_status: u16,
     pub bad_refresh_status: u16,
     pub error_body: ErrorBody,
@@ -39,6 +40,7 @@ pub(crate) struct SettingsPatch {
     pub refresh_token_ttl: Option<Option<Duration>>,
     pub password_grant_revokes_previous: Option<bool>,
     pub v2_enabled: Option<bool>,
+    pub v2_absent_status: Option<u16>,
     pub bad_client_status: Option<u16>,
     pub bad_refresh_status: Option<u16>,
     pub error_body: Option<ErrorBody>,
@@ -46,6 +48,23 @@ pub(crate) struct SettingsPatch {
 }
 
 impl SettingsPatch {
+    /// Check the statuses it carries are HTTP statuses (100..=599).
+    pub fn validate(&self) -> Result<(), String> {
+        for status in [
+            self.v2_absent_status,
+            self.bad_client_status,
+            self.bad_refresh_status,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if !(100..=599).contains(&status) {
+                return Err(format!("status {status} is not an HTTP status"));
+            }
+        }
+        Ok(())
+    }
+
     /// Set the fields present, raising the access-token lifetime to at least [`MIN_TTL`].
     pub fn apply(self, s: &mut Settings) {
         if let Some(v) = self.token_ttl {
@@ -62,6 +81,9 @@ impl SettingsPatch {
         }
         if let Some(v) = self.v2_enabled {
             s.v2_enabled = v;
+        }
+        if let Some(v) = self.v2_absent_status {
+            s.v2_absent_status = v;
         }
         if let Some(v) = self.bad_client_status {
             s.bad_client_status = v;
@@ -526,6 +548,7 @@ mod tests {
             refresh_token_ttl: None,
             password_grant_revokes_previous: false,
             v2_enabled: true,
+            v2_absent_status: 404,
             bad_client_status: 401,
             bad_refresh_status: 400,
             error_body: ErrorBody::OAuth,

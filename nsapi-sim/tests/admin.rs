@@ -295,6 +295,42 @@ async fn settings_are_read_and_changed() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn v2_absent_status_is_a_setting() {
+    let sim = start().await;
+    let settings: Value = http()
+        .get(admin(&sim, "settings"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(settings["v2_absent_status"], 404);
+    let res = http()
+        .put(admin(&sim, "settings"))
+        .json(&json!({"v2_enabled": false, "v2_absent_status": 502}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let v2 = http()
+        .post(format!("{}v2/tokens", sim.base_url()))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(v2.status(), 502);
+    assert!(content_type(&v2).starts_with("text/html"));
+    let res = http()
+        .put(admin(&sim, "settings"))
+        .json(&json!({"v2_absent_status": 600}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn dropping_the_last_handle_stops_the_server() {
     let sim = start().await;
     let clone = sim.clone();

@@ -138,6 +138,8 @@ async fn reads_a_config_file_and_flags_override_it() {
         "--token-ttl",
         "45s",
         "--no-v2",
+        "--v2-absent-status",
+        "503",
     ])
     .await;
     assert!(base.ends_with("/custom/"), "{base}");
@@ -158,7 +160,8 @@ async fn reads_a_config_file_and_flags_override_it() {
         .send()
         .await
         .unwrap();
-    assert_eq!(v2.status(), 404);
+    assert_eq!(v2.status(), 503);
+    assert!(content_type(&v2).starts_with("text/html"));
     stop(child).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -193,6 +196,7 @@ async fn help_documents_every_option_and_the_admin_api() {
         "--refresh-token-ttl",
         "--password-grant-revokes-previous",
         "--no-v2",
+        "--v2-absent-status",
         "--bad-client-status",
         "--bad-refresh-status",
         "--error-body",

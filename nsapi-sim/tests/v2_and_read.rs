@@ -89,6 +89,31 @@ async fn v2_can_answer_404_with_html_like_an_older_server() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn v2_absent_status_plays_a_front_end_that_answers_unknown_paths_its_own_way() {
+    let sim = start_with(config().v2_enabled(false).v2_absent_status(503)).await;
+    let res = v2(&sim, v2_password()).await;
+    assert_eq!(res.status(), 503);
+    assert!(content_type(&res).starts_with("text/html"));
+    assert!(res.text().await.unwrap().contains("<html>"));
+    for status in [403, 500, 502, 404] {
+        sim.set_v2_absent_status(status);
+        let res = v2(&sim, v2_password()).await;
+        assert_eq!(res.status(), status);
+        assert!(content_type(&res).starts_with("text/html"));
+        assert!(res.text().await.unwrap().contains(&status.to_string()));
+    }
+    // v1 is untouched, and v2 comes back when enabled.
+    assert_eq!(password_grant(&sim).await.status(), 200);
+    sim.set_v2_enabled(true);
+    assert_eq!(v2(&sim, v2_password()).await.status(), 200);
+    let stats = sim.stats();
+    assert_eq!(stats.count("v2/-/absent_503"), 1);
+    assert_eq!(stats.count("v2/-/absent_403"), 1);
+    assert_eq!(stats.count("v2/-/not_found"), 1);
+    assert_eq!(stats.count("v2/password/ok"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn v2_invalid_scope_fault() {
     let sim = start().await;
     sim.inject(Fault::InvalidScope);
