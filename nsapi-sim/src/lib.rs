@@ -58,6 +58,10 @@ pub enum RefreshMode {
     /// (reported on newer servers). A second use is rejected and counted in
     /// [`Stats::refresh_token_reuse`].
     Rotate,
+    /// Answer refresh grants without a `refresh_token` field; the refresh token used stays
+    /// valid and is accepted again (RFC 6749 §6: no new refresh token means keep the old one).
+    /// Password grants still return one.
+    Omit,
 }
 
 impl std::str::FromStr for RefreshMode {
@@ -66,7 +70,10 @@ impl std::str::FromStr for RefreshMode {
         match s {
             "same" => Ok(RefreshMode::Same),
             "rotate" => Ok(RefreshMode::Rotate),
-            other => Err(format!("refresh mode {other:?}: expected same or rotate")),
+            "omit" => Ok(RefreshMode::Omit),
+            other => Err(format!(
+                "refresh mode {other:?}: expected same, rotate or omit"
+            )),
         }
     }
 }

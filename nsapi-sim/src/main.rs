@@ -83,8 +83,9 @@ struct Cli {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     token_ttl: Option<Duration>,
 
-    /// Refresh behaviour: same (the same refresh token comes back and stays valid) or rotate
-    /// (a new one each time; each is accepted once) [default: same].
+    /// Refresh behaviour: same (the same refresh token comes back and stays valid), rotate
+    /// (a new one each time; each is accepted once) or omit (no refresh_token field in refresh
+    /// answers; the one used stays valid) [default: same].
     #[arg(long, value_name = "MODE")]
     refresh_mode: Option<RefreshMode>,
 

@@ -392,13 +392,19 @@ impl Store {
             });
         };
         let refresh = match mode {
-            RefreshMode::Same => token.clone(),
+            RefreshMode::Same | RefreshMode::Omit => token.clone(),
             RefreshMode::Rotate => {
                 rt.consumed = true;
                 self.mint_refresh(client_id, &username, now)
             }
         };
-        Ok(self.mint_access(client_id, subscriber, Some(refresh), now, wall))
+        let mut issued = self.mint_access(client_id, subscriber, Some(refresh), now, wall);
+        if mode == RefreshMode::Omit {
+            // The new access token stays tied to the refresh token (revoking one revokes the
+            // other), but the answer carries none: the client keeps the one it has.
+            issued.refresh_token = None;
+        }
+        Ok(issued)
     }
 
     fn mint_refresh(&mut self, client_id: &str, username: &str, now: Instant) -> String {
@@ -599,6 +605,20 @@ mod tests {
             }
         );
         assert_eq!(s.stats.refresh_token_reuse, 1);
+    }
+
+    #[test]
+    fn omit_answers_no_refresh_token_and_keeps_the_old_one_valid() {
+        let mut s = store(RefreshMode::Omit);
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let first = s.grant(&password(), false, now, wall).unwrap();
+        let rt = first.refresh_token.unwrap();
+        for _ in 0..3 {
+            let again = s.grant(&refresh(&rt), false, now, wall).unwrap();
+            assert_eq!(again.refresh_token, None);
+            assert!(s.read(&again.access_token, now).is_ok());
+        }
+        assert_eq!(s.stats.refresh_token_reuse, 0);
     }
 
     #[test]

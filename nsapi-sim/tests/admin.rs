@@ -292,6 +292,18 @@ async fn settings_are_read_and_changed() {
         .await
         .unwrap();
     assert_eq!(res.status(), 400);
+
+    let res = http()
+        .put(admin(&sim, "settings"))
+        .json(&json!({"refresh_mode": "omit"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.json::<Value>().await.unwrap()["refresh_mode"], "omit");
+    let rt = str_field(&token(&sim).await, "refresh_token").to_owned();
+    let t: Value = refresh_by_get(&sim, &rt).await.json().await.unwrap();
+    assert!(t.get("refresh_token").is_none(), "{t}");
+    assert_eq!(refresh_by_get(&sim, &rt).await.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -126,6 +126,7 @@ async fn reads_a_config_file_and_flags_override_it() {
         &path,
         format!(
             r#"{{"listen": "127.0.0.1:0", "base_path": "/custom", "token_ttl": 30,
+                "refresh_mode": "omit",
                 "clients": [{{"id": "{CLIENT_ID}", "secret": "{CLIENT_SECRET}"}}],
                 "subscribers": [{{"username": "{USER}", "password": "{PASSWORD}"}}],
                 "faults": [{{"type": "status", "status": 503, "count": 1}}]}}"#
@@ -154,6 +155,16 @@ async fn reads_a_config_file_and_flags_override_it() {
     assert_eq!(grant().await.status(), 503);
     let t: Value = grant().await.json().await.unwrap();
     assert_eq!(t["expires_in"], 45);
+    let refreshed: Value = http()
+        .get(format!("{base}oauth2/token"))
+        .query(&refresh_fields(str_field(&t, "refresh_token")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(refreshed.get("refresh_token").is_none(), "{refreshed}");
     let v2 = http()
         .post(format!("{base}v2/tokens"))
         .body("{}")

@@ -49,6 +49,21 @@ async fn v2_password_and_refresh_grants() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn v2_omit_mode_refresh_has_no_refresh_token() {
+    let sim = start_with(config().refresh_mode(nsapi_sim::RefreshMode::Omit)).await;
+    let t: Value = v2(&sim, v2_password()).await.json().await.unwrap();
+    let refresh = json!({"grant_type": "refresh_token", "client_id": CLIENT_ID,
+                         "client_secret": CLIENT_SECRET, "refresh_token": t["refresh_token"]});
+    for _ in 0..2 {
+        let res = v2(&sim, refresh.clone()).await;
+        assert_eq!(res.status(), 200);
+        let again: Value = res.json().await.unwrap();
+        assert!(again.get("refresh_token").is_none(), "{again}");
+        assert!(sim.is_token_valid(str_field(&again, "access_token")));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn v2_errors_are_code_and_message() {
     let sim = start().await;
     let mut body = v2_password();
