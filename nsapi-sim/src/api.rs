@@ -3,12 +3,13 @@
 //! Never logs a secret: only endpoint, grant type, result and status.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -180,9 +181,24 @@ async fn token_endpoint(sh: Arc<Shared>, api: Api, req: Request) -> Response {
             Instant::now(),
             SystemTime::now(),
         );
+        let expires_in = match &outcome {
+            Ok(issued) => st
+                .faults
+                .take_expires_in()
+                .unwrap_or_else(|| Value::from(issued.expires_in)),
+            Err(_) => Value::Null,
+        };
         match outcome {
-            Ok(issued) if issued.mfa => (mfa_body(&issued, &st.settings), "mfa_required", false),
-            Ok(issued) => (token_body(&issued, &st.settings, api), "ok", true),
+            Ok(issued) if issued.mfa => (
+                mfa_body(&issued, expires_in, &st.settings),
+                "mfa_required",
+                false,
+            ),
+            Ok(issued) => (
+                token_body(&issued, expires_in, &st.settings, api),
+                "ok",
+                true,
+            ),
             Err(err) => (
                 error_response(&st.settings, api, &err),
                 err.result_key(),
@@ -197,6 +213,16 @@ async fn token_endpoint(sh: Arc<Shared>, api: Api, req: Request) -> Response {
         Some(BodyFault::Malformed) => (
             malformed(res).await,
             format!("fault_malformed_json_{key}"),
+            false,
+        ),
+        Some(BodyFault::Truncated) => (
+            truncated(res).await,
+            format!("fault_truncated_body_{key}"),
+            false,
+        ),
+        Some(BodyFault::Huge { bytes, chunked }) => (
+            huge(res, bytes, chunked),
+            format!("fault_huge_body_{key}"),
             false,
         ),
     };
@@ -277,7 +303,7 @@ async fn read_params(req: Request) -> Result<Vec<(String, String)>, &'static str
 #[derive(Serialize)]
 struct TokenAnswer<'a> {
     access_token: &'a str,
-    expires_in: u64,
+    expires_in: Value,
     scope: &'a str,
     token_type: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -309,13 +335,15 @@ fn to_json<T: Serialize>(status: u16, body: &T) -> Response {
     )
 }
 
-fn token_body(t: &Issued, settings: &Settings, api: Api) -> Response {
+/// A successful grant's answer; `expires_in` is the lifetime reported (the real one unless a
+/// fault says otherwise).
+fn token_body(t: &Issued, expires_in: Value, settings: &Settings, api: Api) -> Response {
     let s = &t.subscriber;
     to_json(
         200,
         &TokenAnswer {
             access_token: &t.access_token,
-            expires_in: t.expires_in,
+            expires_in,
             scope: &s.scope,
             token_type: "Bearer",
             refresh_token: t.refresh_token.as_deref(),
@@ -334,13 +362,13 @@ fn token_body(t: &Issued, settings: &Settings, api: Api) -> Response {
 }
 
 /// The intermediate answer for an MFA user: no refresh token, scope `mfa_required`.
-fn mfa_body(t: &Issued, settings: &Settings) -> Response {
+fn mfa_body(t: &Issued, expires_in: Value, settings: &Settings) -> Response {
     let s = &t.subscriber;
     to_json(
         200,
         &TokenAnswer {
             access_token: &t.access_token,
-            expires_in: t.expires_in,
+            expires_in,
             scope: "mfa_required",
             token_type: "Bearer",
             refresh_token: None,
@@ -413,6 +441,69 @@ async fn malformed(res: Response) -> Response {
     let cut = bytes.slice(..bytes.len() / 2);
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(cut))
+}
+
+/// Announce the whole answer's length but send only its first half, then fail the body so that
+/// the connection closes mid-body (after a pause, so the half is flushed to the client first).
+async fn truncated(res: Response) -> Response {
+    let (mut parts, body) = res.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    let half = bytes.slice(..bytes.len() / 2);
+    let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(half) }).chain(
+        futures::stream::once(async {
+            tokio::time::sleep(TRUNCATE_PAUSE).await;
+            Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "truncated_body fault: closing mid-body",
+            ))
+        }),
+    );
+    Response::from_parts(parts, Body::from_stream(stream))
+}
+
+/// How long a truncated answer waits between its half body and closing the connection.
+const TRUNCATE_PAUSE: Duration = Duration::from_millis(50);
+
+/// The chunk size a huge body is streamed in.
+const HUGE_CHUNK: usize = 64 * 1024;
+
+/// What a huge body is made of after its JSON start.
+static FILLER: [u8; HUGE_CHUNK] = [b'0'; HUGE_CHUNK];
+
+/// A body of exactly `bytes` bytes that starts like a token answer and goes on with filler,
+/// streamed in chunks of [`HUGE_CHUNK`] (nothing but one static chunk is held in memory).
+fn huge(res: Response, bytes: u64, chunked: bool) -> Response {
+    let (mut parts, _) = res.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    if !chunked {
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes));
+    }
+    const START: &[u8] = b"{\"access_token\":\"";
+    let start_len = START
+        .len()
+        .min(usize::try_from(bytes).unwrap_or(usize::MAX));
+    let start = Bytes::from_static(&START[..start_len]);
+    let filler = Bytes::from_static(&FILLER);
+    let remaining = bytes - start_len as u64;
+    let rest = futures::stream::unfold(remaining, move |left| {
+        let filler = filler.clone();
+        async move {
+            if left == 0 {
+                return None;
+            }
+            let n = usize::try_from(left).unwrap_or(usize::MAX).min(HUGE_CHUNK);
+            Some((Ok::<_, std::io::Error>(filler.slice(..n)), left - n as u64))
+        }
+    });
+    let stream = futures::stream::once(async move { Ok(start) }).chain(rest);
+    Response::from_parts(parts, Body::from_stream(stream))
 }
 
 pub(crate) async fn read(State(sh): State<Arc<Shared>>, req: Request) -> Response {

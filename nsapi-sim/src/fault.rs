@@ -52,6 +52,19 @@ pub enum Fault {
     MethodNotAllowed { method: String },
     /// Answer `status` to the next `count` `oauth2/read` requests (not token requests).
     ReadStatus { status: u16, count: u32 },
+    /// Process the grant, then answer its status (200 for a good grant) with a
+    /// `Content-Length` of the whole answer but send only its first half, and close the
+    /// connection mid-body. A rotated refresh token is consumed.
+    TruncatedBody,
+    /// Process the grant, then answer its status (200 for a good grant) with a body of `bytes`
+    /// bytes (e.g. 64 MiB): the start of a JSON token answer, then filler. It is streamed in
+    /// chunks, never held in memory, with a `Content-Length` of `bytes` (or, with `chunked`,
+    /// in chunked encoding without one). A rotated refresh token is consumed.
+    HugeBody { bytes: u64, chunked: bool },
+    /// Successful grants (v1 and v2) report this `expires_in` instead of the real lifetime:
+    /// any JSON value, e.g. `0`, `-5`, `"soon"`, `1e300`, `2592000` or `null`. The token
+    /// issued still lives the configured `token_ttl`.
+    ExpiresIn { value: serde_json::Value },
 }
 
 impl Fault {
@@ -71,6 +84,9 @@ impl Fault {
             Fault::RejectRefresh => "reject_refresh",
             Fault::MethodNotAllowed { .. } => "method_not_allowed",
             Fault::ReadStatus { .. } => "read_status",
+            Fault::TruncatedBody => "truncated_body",
+            Fault::HugeBody { .. } => "huge_body",
+            Fault::ExpiresIn { .. } => "expires_in",
         }
     }
 
@@ -158,6 +174,15 @@ enum FaultJson {
         #[serde(default = "one")]
         count: u32,
     },
+    TruncatedBody,
+    HugeBody {
+        bytes: u64,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        chunked: bool,
+    },
+    ExpiresIn {
+        value: serde_json::Value,
+    },
 }
 
 impl From<FaultJson> for Fault {
@@ -184,6 +209,9 @@ impl From<FaultJson> for Fault {
             FaultJson::RejectRefresh => Fault::RejectRefresh,
             FaultJson::MethodNotAllowed { method } => Fault::MethodNotAllowed { method },
             FaultJson::ReadStatus { status, count } => Fault::ReadStatus { status, count },
+            FaultJson::TruncatedBody => Fault::TruncatedBody,
+            FaultJson::HugeBody { bytes, chunked } => Fault::HugeBody { bytes, chunked },
+            FaultJson::ExpiresIn { value } => Fault::ExpiresIn { value },
         }
     }
 }
@@ -212,6 +240,9 @@ impl From<Fault> for FaultJson {
             Fault::RejectRefresh => FaultJson::RejectRefresh,
             Fault::MethodNotAllowed { method } => FaultJson::MethodNotAllowed { method },
             Fault::ReadStatus { status, count } => FaultJson::ReadStatus { status, count },
+            Fault::TruncatedBody => FaultJson::TruncatedBody,
+            Fault::HugeBody { bytes, chunked } => FaultJson::HugeBody { bytes, chunked },
+            Fault::ExpiresIn { value } => FaultJson::ExpiresIn { value },
         }
     }
 }
@@ -275,6 +306,8 @@ pub(crate) enum BodyFault {
     Malformed,
     Empty,
     JsonAsHtml,
+    Truncated,
+    Huge { bytes: u64, chunked: bool },
 }
 
 /// The faults that apply to one token request.
@@ -381,6 +414,8 @@ impl ActiveFaults {
                     Fault::MalformedJson => Some(BodyFault::Malformed),
                     Fault::EmptyBody => Some(BodyFault::Empty),
                     Fault::JsonAsHtml => Some(BodyFault::JsonAsHtml),
+                    Fault::TruncatedBody => Some(BodyFault::Truncated),
+                    Fault::HugeBody { bytes, chunked } => Some(BodyFault::Huge { bytes, chunked }),
                     Fault::RejectRefresh if is_refresh && !plan.reject_refresh => {
                         plan.reject_refresh = true;
                         f.consume();
@@ -398,6 +433,21 @@ impl ActiveFaults {
         }
         self.retain_live();
         plan
+    }
+
+    /// The `expires_in` an `ExpiresIn` fault reports for a successful grant, if any (one use).
+    pub fn take_expires_in(&mut self) -> Option<serde_json::Value> {
+        let f = self
+            .faults
+            .iter_mut()
+            .find(|f| matches!(f.fault, Fault::ExpiresIn { .. }))?;
+        f.consume();
+        let Fault::ExpiresIn { value } = &f.fault else {
+            return None;
+        };
+        let value = value.clone();
+        self.retain_live();
+        Some(value)
     }
 
     /// The status a `ReadStatus` fault imposes on this read request, if any.
@@ -458,6 +508,52 @@ mod tests {
                 .parse::<Fault>()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn hostile_body_faults_read_their_json() {
+        let f: Fault = r#"{"type":"huge_body","bytes":67108864}"#.parse().unwrap();
+        assert_eq!(
+            f,
+            Fault::HugeBody {
+                bytes: 64 << 20,
+                chunked: false
+            }
+        );
+        let e: FaultEntry =
+            serde_json::from_str(r#"{"type":"expires_in","value":1e300,"times":2}"#).unwrap();
+        assert_eq!(
+            e.fault,
+            Fault::ExpiresIn {
+                value: serde_json::json!(1e300)
+            }
+        );
+        assert_eq!(e.times, Some(2));
+        assert!(r#"{"type":"expires_in"}"#.parse::<Fault>().is_err());
+        let f: Fault = r#"{"type":"truncated_body"}"#.parse().unwrap();
+        assert_eq!(f, Fault::TruncatedBody);
+        assert_eq!(
+            serde_json::to_value(Fault::HugeBody {
+                bytes: 10,
+                chunked: true
+            })
+            .unwrap(),
+            serde_json::json!({"type":"huge_body","bytes":10,"chunked":true})
+        );
+    }
+
+    #[test]
+    fn expires_in_wears_off_after_its_times() {
+        let mut faults = ActiveFaults::default();
+        faults.push(
+            Fault::ExpiresIn {
+                value: serde_json::json!("soon"),
+            },
+            Some(1),
+        );
+        assert_eq!(faults.take_expires_in(), Some(serde_json::json!("soon")));
+        assert_eq!(faults.take_expires_in(), None);
+        assert!(faults.list().is_empty());
     }
 
     #[test]

@@ -53,6 +53,11 @@ FAULTS (JSON for --fault, the config file and POST /_sim/faults; add \"times\":N
   {\"type\":\"reject_refresh\"}                           every refresh grant fails
   {\"type\":\"method_not_allowed\",\"method\":\"GET\"}       405 for GET (or POST) token requests
   {\"type\":\"read_status\",\"status\":500,\"count\":1}      fault on oauth2/read
+  {\"type\":\"truncated_body\"}                         Content-Length of the answer, half sent, closed
+  {\"type\":\"huge_body\",\"bytes\":67108864}              a streamed body of N bytes, JSON start then
+                                            filler (\"chunked\":true: no Content-Length)
+  {\"type\":\"expires_in\",\"value\":-5}                   successful grants report this expires_in
+                                            (any JSON value; the token keeps its real ttl)
 Token faults apply to v1 oauth2/token and v2 tokens. Durations: 60s, 500ms, 2m, 1h or seconds.";
 
 /// A NetSapiens API simulator: OAuth2 token endpoints (v1 and v2) with the real API's quirks

@@ -89,6 +89,39 @@ async fn faults_are_added_listed_and_cleared() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn hostile_body_faults_are_injected_with_times() {
+    let sim = start().await;
+    let res = http()
+        .post(admin(&sim, "faults"))
+        .json(&json!([
+            {"type": "expires_in", "value": "soon", "times": 2},
+            {"type": "huge_body", "bytes": 4096, "times": 1},
+            {"type": "truncated_body", "times": 1}
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let listed: Value = res.json().await.unwrap();
+    assert_eq!(
+        listed,
+        json!([{"type": "expires_in", "value": "soon", "times": 2},
+               {"type": "huge_body", "bytes": 4096, "times": 1},
+               {"type": "truncated_body", "times": 1}])
+    );
+    // The first body fault applies first, then the next; expires_in rides along.
+    let res = password_grant(&sim).await;
+    assert_eq!(res.content_length(), Some(4096));
+    assert_eq!(res.bytes().await.unwrap().len(), 4096);
+    let res = password_grant(&sim).await;
+    assert_eq!(res.status(), 200);
+    assert!(res.bytes().await.is_err());
+    let t = token(&sim).await;
+    assert_eq!(t["expires_in"], 3600);
+    assert_eq!(sim.stats().password_grants_ok, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_bad_fault_is_refused() {
     let sim = start().await;
     for bad in [

@@ -225,6 +225,9 @@ async fn help_documents_every_option_and_the_admin_api() {
         "/_sim/settings",
         "firewall",
         "too_many_requests",
+        "truncated_body",
+        "huge_body",
+        "expires_in",
     ] {
         assert!(help.contains(needle), "--help lacks {needle}");
     }
