@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use crate::ErrorBody;
 use crate::fault::{BodyFault, EarlyAnswer};
+use crate::node::node_of;
 use crate::server::Shared;
 use crate::store::{GrantError, GrantKind, GrantRequest, Issued, Settings, TokenInfo};
 use crate::wire::{format_expires, html_page, parse_urlencoded, xml_escape};
@@ -97,19 +98,22 @@ pub(crate) async fn v2_tokens(State(sh): State<Arc<Shared>>, req: Request) -> Re
 }
 
 async fn token_endpoint(sh: Arc<Shared>, api: Api, req: Request) -> Response {
+    let node = node_of(&req);
     let endpoint = api.endpoint();
     let method = req.method().clone();
     let (v2_enabled, v2_absent_status) = {
         let mut st = sh.lock();
-        st.stats.token_requests += 1;
-        if api == Api::V2 {
-            st.stats.v2_requests += 1;
-        }
+        st.tally(node, |s| {
+            s.token_requests += 1;
+            if api == Api::V2 {
+                s.v2_requests += 1;
+            }
+        });
         (st.settings.v2_enabled, st.settings.v2_absent_status)
     };
     if api == Api::V2 && !v2_enabled {
         let (key, res) = v2_absent(v2_absent_status);
-        return finish(&sh, endpoint, GrantKind::Missing, &key, res);
+        return finish(&sh, node, endpoint, GrantKind::Missing, &key, res);
     }
     let allowed = match api {
         Api::V1 => method == Method::GET || method == Method::POST,
@@ -117,26 +121,40 @@ async fn token_endpoint(sh: Arc<Shared>, api: Api, req: Request) -> Response {
     };
     if !allowed {
         let res = respond(405, Some("text/plain"), "Method Not Allowed");
-        return finish(&sh, endpoint, GrantKind::Missing, "method_not_allowed", res);
+        return finish(
+            &sh,
+            node,
+            endpoint,
+            GrantKind::Missing,
+            "method_not_allowed",
+            res,
+        );
     }
     let grant_req = match read_params(req).await {
         Ok(pairs) => GrantRequest::from_pairs(pairs),
         Err(e) => {
             let err = GrantError::InvalidRequest(e);
             let res = error_response(&sh.lock().settings, api, &err);
-            return finish(&sh, endpoint, GrantKind::Missing, err.result_key(), res);
+            return finish(
+                &sh,
+                node,
+                endpoint,
+                GrantKind::Missing,
+                err.result_key(),
+                res,
+            );
         }
     };
     let grant = grant_req.grant();
     let plan = {
         let mut st = sh.lock();
         match grant {
-            GrantKind::Password => st.stats.password_grants += 1,
-            GrantKind::Refresh => st.stats.refresh_grants += 1,
+            GrantKind::Password => st.tally(node, |s| s.password_grants += 1),
+            GrantKind::Refresh => st.tally(node, |s| s.refresh_grants += 1),
             _ => {}
         }
         st.faults
-            .plan_token(&method, grant == GrantKind::Refresh, Instant::now())
+            .plan_token(&method, grant == GrantKind::Refresh, Instant::now(), node)
     };
     if !plan.delay.is_zero() {
         tokio::time::sleep(plan.delay).await;
@@ -145,7 +163,7 @@ async fn token_endpoint(sh: Arc<Shared>, api: Api, req: Request) -> Response {
         let key = early.result_key();
         let res = match early {
             EarlyAnswer::Hang => {
-                sh.count(endpoint, grant, &key);
+                sh.count(node, endpoint, grant, &key);
                 sh.until_shutdown().await;
                 return html_response(503, "The server is shutting down.");
             }
@@ -170,7 +188,7 @@ async fn token_endpoint(sh: Arc<Shared>, api: Api, req: Request) -> Response {
             ),
             EarlyAnswer::MethodNotAllowed => respond(405, Some("text/plain"), "Method Not Allowed"),
         };
-        return finish(&sh, endpoint, grant, &key, res);
+        return finish(&sh, node, endpoint, grant, &key, res);
     }
 
     let (res, key, ok) = {
@@ -184,7 +202,7 @@ async fn token_endpoint(sh: Arc<Shared>, api: Api, req: Request) -> Response {
         let expires_in = match &outcome {
             Ok(issued) => st
                 .faults
-                .take_expires_in()
+                .take_expires_in(node)
                 .unwrap_or_else(|| Value::from(issued.expires_in)),
             Err(_) => Value::Null,
         };
@@ -199,11 +217,16 @@ async fn token_endpoint(sh: Arc<Shared>, api: Api, req: Request) -> Response {
                 "ok",
                 true,
             ),
-            Err(err) => (
-                error_response(&st.settings, api, &err),
-                err.result_key(),
-                false,
-            ),
+            Err(err) => {
+                if err.result_key() == "refresh_reused" {
+                    st.tally(node, |s| s.refresh_token_reuse += 1);
+                }
+                (
+                    error_response(&st.settings, api, &err),
+                    err.result_key(),
+                    false,
+                )
+            }
         }
     };
     let (res, key, ok) = match plan.body {
@@ -229,18 +252,26 @@ async fn token_endpoint(sh: Arc<Shared>, api: Api, req: Request) -> Response {
     if ok {
         let mut st = sh.lock();
         match grant {
-            GrantKind::Password => st.stats.password_grants_ok += 1,
-            GrantKind::Refresh => st.stats.refresh_grants_ok += 1,
+            GrantKind::Password => st.tally(node, |s| s.password_grants_ok += 1),
+            GrantKind::Refresh => st.tally(node, |s| s.refresh_grants_ok += 1),
             _ => {}
         }
     }
-    finish(&sh, endpoint, grant, &key, res)
+    finish(&sh, node, endpoint, grant, &key, res)
 }
 
 /// Count the request and log it (without any secret).
-fn finish(sh: &Shared, endpoint: &str, grant: GrantKind, result: &str, res: Response) -> Response {
-    sh.count(endpoint, grant, result);
+fn finish(
+    sh: &Shared,
+    node: usize,
+    endpoint: &str,
+    grant: GrantKind,
+    result: &str,
+    res: Response,
+) -> Response {
+    sh.count(node, endpoint, grant, result);
     tracing::debug!(
+        node,
         endpoint,
         grant = grant.label(),
         result,
@@ -507,15 +538,17 @@ fn huge(res: Response, bytes: u64, chunked: bool) -> Response {
 }
 
 pub(crate) async fn read(State(sh): State<Arc<Shared>>, req: Request) -> Response {
+    let node = node_of(&req);
     let (injected, style) = {
         let mut st = sh.lock();
-        st.stats.read_requests += 1;
-        (st.faults.plan_read(), st.settings.error_body)
+        st.tally(node, |s| s.read_requests += 1);
+        (st.faults.plan_read(node), st.settings.error_body)
     };
     if let Some(status) = injected {
         let res = html_response(status, "The server encountered a temporary error.");
         return finish(
             &sh,
+            node,
             "read",
             GrantKind::Missing,
             &format!("fault_{status}"),
@@ -532,7 +565,7 @@ pub(crate) async fn read(State(sh): State<Arc<Shared>>, req: Request) -> Respons
             "invalid_request",
             "No access token was provided",
         );
-        return finish(&sh, "read", GrantKind::Missing, "missing_token", res);
+        return finish(&sh, node, "read", GrantKind::Missing, "missing_token", res);
     };
     let answer = {
         let st = sh.lock();
@@ -547,7 +580,7 @@ pub(crate) async fn read(State(sh): State<Arc<Shared>>, req: Request) -> Respons
                 "invalid_token",
                 "The access token provided is invalid",
             );
-            return finish(&sh, "read", GrantKind::Missing, why, res);
+            return finish(&sh, node, "read", GrantKind::Missing, why, res);
         }
         Ok((info, version)) if as_json => respond(200, JSON, read_json(&info, &version)),
         Ok((info, version)) => respond(
@@ -556,7 +589,7 @@ pub(crate) async fn read(State(sh): State<Arc<Shared>>, req: Request) -> Respons
             read_xml(&info, &version),
         ),
     };
-    finish(&sh, "read", GrantKind::Missing, "ok", res)
+    finish(&sh, node, "read", GrantKind::Missing, "ok", res)
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {

@@ -16,8 +16,15 @@ use crate::{Client, ErrorBody, RefreshMode, Subscriber};
 /// JSON file with [`SimConfig::from_json_file`].
 #[derive(Clone, Debug)]
 pub struct SimConfig {
-    /// Address to bind (port 0 picks a free one).
+    /// Address to bind node 0 to (port 0 picks a free one).
     pub listen: SocketAddr,
+    /// How many nodes (listeners over the one store) to start, at least 1. Node `i` binds the
+    /// same IP as node 0, on a free port if `listen`'s port is 0, else on that port plus `i`.
+    pub nodes: usize,
+    /// Serve HTTPS (every node) with a certificate from a test CA made at start.
+    pub tls: bool,
+    /// With TLS, serve a certificate from another, unknown CA instead.
+    pub tls_untrusted: bool,
     /// Base path of the API, normalised to start with `/` and not end with one (`""` = root).
     pub base_path: String,
     /// Access-token lifetime (at least 1 s).
@@ -57,12 +64,15 @@ impl Default for SimConfig {
 }
 
 impl SimConfig {
-    /// Listen on 127.0.0.1:0, base path `/ns-api`, TTL 3600 s, refresh mode Same, no refresh
+    /// Listen on 127.0.0.1:0 (one node, plain HTTP), base path `/ns-api`, TTL 3600 s, refresh mode Same, no refresh
     /// token lifetime, v2 enabled (404 when disabled), bad client → 401, bad refresh → 400, OAuth-style error
     /// bodies, `apiversion` `Version: 44.1.0`, no clients, subscribers or faults.
     pub fn new() -> Self {
         SimConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            nodes: 1,
+            tls: false,
+            tls_untrusted: false,
             base_path: "/ns-api".into(),
             token_ttl: Duration::from_secs(3600),
             refresh_mode: RefreshMode::Same,
@@ -84,6 +94,29 @@ impl SimConfig {
     pub fn listen(self, addr: SocketAddr) -> Self {
         Self {
             listen: addr,
+            ..self
+        }
+    }
+
+    /// Start `n` nodes (at least 1): listeners sharing one store, for failover tests.
+    pub fn nodes(self, n: usize) -> Self {
+        Self {
+            nodes: n.max(1),
+            ..self
+        }
+    }
+
+    /// Serve HTTPS on every node, with a server certificate for `localhost`, `127.0.0.1` and
+    /// `::1` from a CA made at start ([`crate::Sim::ca_pem`]).
+    pub fn tls(self) -> Self {
+        Self { tls: true, ..self }
+    }
+
+    /// With TLS, serve a certificate from another, unknown CA
+    /// ([`crate::Sim::untrusted_ca_pem`]) instead, so clients trusting the test CA fail.
+    pub fn tls_untrusted(self, yes: bool) -> Self {
+        Self {
+            tls_untrusted: yes,
             ..self
         }
     }
@@ -182,6 +215,7 @@ impl SimConfig {
         self.faults.push(FaultEntry {
             fault: f,
             times: None,
+            node: None,
         });
         self
     }
@@ -191,6 +225,7 @@ impl SimConfig {
         self.faults.push(FaultEntry {
             fault: f,
             times: Some(times),
+            node: None,
         });
         self
     }
@@ -205,7 +240,8 @@ impl SimConfig {
     /// `"60s"`:
     ///
     /// ```json
-    /// {"listen": "127.0.0.1:8080", "base_path": "/ns-api", "token_ttl": "60s",
+    /// {"listen": "127.0.0.1:8080", "nodes": 1, "tls": false, "tls_untrusted": false,
+    ///  "base_path": "/ns-api", "token_ttl": "60s",
     ///  "refresh_mode": "rotate", "refresh_token_ttl": "1h",
     ///  "password_grant_revokes_previous": false, "v2_enabled": true, "v2_absent_status": 404,
     ///  "bad_client_status": 401, "bad_refresh_status": 400, "error_body": "oauth",
@@ -232,6 +268,7 @@ impl SimConfig {
             bad_refresh_status: self.bad_refresh_status,
             error_body: self.error_body,
             api_version: self.api_version.clone(),
+            tls_untrusted: self.tls_untrusted,
         }
     }
 
@@ -248,6 +285,7 @@ impl SimConfig {
             bad_refresh_status,
             error_body,
             api_version,
+            tls_untrusted,
         } = s;
         SimConfig {
             token_ttl,
@@ -260,6 +298,7 @@ impl SimConfig {
             bad_refresh_status,
             error_body,
             api_version,
+            tls_untrusted,
             ..self
         }
     }
@@ -269,6 +308,8 @@ impl SimConfig {
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
     listen: Option<SocketAddr>,
+    nodes: Option<usize>,
+    tls: Option<bool>,
     base_path: Option<String>,
     // The settings are declared here rather than flattened from a `SettingsPatch` so that serde's
     // messages (field list, positions) stay those of one struct; they become a patch below.
@@ -284,6 +325,7 @@ struct ConfigFile {
     bad_refresh_status: Option<u16>,
     error_body: Option<ErrorBody>,
     api_version: Option<String>,
+    tls_untrusted: Option<bool>,
     #[serde(default)]
     clients: Vec<Client>,
     #[serde(default)]
@@ -301,6 +343,25 @@ impl ConfigFile {
         if let Some(v) = self.listen {
             c.listen = v;
         }
+        if let Some(v) = self.nodes {
+            if v == 0 {
+                return Err("nodes must be at least 1".into());
+            }
+            c = c.nodes(v);
+        }
+        if let Some(v) = self.tls {
+            c.tls = v;
+        }
+        if let Some(node) = self
+            .faults
+            .iter()
+            .find_map(|f| f.node.filter(|n| *n >= c.nodes))
+        {
+            return Err(format!(
+                "a fault names node {node}, but there are {} nodes",
+                c.nodes
+            ));
+        }
         if let Some(v) = self.base_path {
             c = c.base_path(&v);
         }
@@ -315,6 +376,7 @@ impl ConfigFile {
             bad_refresh_status: self.bad_refresh_status,
             error_body: self.error_body,
             api_version: self.api_version,
+            tls_untrusted: self.tls_untrusted,
         };
         patch.validate()?;
         let mut settings = c.settings();

@@ -256,6 +256,9 @@ pub(crate) struct FaultEntry {
     /// `read_status`, this replaces `count`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub times: Option<u32>,
+    /// Applies to requests on this node only (by index); absent: on every node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<usize>,
 }
 
 /// An injected fault and how much of it is left.
@@ -263,11 +266,17 @@ struct ActiveFault {
     fault: Fault,
     /// `None`: until cleared.
     remaining: Option<u32>,
+    /// `None`: on every node.
+    node: Option<usize>,
     window_start: Option<Instant>,
     window_count: u32,
 }
 
 impl ActiveFault {
+    fn applies_on(&self, node: usize) -> bool {
+        self.node.is_none_or(|n| n == node)
+    }
+
     fn consume(&mut self) {
         if let Some(r) = &mut self.remaining {
             *r = r.saturating_sub(1);
@@ -326,7 +335,13 @@ pub(crate) struct ActiveFaults {
 }
 
 impl ActiveFaults {
+    /// Activate a fault on every node.
     pub fn push(&mut self, fault: Fault, times: Option<u32>) {
+        self.push_on(fault, times, None);
+    }
+
+    /// Activate a fault on one node (`None`: every node).
+    pub fn push_on(&mut self, fault: Fault, times: Option<u32>, node: Option<usize>) {
         let remaining = times.or(match &fault {
             Fault::Status { count, .. }
             | Fault::TooManyRequests { count, .. }
@@ -339,6 +354,7 @@ impl ActiveFaults {
         self.faults.push(ActiveFault {
             fault,
             remaining,
+            node,
             window_start: None,
             window_count: 0,
         });
@@ -354,16 +370,23 @@ impl ActiveFaults {
             .map(|f| FaultEntry {
                 fault: f.fault.clone(),
                 times: f.remaining,
+                node: f.node,
             })
             .collect()
     }
 
-    /// Decide which faults apply to a token request. The firewall sits in front of everything
-    /// and counts every request; then the first fault that replaces the answer wins; body
-    /// faults and refresh rejection apply only to requests answered normally.
-    pub fn plan_token(&mut self, method: &Method, is_refresh: bool, now: Instant) -> TokenPlan {
+    /// Decide which faults apply to a token request on `node`. The firewall sits in front of
+    /// everything and counts every request; then the first fault that replaces the answer
+    /// wins; body faults and refresh rejection apply only to requests answered normally.
+    pub fn plan_token(
+        &mut self,
+        method: &Method,
+        is_refresh: bool,
+        now: Instant,
+        node: usize,
+    ) -> TokenPlan {
         let mut plan = TokenPlan::default();
-        for f in &mut self.faults {
+        for f in self.faults.iter_mut().filter(|f| f.applies_on(node)) {
             if let Fault::Firewall { after, window } = f.fault {
                 let expired = f
                     .window_start
@@ -379,7 +402,7 @@ impl ActiveFaults {
                 }
             }
         }
-        for f in &mut self.faults {
+        for f in self.faults.iter_mut().filter(|f| f.applies_on(node)) {
             let early = match &f.fault {
                 Fault::Latency(d) => {
                     plan.delay += *d;
@@ -409,7 +432,7 @@ impl ActiveFaults {
             }
         }
         if plan.early.is_none() {
-            for f in &mut self.faults {
+            for f in self.faults.iter_mut().filter(|f| f.applies_on(node)) {
                 let body = match f.fault {
                     Fault::MalformedJson => Some(BodyFault::Malformed),
                     Fault::EmptyBody => Some(BodyFault::Empty),
@@ -435,12 +458,13 @@ impl ActiveFaults {
         plan
     }
 
-    /// The `expires_in` an `ExpiresIn` fault reports for a successful grant, if any (one use).
-    pub fn take_expires_in(&mut self) -> Option<serde_json::Value> {
+    /// The `expires_in` an `ExpiresIn` fault reports for a successful grant on `node`, if any
+    /// (one use).
+    pub fn take_expires_in(&mut self, node: usize) -> Option<serde_json::Value> {
         let f = self
             .faults
             .iter_mut()
-            .find(|f| matches!(f.fault, Fault::ExpiresIn { .. }))?;
+            .find(|f| f.applies_on(node) && matches!(f.fault, Fault::ExpiresIn { .. }))?;
         f.consume();
         let Fault::ExpiresIn { value } = &f.fault else {
             return None;
@@ -450,10 +474,10 @@ impl ActiveFaults {
         Some(value)
     }
 
-    /// The status a `ReadStatus` fault imposes on this read request, if any.
-    pub fn plan_read(&mut self) -> Option<u16> {
+    /// The status a `ReadStatus` fault imposes on this read request on `node`, if any.
+    pub fn plan_read(&mut self, node: usize) -> Option<u16> {
         let mut answer = None;
-        for f in &mut self.faults {
+        for f in self.faults.iter_mut().filter(|f| f.applies_on(node)) {
             if let Fault::ReadStatus { status, .. } = f.fault
                 && answer.is_none()
             {
@@ -491,7 +515,8 @@ mod tests {
             e,
             FaultEntry {
                 fault: Fault::Hang,
-                times: Some(2)
+                times: Some(2),
+                node: None,
             }
         );
         let json = serde_json::to_value(Fault::Firewall {
@@ -551,9 +576,31 @@ mod tests {
             },
             Some(1),
         );
-        assert_eq!(faults.take_expires_in(), Some(serde_json::json!("soon")));
-        assert_eq!(faults.take_expires_in(), None);
+        assert_eq!(faults.take_expires_in(0), Some(serde_json::json!("soon")));
+        assert_eq!(faults.take_expires_in(0), None);
         assert!(faults.list().is_empty());
+    }
+
+    #[test]
+    fn a_fault_on_one_node_leaves_the_others_alone() {
+        let mut faults = ActiveFaults::default();
+        faults.push_on(
+            Fault::Status {
+                status: 503,
+                count: 2,
+            },
+            None,
+            Some(1),
+        );
+        let now = Instant::now();
+        let plan = |f: &mut ActiveFaults, node| f.plan_token(&Method::POST, false, now, node).early;
+        assert_eq!(plan(&mut faults, 0), None);
+        assert_eq!(plan(&mut faults, 1), Some(EarlyAnswer::Status(503)));
+        assert_eq!(plan(&mut faults, 0), None);
+        assert_eq!(plan(&mut faults, 1), Some(EarlyAnswer::Status(503)));
+        assert_eq!(plan(&mut faults, 1), None);
+        let e: FaultEntry = serde_json::from_str(r#"{"type":"hang","node":1,"times":1}"#).unwrap();
+        assert_eq!(e.node, Some(1));
     }
 
     #[test]
@@ -574,7 +621,7 @@ mod tests {
             None,
         );
         let now = Instant::now();
-        let plan = |f: &mut ActiveFaults| f.plan_token(&Method::POST, false, now).early;
+        let plan = |f: &mut ActiveFaults| f.plan_token(&Method::POST, false, now, 0).early;
         assert_eq!(plan(&mut faults), Some(EarlyAnswer::Status(503)));
         assert_eq!(plan(&mut faults), Some(EarlyAnswer::TooManyRequests(7)));
         assert_eq!(plan(&mut faults), None);
@@ -586,7 +633,7 @@ mod tests {
         let window = Duration::from_secs(10);
         faults.push(Fault::Firewall { after: 2, window }, None);
         let t0 = Instant::now();
-        let at = |f: &mut ActiveFaults, t| f.plan_token(&Method::POST, false, t).early;
+        let at = |f: &mut ActiveFaults, t| f.plan_token(&Method::POST, false, t, 0).early;
         assert_eq!(at(&mut faults, t0), None);
         assert_eq!(at(&mut faults, t0), None);
         assert_eq!(at(&mut faults, t0), Some(EarlyAnswer::Firewall));
@@ -605,12 +652,12 @@ mod tests {
         );
         faults.push(Fault::MalformedJson, Some(1));
         let now = Instant::now();
-        let first = faults.plan_token(&Method::POST, false, now);
+        let first = faults.plan_token(&Method::POST, false, now, 0);
         assert_eq!(
             (first.early, first.body),
             (Some(EarlyAnswer::Status(500)), None)
         );
-        let second = faults.plan_token(&Method::POST, false, now);
+        let second = faults.plan_token(&Method::POST, false, now, 0);
         assert_eq!(
             (second.early, second.body),
             (None, Some(BodyFault::Malformed))

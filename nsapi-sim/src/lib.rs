@@ -27,23 +27,26 @@ mod api;
 mod config;
 mod duration;
 mod fault;
+mod node;
 mod server;
 mod store;
+mod tls;
 mod wire;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 pub use config::SimConfig;
 pub use duration::{format_duration, parse_duration};
 pub use fault::Fault;
+pub use node::{NodeHandle, NodeState};
 
+use node::Node;
 use server::Shared;
 use store::{MIN_TTL, Store};
 
@@ -214,10 +217,12 @@ impl From<SubscriberJson> for Subscriber {
 /// is `ok`, `mfa_required`, an error (`invalid_client`, `invalid_credentials`,
 /// `invalid_request`, `unsupported_grant_type`, `refresh_unknown`, `refresh_reused`,
 /// `refresh_expired`, `refresh_revoked`, `refresh_rejected`, `refresh_other_client`,
-/// `not_found`, `method_not_allowed`, and on `read`: `missing_token`, `invalid_token`,
+/// `not_found`, `absent_<status>` (v2 disabled), `method_not_allowed`, and on `read`: `missing_token`, `invalid_token`,
 /// `expired`, `revoked`) or a fault (`fault_503`, `fault_429`, `fault_firewall`, `fault_hang`,
 /// `fault_invalid_scope`, `fault_method_not_allowed`, `fault_empty_body_<result>`,
-/// `fault_malformed_json_<result>`). E.g. `"token/password/ok"`.
+/// `fault_malformed_json_<result>`, `fault_truncated_body_<result>`, `fault_huge_body_<result>`).
+/// E.g. `"token/password/ok"`. Requests a node answers itself (its `status` or `hang` state)
+/// count only under `node/-/status_<status>` and `node/-/hang`.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Stats {
     /// All requests to any token endpoint (v1 and v2), whatever their outcome.
@@ -238,6 +243,10 @@ pub struct Stats {
     pub v2_requests: u64,
     /// Counts by `"endpoint/grant/result"`.
     pub by_key: BTreeMap<String, u64>,
+    /// The same counters for each node alone, by index (in [`Sim::stats`] and
+    /// `GET /_sim/stats`; empty in a node's own counters).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub by_node: Vec<Stats>,
 }
 
 impl Stats {
@@ -250,10 +259,7 @@ impl Stats {
 /// Stops the server when the last [`Sim`] handle goes.
 struct Running {
     shared: Arc<Shared>,
-    addr: SocketAddr,
-    base_path: String,
     stop: watch::Sender<bool>,
-    task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Drop for Running {
@@ -262,8 +268,8 @@ impl Drop for Running {
     }
 }
 
-/// A running simulator. Cheap to clone; the server stops on [`Sim::shutdown`] or when the last
-/// handle is dropped.
+/// A running simulator: one or more nodes (listeners) over one store. Cheap to clone; the
+/// server stops on [`Sim::shutdown`] or when the last handle (or [`NodeHandle`]) is dropped.
 #[derive(Clone)]
 pub struct Sim {
     inner: Arc<Running>,
@@ -273,16 +279,49 @@ impl std::fmt::Debug for Sim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sim")
             .field("base_url", &self.base_url())
+            .field("nodes", &self.inner.shared.node_list().len())
             .finish()
     }
 }
 
+/// The address of node `index`: the configured one for node 0; for the others the same IP and
+/// a free port if the configured port is 0, else the port plus the index.
+fn node_addr(listen: SocketAddr, index: usize) -> std::io::Result<SocketAddr> {
+    if index == 0 || listen.port() == 0 {
+        return Ok(listen);
+    }
+    u16::try_from(index)
+        .ok()
+        .and_then(|i| listen.port().checked_add(i))
+        .map(|port| SocketAddr::new(listen.ip(), port))
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("no port for node {index} after {listen}"),
+            )
+        })
+}
+
 impl Sim {
-    /// Bind and start serving in the current tokio runtime.
+    /// Bind every node and start serving in the current tokio runtime.
     pub async fn start(config: SimConfig) -> std::io::Result<Sim> {
-        let listener = tokio::net::TcpListener::bind(config.listen).await?;
-        let addr = listener.local_addr()?;
+        let nodes = config.nodes.max(1);
+        if let Some(node) = config
+            .faults
+            .iter()
+            .find_map(|f| f.node.filter(|n| *n >= nodes))
+        {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("a fault names node {node}, but there are {nodes} nodes"),
+            ));
+        }
         let base_path = server::normalise_base(&config.base_path);
+        let tls = if config.tls {
+            Some(tls::Tls::generate()?)
+        } else {
+            None
+        };
         let mut store = Store::new(config.settings());
         for c in &config.clients {
             store.add_client(&c.id, &c.secret);
@@ -291,49 +330,100 @@ impl Sim {
             store.add_subscriber(s.clone());
         }
         for f in &config.faults {
-            store.faults.push(f.fault.clone(), f.times);
+            store.faults.push_on(f.fault.clone(), f.times, f.node);
         }
         let (stop, stop_rx) = watch::channel(false);
-        let shared = Arc::new(Shared::new(store, stop_rx.clone()));
-        let app = server::router(shared.clone(), &base_path);
-        let mut stop_signal = stop_rx;
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-                let _ = stop_signal.wait_for(|stop| *stop).await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "nsapi-sim server failed");
-            }
-        });
-        tracing::debug!(%addr, base_path, "nsapi-sim listening");
-        Ok(Sim {
-            inner: Arc::new(Running {
-                shared,
-                addr,
-                base_path,
-                stop,
-                task: Mutex::new(Some(task)),
-            }),
-        })
+        let shared = Arc::new(Shared::new(store, stop_rx, base_path, tls));
+        let sim = Sim {
+            inner: Arc::new(Running { shared, stop }),
+        };
+        for index in 0..nodes {
+            // On an error the half-started simulator stops as `sim` is dropped.
+            Node::start(&sim.inner.shared, node_addr(config.listen, index)?).await?;
+        }
+        Ok(sim)
     }
 
     fn shared(&self) -> &Shared {
         &self.inner.shared
     }
 
-    /// The bound address.
+    fn first_node(&self) -> Arc<Node> {
+        self.shared()
+            .node(0)
+            .expect("a running simulator has a node 0")
+    }
+
+    /// The address of node 0.
     pub fn addr(&self) -> SocketAddr {
-        self.inner.addr
+        self.first_node().addr
     }
 
-    /// `http://ADDR/ns-api/` (with the configured base path and a trailing slash).
+    /// Node 0's `http://ADDR/ns-api/` (with the configured base path and a trailing slash;
+    /// `https://` with TLS).
     pub fn base_url(&self) -> String {
-        format!("http://{}{}/", self.inner.addr, self.inner.base_path)
+        self.first_node().base_url(self.shared())
     }
 
-    /// `http://ADDR/_sim/`, the admin API.
+    /// Node 0's `http://ADDR/_sim/`, the admin API (every node serves it).
     pub fn admin_url(&self) -> String {
-        format!("http://{}/_sim/", self.inner.addr)
+        self.first_node().admin_url(self.shared())
+    }
+
+    /// Node `index` (0 is the first bound).
+    ///
+    /// # Panics
+    /// If there is no such node.
+    pub fn node(&self, index: usize) -> NodeHandle {
+        let node = self
+            .shared()
+            .node(index)
+            .unwrap_or_else(|| panic!("nsapi-sim has no node {index}"));
+        NodeHandle::new(self.clone(), node)
+    }
+
+    /// Every node, by index.
+    pub fn nodes(&self) -> Vec<NodeHandle> {
+        self.shared()
+            .nodes()
+            .into_iter()
+            .map(|n| NodeHandle::new(self.clone(), n))
+            .collect()
+    }
+
+    /// Start one more node over the same store: on the first node's IP, on a free port.
+    pub async fn add_node(&self) -> std::io::Result<NodeHandle> {
+        let addr = SocketAddr::new(self.addr().ip(), 0);
+        let node = Node::start(&self.inner.shared, addr).await?;
+        Ok(NodeHandle::new(self.clone(), node))
+    }
+
+    /// The request counters of node `index` alone (they are also in [`Stats::by_node`]).
+    ///
+    /// # Panics
+    /// If there is no such node.
+    pub fn node_stats(&self, index: usize) -> Stats {
+        self.shared()
+            .lock()
+            .node_stats(index)
+            .unwrap_or_else(|| panic!("nsapi-sim has no node {index}"))
+    }
+
+    /// The PEM of the test CA that signs the server certificate (with TLS; `None` without).
+    pub fn ca_pem(&self) -> Option<String> {
+        self.shared().tls().map(|t| t.ca_pem().to_owned())
+    }
+
+    /// The PEM of the other, unknown CA, whose certificate is served while
+    /// [`Sim::set_tls_untrusted`] is on (with TLS; `None` without).
+    pub fn untrusted_ca_pem(&self) -> Option<String> {
+        self.shared().tls().map(|t| t.untrusted_ca_pem().to_owned())
+    }
+
+    /// With TLS, serve (to new connections) a certificate for the same names signed by an
+    /// unknown CA instead of the test CA, so that clients trusting [`Sim::ca_pem`] fail.
+    pub fn set_tls_untrusted(&self, yes: bool) {
+        self.shared().lock().settings.tls_untrusted = yes;
     }
 
     /// Add (or replace) an OAuth client.
@@ -394,7 +484,8 @@ impl Sim {
         self.shared().lock().settings.v2_absent_status = status;
     }
 
-    /// Activate a fault (see [`Fault`] for how long each lasts).
+    /// Activate a fault on every node (see [`Fault`] for how long each lasts; use
+    /// [`NodeHandle::inject`] for one node).
     pub fn inject(&self, fault: Fault) {
         self.shared().lock().faults.push(fault, None);
     }
@@ -409,14 +500,15 @@ impl Sim {
         self.shared().lock().faults.clear();
     }
 
-    /// A snapshot of the request counters.
+    /// A snapshot of the request counters: every node's together, and each node's in
+    /// [`Stats::by_node`].
     pub fn stats(&self) -> Stats {
-        self.shared().lock().stats.clone()
+        self.shared().lock().stats()
     }
 
-    /// Zero the request counters.
+    /// Zero the request counters (every node's).
     pub fn reset_stats(&self) {
-        self.shared().lock().stats = Stats::default();
+        self.shared().lock().reset_stats();
     }
 
     /// Whether this access token would be accepted by `oauth2/read` right now (known, not
@@ -453,17 +545,17 @@ impl Sim {
         self.shared().lock().issued_tokens()
     }
 
-    /// Stop serving (hanging requests are released) and wait, up to 5 s, for the server to end.
+    /// Stop serving on every node (hanging requests are released) and wait, up to 5 s in
+    /// all, for the nodes to end.
     pub async fn shutdown(self) {
         let _ = self.inner.stop.send(true);
-        let task = self.inner.task.lock().ok().and_then(|mut t| t.take());
-        if let Some(task) = task {
-            let abort = task.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(5), task)
-                .await
-                .is_err()
-            {
-                abort.abort();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        for node in self.shared().nodes() {
+            if let Some(task) = node.take_task().await {
+                let abort = task.abort_handle();
+                if tokio::time::timeout_at(deadline, task).await.is_err() {
+                    abort.abort();
+                }
             }
         }
     }

@@ -10,7 +10,7 @@ use clap::Parser;
 use nsapi_sim::{ErrorBody, Fault, RefreshMode, Sim, SimConfig, Subscriber, parse_duration};
 
 const ADMIN_HELP: &str = "\
-ENDPOINTS (BASE = http://ADDR/ns-api by default):
+ENDPOINTS (BASE = http://ADDR/ns-api by default; https with --tls; every node serves them all):
   POST|GET BASE/oauth2/token[/]   v1 password and refresh_token grants; fields in a form body,
                                   the query string, a multipart body or a JSON body
   GET      BASE/oauth2/read?format=json   token info for `Authorization: Bearer TOKEN`
@@ -20,16 +20,19 @@ ENDPOINTS (BASE = http://ADDR/ns-api by default):
 ADMIN API (JSON, no authentication: keep the simulator on loopback):
   GET    /_sim/health                       200 \"ok\"
   GET    /_sim/stats                        counters, with by_key \"endpoint/grant/result\"
+                                            and by_node (each node's own counters)
   DELETE /_sim/stats                        zero the counters
   GET    /_sim/faults                       active faults
   POST   /_sim/faults                       add a fault or an array of faults, e.g.
-                                            {\"type\":\"status\",\"status\":503,\"count\":2}
+                                            {\"type\":\"status\",\"status\":503,\"count\":2};
+                                            \"node\":N limits one to that node
   DELETE /_sim/faults                       clear every fault
   GET    /_sim/settings                     current settings
   PUT    /_sim/settings                     change any of: token_ttl, refresh_mode,
                                             refresh_token_ttl, password_grant_revokes_previous,
                                             v2_enabled, v2_absent_status, bad_client_status,
-                                            bad_refresh_status, error_body, api_version
+                                            bad_refresh_status, error_body, api_version,
+                                            tls_untrusted
   POST   /_sim/clients                      {\"id\",\"secret\"}
   POST   /_sim/subscribers                  {\"username\",\"password\"[,\"scope\",\"domain\",
                                             \"territory\",\"uid\",\"mfa\"]}
@@ -39,6 +42,17 @@ ADMIN API (JSON, no authentication: keep the simulator on loopback):
   POST   /_sim/tokens/revoke                {\"token\"} access or refresh token -> {\"found\"}
   POST   /_sim/tokens/expire                {\"token\"} make it expire now -> {\"found\"}
   POST   /_sim/refresh-tokens/revoke        revoke every refresh token issued so far
+  GET    /_sim/nodes                        [{\"index\",\"addr\",\"base_url\",\"admin_url\",\"state\"}]
+  POST   /_sim/nodes                        start one more node (free port) -> 201 its info
+  GET    /_sim/nodes/N                      one node's info
+  PUT    /_sim/nodes/N                      {\"state\":\"down\"} (socket closed, connects refused;
+                                            not through node N itself: 409), {\"state\":\"up\"}
+                                            (same port), {\"state\":\"status\",\"status\":503}
+                                            (every request, HTML), {\"state\":\"hang\"} (never
+                                            answer); /_sim/ itself is exempt
+  GET    /_sim/nodes/N/stats                that node's counters
+  GET    /_sim/tls/ca.pem                   the test CA (with --tls; 404 without)
+  GET    /_sim/tls/untrusted-ca.pem         the unknown CA served with --tls-untrusted
 
 FAULTS (JSON for --fault, the config file and POST /_sim/faults; add \"times\":N to limit any):
   {\"type\":\"status\",\"status\":503,\"count\":2}           5xx (or any status) for the next N
@@ -72,7 +86,27 @@ struct Cli {
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
 
-    /// JSON config file: listen, base_path, token_ttl, refresh_mode, refresh_token_ttl,
+    /// Nodes to start: listeners over one store (accounts, tokens, settings), as the
+    /// geo-redundant nodes of one cluster. Node N listens on the --listen port plus N (or a
+    /// free port with port 0); each node's base URL is printed on its own line [default: 1].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    nodes: Option<u16>,
+
+    /// Serve HTTPS with a CA made at start and a certificate for localhost, 127.0.0.1 and ::1;
+    /// the CA's PEM is at /_sim/tls/ca.pem and in --tls-ca-file.
+    #[arg(long)]
+    tls: bool,
+
+    /// With --tls, serve a certificate from another, unknown CA instead (its PEM is at
+    /// /_sim/tls/untrusted-ca.pem), so that clients trusting the test CA fail.
+    #[arg(long)]
+    tls_untrusted: bool,
+
+    /// With --tls, write the test CA's PEM to this file before printing the base URL.
+    #[arg(long, value_name = "FILE")]
+    tls_ca_file: Option<PathBuf>,
+
+    /// JSON config file: listen, nodes, tls, tls_untrusted, base_path, token_ttl, refresh_mode, refresh_token_ttl,
     /// password_grant_revokes_previous, v2_enabled, v2_absent_status, bad_client_status,
     /// bad_refresh_status,
     /// error_body, api_version, clients [{id, secret}], subscribers [{username, password,
@@ -169,6 +203,18 @@ fn build_config(cli: Cli) -> Result<SimConfig, String> {
     if let Some(v) = cli.listen {
         c = c.listen(v);
     }
+    if let Some(v) = cli.nodes {
+        c = c.nodes(usize::from(v));
+    }
+    if cli.tls {
+        c = c.tls();
+    }
+    if cli.tls_untrusted {
+        c = c.tls_untrusted(true);
+    }
+    if cli.tls_ca_file.is_some() && !c.tls {
+        return Err("--tls-ca-file needs --tls".into());
+    }
     if let Some(v) = &cli.base_path {
         c = c.base_path(v);
     }
@@ -232,6 +278,7 @@ async fn stop_signal() {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let ca_file = cli.tls_ca_file.clone();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -251,19 +298,30 @@ async fn main() -> std::process::ExitCode {
     let sim = match Sim::start(config).await {
         Ok(sim) => sim,
         Err(e) => {
-            eprintln!("nsapi-sim: cannot listen: {e}");
+            eprintln!("nsapi-sim: cannot start: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };
-    println!("{}", sim.base_url());
+    if let (Some(path), Some(pem)) = (&ca_file, sim.ca_pem())
+        && let Err(e) = std::fs::write(path, pem)
+    {
+        eprintln!("nsapi-sim: cannot write {}: {e}", path.display());
+        return std::process::ExitCode::FAILURE;
+    }
+    for node in sim.nodes() {
+        println!("{}", node.base_url());
+    }
     let _ = std::io::stdout().flush();
-    tracing::info!(
-        base_url = %sim.base_url(),
-        admin_url = %sim.admin_url(),
-        clients,
-        subscribers,
-        "nsapi-sim listening"
-    );
+    for node in sim.nodes() {
+        tracing::info!(
+            node = node.index(),
+            base_url = %node.base_url(),
+            admin_url = %node.admin_url(),
+            clients,
+            subscribers,
+            "nsapi-sim listening"
+        );
+    }
     stop_signal().await;
     tracing::info!("stopping");
     sim.shutdown().await;

@@ -14,6 +14,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_nsapi-sim");
 
 /// Start the binary and return it with the base URL it printed first.
 async fn spawn(args: &[&str]) -> (Child, String) {
+    let (child, mut urls) = spawn_nodes(args, 1).await;
+    (child, urls.remove(0))
+}
+
+/// Start the binary and return it with the first `n` lines it printed (one base URL a node).
+async fn spawn_nodes(args: &[&str], n: usize) -> (Child, Vec<String>) {
     let mut child = Command::new(BIN)
         .args(args)
         .stdout(Stdio::piped())
@@ -21,10 +27,20 @@ async fn spawn(args: &[&str]) -> (Child, String) {
         .kill_on_drop(true)
         .spawn()
         .expect("nsapi-sim starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut first = String::new();
-    BufReader::new(stdout).read_line(&mut first).await.unwrap();
-    (child, first.trim().to_owned())
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut urls = Vec::new();
+    for _ in 0..n {
+        let mut line = String::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            stdout.read_line(&mut line),
+        )
+        .await
+        .expect("a base URL within 30 s")
+        .unwrap();
+        urls.push(line.trim().to_owned());
+    }
+    (child, urls)
 }
 
 async fn stop(mut child: Child) -> String {
@@ -178,6 +194,61 @@ async fn reads_a_config_file_and_flags_override_it() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn nodes_print_one_base_url_each_and_share_tokens() {
+    let client = format!("{CLIENT_ID}:{CLIENT_SECRET}");
+    let user = format!("{USER}:{PASSWORD}");
+    let (child, urls) = spawn_nodes(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--nodes",
+            "2",
+            "--client",
+            &client,
+            "--subscriber",
+            &user,
+        ],
+        2,
+    )
+    .await;
+    assert_ne!(urls[0], urls[1]);
+    for url in &urls {
+        assert!(
+            url.starts_with("http://127.0.0.1:") && url.ends_with("/ns-api/"),
+            "{url}"
+        );
+    }
+    let t: Value = http()
+        .post(format!("{}oauth2/token/", urls[0]))
+        .form(&password_fields(USER, PASSWORD))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let res = http()
+        .get(format!("{}oauth2/token/", urls[1]))
+        .query(&refresh_fields(str_field(&t, "refresh_token")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let admin1 = urls[1].replace("/ns-api/", "/_sim/");
+    let stats: Value = http()
+        .get(format!("{admin1}stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["by_node"][0]["password_grants_ok"], 1);
+    assert_eq!(stats["by_node"][1]["refresh_grants_ok"], 1);
+    stop(child).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_bad_config_is_refused_with_a_message() {
     let out = Command::new(BIN)
         .args([
@@ -200,6 +271,10 @@ async fn help_documents_every_option_and_the_admin_api() {
     let help = String::from_utf8_lossy(&out.stdout);
     for needle in [
         "--listen",
+        "--nodes",
+        "--tls",
+        "--tls-untrusted",
+        "--tls-ca-file",
         "--config",
         "--base-path",
         "--token-ttl",
@@ -223,6 +298,8 @@ async fn help_documents_every_option_and_the_admin_api() {
         "/_sim/tokens/revoke",
         "/_sim/subscribers",
         "/_sim/settings",
+        "/_sim/nodes",
+        "/_sim/tls/ca.pem",
         "firewall",
         "too_many_requests",
         "truncated_body",
