@@ -249,6 +249,53 @@ async fn nodes_print_one_base_url_each_and_share_tokens() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn tls_serves_https_and_writes_the_ca_file() {
+    let dir = std::env::temp_dir().join(format!("nsapi-sim-cli-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_file = dir.join("ca.pem");
+    let client = format!("{CLIENT_ID}:{CLIENT_SECRET}");
+    let user = format!("{USER}:{PASSWORD}");
+    let (child, base) = spawn(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--tls",
+        "--tls-ca-file",
+        ca_file.to_str().unwrap(),
+        "--client",
+        &client,
+        "--subscriber",
+        &user,
+    ])
+    .await;
+    assert!(base.starts_with("https://127.0.0.1:"), "{base}");
+    let pem = std::fs::read(&ca_file).unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let https = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()])
+        .build()
+        .unwrap();
+    let res = https
+        .post(format!("{base}oauth2/token/"))
+        .form(&password_fields(USER, PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    stop(child).await;
+
+    let out = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--tls-ca-file"])
+        .arg(&ca_file)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_bad_config_is_refused_with_a_message() {
     let out = Command::new(BIN)
         .args([
