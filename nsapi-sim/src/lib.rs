@@ -28,6 +28,7 @@ mod config;
 mod duration;
 mod fault;
 mod node;
+pub mod proxy;
 mod server;
 mod store;
 mod tls;
