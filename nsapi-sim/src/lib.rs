@@ -2,7 +2,10 @@
 //!
 //! It plays what `shared/NSAPI.md` documents (v1 `oauth2/token`, `oauth2/read`, v2 `tokens`) and
 //! every plausible answer to what that document marks unknown (refresh rotation, error shapes,
-//! firewalls, ...). It is a test tool: it is never linked into the operator binary.
+//! firewalls, ...). It can serve several nodes over one store ([`SimConfig::nodes`],
+//! [`Sim::node`]) whose failures are steered one by one, serve HTTPS with a fresh test CA
+//! ([`SimConfig::tls`], [`Sim::ca_pem`]), and comes with a loopback proxy
+//! ([`proxy::ConnectProxy`]). It is a test tool: it is never linked into the operator binary.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
