@@ -230,6 +230,13 @@ impl SimConfig {
         self
     }
 
+    /// Add a fault active from the start, with its own limit (`times`) and node (`node`), as
+    /// `--fault` reads it.
+    pub fn fault_entry(mut self, e: FaultEntry) -> Self {
+        self.faults.push(e);
+        self
+    }
+
     /// Read a JSON config file (see [`SimConfig::from_json`]).
     pub fn from_json_file(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;

@@ -118,6 +118,28 @@ impl Fault {
     }
 }
 
+impl FaultEntry {
+    /// A fault on every node, until cleared (or its own `count`).
+    pub fn new(fault: Fault) -> Self {
+        FaultEntry {
+            fault,
+            times: None,
+            node: None,
+        }
+    }
+}
+
+impl std::str::FromStr for FaultEntry {
+    type Err = String;
+    /// Parse the JSON form, e.g. `{"type":"status","status":503,"times":1,"node":1}`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let entry: FaultEntry =
+            serde_json::from_str(s).map_err(|e| format!("invalid fault {s:?}: {e}"))?;
+        entry.fault.validate()?;
+        Ok(entry)
+    }
+}
+
 impl std::str::FromStr for Fault {
     type Err = String;
     /// Parse the JSON form, e.g. `{"type":"status","status":503,"count":2}`.
@@ -247,9 +269,11 @@ impl From<Fault> for FaultJson {
     }
 }
 
-/// A fault with an optional limit, as the config file and the admin API carry it.
+/// A fault with an optional limit and node, as `--fault`, the config file and the admin API
+/// carry it: `{"type":"status","status":503,"times":1,"node":1}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) struct FaultEntry {
+pub struct FaultEntry {
+    /// The fault.
     #[serde(flatten)]
     pub fault: Fault,
     /// Applies to the next `times` requests only (for `status`, `too_many_requests` and

@@ -47,7 +47,7 @@ use tokio::sync::watch;
 
 pub use config::SimConfig;
 pub use duration::{format_duration, parse_duration};
-pub use fault::Fault;
+pub use fault::{Fault, FaultEntry};
 pub use node::{NodeHandle, NodeState};
 
 use node::Node;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use nsapi_sim::{ErrorBody, Fault, RefreshMode, Sim, SimConfig, Subscriber, parse_duration};
+use nsapi_sim::{ErrorBody, FaultEntry, RefreshMode, Sim, SimConfig, Subscriber, parse_duration};
 
 const ADMIN_HELP: &str = "\
 ENDPOINTS (BASE = http://ADDR/ns-api by default; https with --tls; every node serves them all):
@@ -54,7 +54,8 @@ ADMIN API (JSON, no authentication: keep the simulator on loopback):
   GET    /_sim/tls/ca.pem                   the test CA (with --tls; 404 without)
   GET    /_sim/tls/untrusted-ca.pem         the unknown CA served with --tls-untrusted
 
-FAULTS (JSON for --fault, the config file and POST /_sim/faults; add \"times\":N to limit any):
+FAULTS (JSON for --fault, the config file and POST /_sim/faults; add \"times\":N to limit any,
+\"node\":N to play one on that node only):
   {\"type\":\"status\",\"status\":503,\"count\":2}           5xx (or any status) for the next N
                                             (HTML on v1, {\"code\",\"message\"} on v2)
   {\"type\":\"status_fraction\",\"status\":500,\"fraction\":0.3}  that status for 30% of them
@@ -177,9 +178,10 @@ struct Cli {
     mfa_subscriber: Vec<(String, String)>,
 
     /// A fault active from the start, as JSON (repeatable), e.g.
-    /// '{"type":"status","status":503,"count":2}'; see FAULTS below (--help).
+    /// '{"type":"status","status":503,"count":2}', with "times" and "node" if wanted; see
+    /// FAULTS below (--help).
     #[arg(long, value_name = "JSON")]
-    fault: Vec<Fault>,
+    fault: Vec<FaultEntry>,
 
     /// Log filter (tracing EnvFilter syntax), also read from RUST_LOG. Tokens and passwords
     /// are never logged.
@@ -255,7 +257,7 @@ fn build_config(cli: Cli) -> Result<SimConfig, String> {
         c = c.subscriber(Subscriber::new(user, password).with_mfa(true));
     }
     for f in cli.fault {
-        c = c.fault(f);
+        c = c.fault_entry(f);
     }
     Ok(c)
 }

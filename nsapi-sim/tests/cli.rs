@@ -207,11 +207,26 @@ async fn nodes_print_one_base_url_each_and_share_tokens() {
             &client,
             "--subscriber",
             &user,
+            "--fault",
+            r#"{"type":"status","status":502,"count":5,"times":1,"node":1}"#,
         ],
         2,
     )
     .await;
     assert_ne!(urls[0], urls[1]);
+    // The fault is on node 1 only, once ("times" wins over "count").
+    let grant = |base: String| async move {
+        http()
+            .post(format!("{base}oauth2/token/"))
+            .form(&password_fields(USER, PASSWORD))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(grant(urls[0].clone()).await, 200);
+    assert_eq!(grant(urls[1].clone()).await, 502);
+    assert_eq!(grant(urls[1].clone()).await, 200);
     for url in &urls {
         assert!(
             url.starts_with("http://127.0.0.1:") && url.ends_with("/ns-api/"),
@@ -243,7 +258,8 @@ async fn nodes_print_one_base_url_each_and_share_tokens() {
         .json()
         .await
         .unwrap();
-    assert_eq!(stats["by_node"][0]["password_grants_ok"], 1);
+    assert_eq!(stats["by_node"][0]["password_grants_ok"], 2);
+    assert_eq!(stats["by_node"][1]["password_grants_ok"], 1);
     assert_eq!(stats["by_node"][1]["refresh_grants_ok"], 1);
     stop(child).await;
 }
@@ -309,6 +325,18 @@ async fn a_bad_config_is_refused_with_a_message() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("status 42"));
+    let out = Command::new(BIN)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--fault",
+            r#"{"type":"hang","node":1}"#,
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("node 1"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
