@@ -3,17 +3,19 @@
 //! Never logs a secret: only endpoint, grant type, result and status.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::ErrorBody;
 use crate::fault::{BodyFault, EarlyAnswer};
+use crate::node::node_of;
 use crate::server::Shared;
 use crate::store::{GrantError, GrantKind, GrantRequest, Issued, Settings, TokenInfo};
 use crate::wire::{format_expires, html_page, parse_urlencoded, xml_escape};
@@ -53,6 +55,36 @@ fn json_response(status: u16, v: &Value) -> Response {
     respond(status, JSON, v.to_string())
 }
 
+/// What a server without v2 answers on `/v2/tokens`: its front end's HTML page for an unknown
+/// path, with the configured status. The stats result is `not_found` for 404 and
+/// `absent_<status>` otherwise.
+fn v2_absent(status: u16) -> (String, Response) {
+    let (key, detail) = match status {
+        404 => (
+            "not_found".to_owned(),
+            "The requested URL was not found on this server.",
+        ),
+        403 => (
+            format!("absent_{status}"),
+            "You don't have permission to access this resource.",
+        ),
+        _ => (
+            format!("absent_{status}"),
+            "The server encountered an error and could not complete your request.",
+        ),
+    };
+    (key, html_response(status, detail))
+}
+
+/// A v2 server's own error answer: `{"code":503,"message":"Service Unavailable"}`.
+fn status_json(status: u16) -> Response {
+    let reason = StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error");
+    json_response(status, &json!({"code": status, "message": reason}))
+}
+
 pub(crate) fn html_response(status: u16, detail: &str) -> Response {
     respond(status, HTML, html_page(status, detail))
 }
@@ -66,24 +98,22 @@ pub(crate) async fn v2_tokens(State(sh): State<Arc<Shared>>, req: Request) -> Re
 }
 
 async fn token_endpoint(sh: Arc<Shared>, api: Api, req: Request) -> Response {
+    let node = node_of(&req);
     let endpoint = api.endpoint();
     let method = req.method().clone();
-    let v2_enabled = {
+    let (v2_enabled, v2_absent_status) = {
         let mut st = sh.lock();
-        st.stats.token_requests += 1;
-        if api == Api::V2 {
-            st.stats.v2_requests += 1;
-        }
-        st.settings.v2_enabled
+        st.tally(node, |s| {
+            s.token_requests += 1;
+            if api == Api::V2 {
+                s.v2_requests += 1;
+            }
+        });
+        (st.settings.v2_enabled, st.settings.v2_absent_status)
     };
     if api == Api::V2 && !v2_enabled {
-        return finish(
-            &sh,
-            endpoint,
-            GrantKind::Missing,
-            "not_found",
-            html_response(404, "The requested URL was not found on this server."),
-        );
+        let (key, res) = v2_absent(v2_absent_status);
+        return finish(&sh, node, endpoint, GrantKind::Missing, &key, res);
     }
     let allowed = match api {
         Api::V1 => method == Method::GET || method == Method::POST,
@@ -91,26 +121,40 @@ async fn token_endpoint(sh: Arc<Shared>, api: Api, req: Request) -> Response {
     };
     if !allowed {
         let res = respond(405, Some("text/plain"), "Method Not Allowed");
-        return finish(&sh, endpoint, GrantKind::Missing, "method_not_allowed", res);
+        return finish(
+            &sh,
+            node,
+            endpoint,
+            GrantKind::Missing,
+            "method_not_allowed",
+            res,
+        );
     }
     let grant_req = match read_params(req).await {
         Ok(pairs) => GrantRequest::from_pairs(pairs),
         Err(e) => {
             let err = GrantError::InvalidRequest(e);
             let res = error_response(&sh.lock().settings, api, &err);
-            return finish(&sh, endpoint, GrantKind::Missing, err.result_key(), res);
+            return finish(
+                &sh,
+                node,
+                endpoint,
+                GrantKind::Missing,
+                err.result_key(),
+                res,
+            );
         }
     };
     let grant = grant_req.grant();
     let plan = {
         let mut st = sh.lock();
         match grant {
-            GrantKind::Password => st.stats.password_grants += 1,
-            GrantKind::Refresh => st.stats.refresh_grants += 1,
+            GrantKind::Password => st.tally(node, |s| s.password_grants += 1),
+            GrantKind::Refresh => st.tally(node, |s| s.refresh_grants += 1),
             _ => {}
         }
         st.faults
-            .plan_token(&method, grant == GrantKind::Refresh, Instant::now())
+            .plan_token(&method, grant == GrantKind::Refresh, Instant::now(), node)
     };
     if !plan.delay.is_zero() {
         tokio::time::sleep(plan.delay).await;
@@ -119,10 +163,11 @@ async fn token_endpoint(sh: Arc<Shared>, api: Api, req: Request) -> Response {
         let key = early.result_key();
         let res = match early {
             EarlyAnswer::Hang => {
-                sh.count(endpoint, grant, &key);
+                sh.count(node, endpoint, grant, &key);
                 sh.until_shutdown().await;
                 return html_response(503, "The server is shutting down.");
             }
+            EarlyAnswer::Status(s) if api == Api::V2 => status_json(s),
             EarlyAnswer::Status(s) => html_response(s, "The server encountered a temporary error."),
             EarlyAnswer::Firewall => respond(
                 403,
@@ -143,7 +188,7 @@ async fn token_endpoint(sh: Arc<Shared>, api: Api, req: Request) -> Response {
             ),
             EarlyAnswer::MethodNotAllowed => respond(405, Some("text/plain"), "Method Not Allowed"),
         };
-        return finish(&sh, endpoint, grant, &key, res);
+        return finish(&sh, node, endpoint, grant, &key, res);
     }
 
     let (res, key, ok) = {
@@ -154,14 +199,34 @@ async fn token_endpoint(sh: Arc<Shared>, api: Api, req: Request) -> Response {
             Instant::now(),
             SystemTime::now(),
         );
+        let expires_in = match &outcome {
+            Ok(issued) => st
+                .faults
+                .take_expires_in(node)
+                .unwrap_or_else(|| Value::from(issued.expires_in)),
+            Err(_) => Value::Null,
+        };
         match outcome {
-            Ok(issued) if issued.mfa => (mfa_body(&issued, &st.settings), "mfa_required", false),
-            Ok(issued) => (token_body(&issued, &st.settings, api), "ok", true),
-            Err(err) => (
-                error_response(&st.settings, api, &err),
-                err.result_key(),
+            Ok(issued) if issued.mfa => (
+                mfa_body(&issued, expires_in, &st.settings),
+                "mfa_required",
                 false,
             ),
+            Ok(issued) => (
+                token_body(&issued, expires_in, &st.settings, api),
+                "ok",
+                true,
+            ),
+            Err(err) => {
+                if err.result_key() == "refresh_reused" {
+                    st.tally(node, |s| s.refresh_token_reuse += 1);
+                }
+                (
+                    error_response(&st.settings, api, &err),
+                    err.result_key(),
+                    false,
+                )
+            }
         }
     };
     let (res, key, ok) = match plan.body {
@@ -173,22 +238,40 @@ async fn token_endpoint(sh: Arc<Shared>, api: Api, req: Request) -> Response {
             format!("fault_malformed_json_{key}"),
             false,
         ),
+        Some(BodyFault::Truncated) => (
+            truncated(res).await,
+            format!("fault_truncated_body_{key}"),
+            false,
+        ),
+        Some(BodyFault::Huge { bytes, chunked }) => (
+            huge(res, bytes, chunked),
+            format!("fault_huge_body_{key}"),
+            false,
+        ),
     };
     if ok {
         let mut st = sh.lock();
         match grant {
-            GrantKind::Password => st.stats.password_grants_ok += 1,
-            GrantKind::Refresh => st.stats.refresh_grants_ok += 1,
+            GrantKind::Password => st.tally(node, |s| s.password_grants_ok += 1),
+            GrantKind::Refresh => st.tally(node, |s| s.refresh_grants_ok += 1),
             _ => {}
         }
     }
-    finish(&sh, endpoint, grant, &key, res)
+    finish(&sh, node, endpoint, grant, &key, res)
 }
 
 /// Count the request and log it (without any secret).
-fn finish(sh: &Shared, endpoint: &str, grant: GrantKind, result: &str, res: Response) -> Response {
-    sh.count(endpoint, grant, result);
+fn finish(
+    sh: &Shared,
+    node: usize,
+    endpoint: &str,
+    grant: GrantKind,
+    result: &str,
+    res: Response,
+) -> Response {
+    sh.count(node, endpoint, grant, result);
     tracing::debug!(
+        node,
         endpoint,
         grant = grant.label(),
         result,
@@ -251,7 +334,7 @@ async fn read_params(req: Request) -> Result<Vec<(String, String)>, &'static str
 #[derive(Serialize)]
 struct TokenAnswer<'a> {
     access_token: &'a str,
-    expires_in: u64,
+    expires_in: Value,
     scope: &'a str,
     token_type: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -283,13 +366,15 @@ fn to_json<T: Serialize>(status: u16, body: &T) -> Response {
     )
 }
 
-fn token_body(t: &Issued, settings: &Settings, api: Api) -> Response {
+/// A successful grant's answer; `expires_in` is the lifetime reported (the real one unless a
+/// fault says otherwise).
+fn token_body(t: &Issued, expires_in: Value, settings: &Settings, api: Api) -> Response {
     let s = &t.subscriber;
     to_json(
         200,
         &TokenAnswer {
             access_token: &t.access_token,
-            expires_in: t.expires_in,
+            expires_in,
             scope: &s.scope,
             token_type: "Bearer",
             refresh_token: t.refresh_token.as_deref(),
@@ -308,13 +393,13 @@ fn token_body(t: &Issued, settings: &Settings, api: Api) -> Response {
 }
 
 /// The intermediate answer for an MFA user: no refresh token, scope `mfa_required`.
-fn mfa_body(t: &Issued, settings: &Settings) -> Response {
+fn mfa_body(t: &Issued, expires_in: Value, settings: &Settings) -> Response {
     let s = &t.subscriber;
     to_json(
         200,
         &TokenAnswer {
             access_token: &t.access_token,
-            expires_in: t.expires_in,
+            expires_in,
             scope: "mfa_required",
             token_type: "Bearer",
             refresh_token: None,
@@ -389,16 +474,81 @@ async fn malformed(res: Response) -> Response {
     Response::from_parts(parts, Body::from(cut))
 }
 
+/// Announce the whole answer's length but send only its first half, then fail the body so that
+/// the connection closes mid-body (after a pause, so the half is flushed to the client first).
+async fn truncated(res: Response) -> Response {
+    let (mut parts, body) = res.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    let half = bytes.slice(..bytes.len() / 2);
+    let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(half) }).chain(
+        futures::stream::once(async {
+            tokio::time::sleep(TRUNCATE_PAUSE).await;
+            Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "truncated_body fault: closing mid-body",
+            ))
+        }),
+    );
+    Response::from_parts(parts, Body::from_stream(stream))
+}
+
+/// How long a truncated answer waits between its half body and closing the connection.
+const TRUNCATE_PAUSE: Duration = Duration::from_millis(50);
+
+/// The chunk size a huge body is streamed in.
+const HUGE_CHUNK: usize = 64 * 1024;
+
+/// What a huge body is made of after its JSON start.
+static FILLER: [u8; HUGE_CHUNK] = [b'0'; HUGE_CHUNK];
+
+/// A body of exactly `bytes` bytes that starts like a token answer and goes on with filler,
+/// streamed in chunks of [`HUGE_CHUNK`] (nothing but one static chunk is held in memory).
+fn huge(res: Response, bytes: u64, chunked: bool) -> Response {
+    let (mut parts, _) = res.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    if !chunked {
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes));
+    }
+    const START: &[u8] = b"{\"access_token\":\"";
+    let start_len = START
+        .len()
+        .min(usize::try_from(bytes).unwrap_or(usize::MAX));
+    let start = Bytes::from_static(&START[..start_len]);
+    let filler = Bytes::from_static(&FILLER);
+    let remaining = bytes - start_len as u64;
+    let rest = futures::stream::unfold(remaining, move |left| {
+        let filler = filler.clone();
+        async move {
+            if left == 0 {
+                return None;
+            }
+            let n = usize::try_from(left).unwrap_or(usize::MAX).min(HUGE_CHUNK);
+            Some((Ok::<_, std::io::Error>(filler.slice(..n)), left - n as u64))
+        }
+    });
+    let stream = futures::stream::once(async move { Ok(start) }).chain(rest);
+    Response::from_parts(parts, Body::from_stream(stream))
+}
+
 pub(crate) async fn read(State(sh): State<Arc<Shared>>, req: Request) -> Response {
+    let node = node_of(&req);
     let (injected, style) = {
         let mut st = sh.lock();
-        st.stats.read_requests += 1;
-        (st.faults.plan_read(), st.settings.error_body)
+        st.tally(node, |s| s.read_requests += 1);
+        (st.faults.plan_read(node), st.settings.error_body)
     };
     if let Some(status) = injected {
         let res = html_response(status, "The server encountered a temporary error.");
         return finish(
             &sh,
+            node,
             "read",
             GrantKind::Missing,
             &format!("fault_{status}"),
@@ -415,7 +565,7 @@ pub(crate) async fn read(State(sh): State<Arc<Shared>>, req: Request) -> Respons
             "invalid_request",
             "No access token was provided",
         );
-        return finish(&sh, "read", GrantKind::Missing, "missing_token", res);
+        return finish(&sh, node, "read", GrantKind::Missing, "missing_token", res);
     };
     let answer = {
         let st = sh.lock();
@@ -430,7 +580,7 @@ pub(crate) async fn read(State(sh): State<Arc<Shared>>, req: Request) -> Respons
                 "invalid_token",
                 "The access token provided is invalid",
             );
-            return finish(&sh, "read", GrantKind::Missing, why, res);
+            return finish(&sh, node, "read", GrantKind::Missing, why, res);
         }
         Ok((info, version)) if as_json => respond(200, JSON, read_json(&info, &version)),
         Ok((info, version)) => respond(
@@ -439,7 +589,7 @@ pub(crate) async fn read(State(sh): State<Arc<Shared>>, req: Request) -> Respons
             read_xml(&info, &version),
         ),
     };
-    finish(&sh, "read", GrantKind::Missing, "ok", res)
+    finish(&sh, node, "read", GrantKind::Missing, "ok", res)
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {

@@ -16,8 +16,15 @@ use crate::{Client, ErrorBody, RefreshMode, Subscriber};
 /// JSON file with [`SimConfig::from_json_file`].
 #[derive(Clone, Debug)]
 pub struct SimConfig {
-    /// Address to bind (port 0 picks a free one).
+    /// Address to bind node 0 to (port 0 picks a free one).
     pub listen: SocketAddr,
+    /// How many nodes (listeners over the one store) to start, at least 1. Node `i` binds the
+    /// same IP as node 0, on a free port if `listen`'s port is 0, else on that port plus `i`.
+    pub nodes: usize,
+    /// Serve HTTPS (every node) with a certificate from a test CA made at start.
+    pub tls: bool,
+    /// With TLS, serve a certificate from another, unknown CA instead.
+    pub tls_untrusted: bool,
     /// Base path of the API, normalised to start with `/` and not end with one (`""` = root).
     pub base_path: String,
     /// Access-token lifetime (at least 1 s).
@@ -28,8 +35,12 @@ pub struct SimConfig {
     pub refresh_token_ttl: Option<Duration>,
     /// A new password grant revokes the user's earlier access and refresh tokens.
     pub password_grant_revokes_previous: bool,
-    /// Serve v2 `tokens`; when false it answers 404 with an HTML page.
+    /// Serve v2 `tokens`; when false it answers [`SimConfig::v2_absent_status`] with an HTML
+    /// page.
     pub v2_enabled: bool,
+    /// The status `/v2/tokens` answers, with an HTML page, while v2 is disabled (404; a
+    /// front end may answer unknown paths 403, 500, 502 or 503 instead).
+    pub v2_absent_status: u16,
     /// Status for a bad client id/secret on v1 and v2 (400, 401 or 403).
     pub bad_client_status: u16,
     /// Status for a bad, expired, revoked or reused refresh token (400, 401 or 403).
@@ -53,18 +64,22 @@ impl Default for SimConfig {
 }
 
 impl SimConfig {
-    /// Listen on 127.0.0.1:0, base path `/ns-api`, TTL 3600 s, refresh mode Same, no refresh
-    /// token lifetime, v2 enabled, bad client → 401, bad refresh → 400, OAuth-style error
+    /// Listen on 127.0.0.1:0 (one node, plain HTTP), base path `/ns-api`, TTL 3600 s, refresh mode Same, no refresh
+    /// token lifetime, v2 enabled (404 when disabled), bad client → 401, bad refresh → 400, OAuth-style error
     /// bodies, `apiversion` `Version: 44.1.0`, no clients, subscribers or faults.
     pub fn new() -> Self {
         SimConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            nodes: 1,
+            tls: false,
+            tls_untrusted: false,
             base_path: "/ns-api".into(),
             token_ttl: Duration::from_secs(3600),
             refresh_mode: RefreshMode::Same,
             refresh_token_ttl: None,
             password_grant_revokes_previous: false,
             v2_enabled: true,
+            v2_absent_status: 404,
             bad_client_status: 401,
             bad_refresh_status: 400,
             error_body: ErrorBody::OAuth,
@@ -79,6 +94,29 @@ impl SimConfig {
     pub fn listen(self, addr: SocketAddr) -> Self {
         Self {
             listen: addr,
+            ..self
+        }
+    }
+
+    /// Start `n` nodes (at least 1): listeners sharing one store, for failover tests.
+    pub fn nodes(self, n: usize) -> Self {
+        Self {
+            nodes: n.max(1),
+            ..self
+        }
+    }
+
+    /// Serve HTTPS on every node, with a server certificate for `localhost`, `127.0.0.1` and
+    /// `::1` from a CA made at start ([`crate::Sim::ca_pem`]).
+    pub fn tls(self) -> Self {
+        Self { tls: true, ..self }
+    }
+
+    /// With TLS, serve a certificate from another, unknown CA
+    /// ([`crate::Sim::untrusted_ca_pem`]) instead, so clients trusting the test CA fail.
+    pub fn tls_untrusted(self, yes: bool) -> Self {
+        Self {
+            tls_untrusted: yes,
             ..self
         }
     }
@@ -131,6 +169,14 @@ impl SimConfig {
         }
     }
 
+    /// The status `/v2/tokens` answers with an HTML page while v2 is disabled (default 404).
+    pub fn v2_absent_status(self, status: u16) -> Self {
+        Self {
+            v2_absent_status: status,
+            ..self
+        }
+    }
+
     /// Status for a bad client and for a bad refresh token, and the body shape of v1 errors.
     pub fn errors(self, bad_client_status: u16, bad_refresh_status: u16, body: ErrorBody) -> Self {
         Self {
@@ -169,6 +215,7 @@ impl SimConfig {
         self.faults.push(FaultEntry {
             fault: f,
             times: None,
+            node: None,
         });
         self
     }
@@ -178,7 +225,15 @@ impl SimConfig {
         self.faults.push(FaultEntry {
             fault: f,
             times: Some(times),
+            node: None,
         });
+        self
+    }
+
+    /// Add a fault active from the start, with its own limit (`times`) and node (`node`), as
+    /// `--fault` reads it.
+    pub fn fault_entry(mut self, e: FaultEntry) -> Self {
+        self.faults.push(e);
         self
     }
 
@@ -192,9 +247,10 @@ impl SimConfig {
     /// `"60s"`:
     ///
     /// ```json
-    /// {"listen": "127.0.0.1:8080", "base_path": "/ns-api", "token_ttl": "60s",
+    /// {"listen": "127.0.0.1:8080", "nodes": 1, "tls": false, "tls_untrusted": false,
+    ///  "base_path": "/ns-api", "token_ttl": "60s",
     ///  "refresh_mode": "rotate", "refresh_token_ttl": "1h",
-    ///  "password_grant_revokes_previous": false, "v2_enabled": true,
+    ///  "password_grant_revokes_previous": false, "v2_enabled": true, "v2_absent_status": 404,
     ///  "bad_client_status": 401, "bad_refresh_status": 400, "error_body": "oauth",
     ///  "api_version": "Version: 44.1.0",
     ///  "clients": [{"id": "client-id", "secret": "client-secret"}],
@@ -214,10 +270,12 @@ impl SimConfig {
             refresh_token_ttl: self.refresh_token_ttl,
             password_grant_revokes_previous: self.password_grant_revokes_previous,
             v2_enabled: self.v2_enabled,
+            v2_absent_status: self.v2_absent_status,
             bad_client_status: self.bad_client_status,
             bad_refresh_status: self.bad_refresh_status,
             error_body: self.error_body,
             api_version: self.api_version.clone(),
+            tls_untrusted: self.tls_untrusted,
         }
     }
 
@@ -229,10 +287,12 @@ impl SimConfig {
             refresh_token_ttl,
             password_grant_revokes_previous,
             v2_enabled,
+            v2_absent_status,
             bad_client_status,
             bad_refresh_status,
             error_body,
             api_version,
+            tls_untrusted,
         } = s;
         SimConfig {
             token_ttl,
@@ -240,10 +300,12 @@ impl SimConfig {
             refresh_token_ttl,
             password_grant_revokes_previous,
             v2_enabled,
+            v2_absent_status,
             bad_client_status,
             bad_refresh_status,
             error_body,
             api_version,
+            tls_untrusted,
             ..self
         }
     }
@@ -253,6 +315,8 @@ impl SimConfig {
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
     listen: Option<SocketAddr>,
+    nodes: Option<usize>,
+    tls: Option<bool>,
     base_path: Option<String>,
     // The settings are declared here rather than flattened from a `SettingsPatch` so that serde's
     // messages (field list, positions) stay those of one struct; they become a patch below.
@@ -263,10 +327,12 @@ struct ConfigFile {
     refresh_token_ttl: Option<Option<Duration>>,
     password_grant_revokes_previous: Option<bool>,
     v2_enabled: Option<bool>,
+    v2_absent_status: Option<u16>,
     bad_client_status: Option<u16>,
     bad_refresh_status: Option<u16>,
     error_body: Option<ErrorBody>,
     api_version: Option<String>,
+    tls_untrusted: Option<bool>,
     #[serde(default)]
     clients: Vec<Client>,
     #[serde(default)]
@@ -278,19 +344,30 @@ struct ConfigFile {
 impl ConfigFile {
     fn into_config(self) -> Result<SimConfig, String> {
         let mut c = SimConfig::new();
-        for status in [self.bad_client_status, self.bad_refresh_status]
-            .into_iter()
-            .flatten()
-        {
-            if !(100..=599).contains(&status) {
-                return Err(format!("status {status} is not an HTTP status"));
-            }
-        }
         for f in &self.faults {
             f.fault.validate()?;
         }
         if let Some(v) = self.listen {
             c.listen = v;
+        }
+        if let Some(v) = self.nodes {
+            if v == 0 {
+                return Err("nodes must be at least 1".into());
+            }
+            c = c.nodes(v);
+        }
+        if let Some(v) = self.tls {
+            c.tls = v;
+        }
+        if let Some(node) = self
+            .faults
+            .iter()
+            .find_map(|f| f.node.filter(|n| *n >= c.nodes))
+        {
+            return Err(format!(
+                "a fault names node {node}, but there are {} nodes",
+                c.nodes
+            ));
         }
         if let Some(v) = self.base_path {
             c = c.base_path(&v);
@@ -301,11 +378,14 @@ impl ConfigFile {
             refresh_token_ttl: self.refresh_token_ttl,
             password_grant_revokes_previous: self.password_grant_revokes_previous,
             v2_enabled: self.v2_enabled,
+            v2_absent_status: self.v2_absent_status,
             bad_client_status: self.bad_client_status,
             bad_refresh_status: self.bad_refresh_status,
             error_body: self.error_body,
             api_version: self.api_version,
+            tls_untrusted: self.tls_untrusted,
         };
+        patch.validate()?;
         let mut settings = c.settings();
         patch.apply(&mut settings);
         c = c.with_settings(settings);
@@ -344,5 +424,8 @@ mod tests {
     fn rejects_unknown_fields_and_bad_statuses() {
         assert!(SimConfig::from_json(r#"{"token_tll": 5}"#).is_err());
         assert!(SimConfig::from_json(r#"{"bad_client_status": 99}"#).is_err());
+        assert!(SimConfig::from_json(r#"{"v2_absent_status": 600}"#).is_err());
+        let c = SimConfig::from_json(r#"{"v2_enabled": false, "v2_absent_status": 503}"#).unwrap();
+        assert_eq!((c.v2_enabled, c.v2_absent_status), (false, 503));
     }
 }

@@ -21,9 +21,11 @@ use crate::duration::serde_duration;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(from = "FaultJson", into = "FaultJson")]
 pub enum Fault {
-    /// Answer `status` (e.g. 500, 502, 503) with an HTML body to the next `count` token requests.
+    /// Answer `status` (e.g. 500, 502, 503) to the next `count` token requests: with an HTML
+    /// body on v1, and with v2's own `{"code":<status>,"message":"..."}` JSON on v2.
     Status { status: u16, count: u32 },
-    /// Answer `status` to each token request with probability `fraction` (0.0..=1.0).
+    /// Answer `status` to each token request with probability `fraction` (0.0..=1.0), with the
+    /// same bodies as [`Fault::Status`].
     StatusFraction { status: u16, fraction: f64 },
     /// Delay each token request by this much before answering.
     Latency(Duration),
@@ -50,6 +52,19 @@ pub enum Fault {
     MethodNotAllowed { method: String },
     /// Answer `status` to the next `count` `oauth2/read` requests (not token requests).
     ReadStatus { status: u16, count: u32 },
+    /// Process the grant, then answer its status (200 for a good grant) with a
+    /// `Content-Length` of the whole answer but send only its first half, and close the
+    /// connection mid-body. A rotated refresh token is consumed.
+    TruncatedBody,
+    /// Process the grant, then answer its status (200 for a good grant) with a body of `bytes`
+    /// bytes (e.g. 64 MiB): the start of a JSON token answer, then filler. It is streamed in
+    /// chunks, never held in memory, with a `Content-Length` of `bytes` (or, with `chunked`,
+    /// in chunked encoding without one). A rotated refresh token is consumed.
+    HugeBody { bytes: u64, chunked: bool },
+    /// Successful grants (v1 and v2) report this `expires_in` instead of the real lifetime:
+    /// any JSON value, e.g. `0`, `-5`, `"soon"`, `1e300`, `2592000` or `null`. The token
+    /// issued still lives the configured `token_ttl`.
+    ExpiresIn { value: serde_json::Value },
 }
 
 impl Fault {
@@ -69,6 +84,9 @@ impl Fault {
             Fault::RejectRefresh => "reject_refresh",
             Fault::MethodNotAllowed { .. } => "method_not_allowed",
             Fault::ReadStatus { .. } => "read_status",
+            Fault::TruncatedBody => "truncated_body",
+            Fault::HugeBody { .. } => "huge_body",
+            Fault::ExpiresIn { .. } => "expires_in",
         }
     }
 
@@ -97,6 +115,28 @@ impl Fault {
             },
             _ => Ok(()),
         }
+    }
+}
+
+impl FaultEntry {
+    /// A fault on every node, until cleared (or its own `count`).
+    pub fn new(fault: Fault) -> Self {
+        FaultEntry {
+            fault,
+            times: None,
+            node: None,
+        }
+    }
+}
+
+impl std::str::FromStr for FaultEntry {
+    type Err = String;
+    /// Parse the JSON form, e.g. `{"type":"status","status":503,"times":1,"node":1}`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let entry: FaultEntry =
+            serde_json::from_str(s).map_err(|e| format!("invalid fault {s:?}: {e}"))?;
+        entry.fault.validate()?;
+        Ok(entry)
     }
 }
 
@@ -156,6 +196,15 @@ enum FaultJson {
         #[serde(default = "one")]
         count: u32,
     },
+    TruncatedBody,
+    HugeBody {
+        bytes: u64,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        chunked: bool,
+    },
+    ExpiresIn {
+        value: serde_json::Value,
+    },
 }
 
 impl From<FaultJson> for Fault {
@@ -182,6 +231,9 @@ impl From<FaultJson> for Fault {
             FaultJson::RejectRefresh => Fault::RejectRefresh,
             FaultJson::MethodNotAllowed { method } => Fault::MethodNotAllowed { method },
             FaultJson::ReadStatus { status, count } => Fault::ReadStatus { status, count },
+            FaultJson::TruncatedBody => Fault::TruncatedBody,
+            FaultJson::HugeBody { bytes, chunked } => Fault::HugeBody { bytes, chunked },
+            FaultJson::ExpiresIn { value } => Fault::ExpiresIn { value },
         }
     }
 }
@@ -210,19 +262,27 @@ impl From<Fault> for FaultJson {
             Fault::RejectRefresh => FaultJson::RejectRefresh,
             Fault::MethodNotAllowed { method } => FaultJson::MethodNotAllowed { method },
             Fault::ReadStatus { status, count } => FaultJson::ReadStatus { status, count },
+            Fault::TruncatedBody => FaultJson::TruncatedBody,
+            Fault::HugeBody { bytes, chunked } => FaultJson::HugeBody { bytes, chunked },
+            Fault::ExpiresIn { value } => FaultJson::ExpiresIn { value },
         }
     }
 }
 
-/// A fault with an optional limit, as the config file and the admin API carry it.
+/// A fault with an optional limit and node, as `--fault`, the config file and the admin API
+/// carry it: `{"type":"status","status":503,"times":1,"node":1}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) struct FaultEntry {
+pub struct FaultEntry {
+    /// The fault.
     #[serde(flatten)]
     pub fault: Fault,
     /// Applies to the next `times` requests only (for `status`, `too_many_requests` and
     /// `read_status`, this replaces `count`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub times: Option<u32>,
+    /// Applies to requests on this node only (by index); absent: on every node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<usize>,
 }
 
 /// An injected fault and how much of it is left.
@@ -230,11 +290,17 @@ struct ActiveFault {
     fault: Fault,
     /// `None`: until cleared.
     remaining: Option<u32>,
+    /// `None`: on every node.
+    node: Option<usize>,
     window_start: Option<Instant>,
     window_count: u32,
 }
 
 impl ActiveFault {
+    fn applies_on(&self, node: usize) -> bool {
+        self.node.is_none_or(|n| n == node)
+    }
+
     fn consume(&mut self) {
         if let Some(r) = &mut self.remaining {
             *r = r.saturating_sub(1);
@@ -273,6 +339,8 @@ pub(crate) enum BodyFault {
     Malformed,
     Empty,
     JsonAsHtml,
+    Truncated,
+    Huge { bytes: u64, chunked: bool },
 }
 
 /// The faults that apply to one token request.
@@ -291,7 +359,13 @@ pub(crate) struct ActiveFaults {
 }
 
 impl ActiveFaults {
+    /// Activate a fault on every node.
     pub fn push(&mut self, fault: Fault, times: Option<u32>) {
+        self.push_on(fault, times, None);
+    }
+
+    /// Activate a fault on one node (`None`: every node).
+    pub fn push_on(&mut self, fault: Fault, times: Option<u32>, node: Option<usize>) {
         let remaining = times.or(match &fault {
             Fault::Status { count, .. }
             | Fault::TooManyRequests { count, .. }
@@ -304,6 +378,7 @@ impl ActiveFaults {
         self.faults.push(ActiveFault {
             fault,
             remaining,
+            node,
             window_start: None,
             window_count: 0,
         });
@@ -319,16 +394,23 @@ impl ActiveFaults {
             .map(|f| FaultEntry {
                 fault: f.fault.clone(),
                 times: f.remaining,
+                node: f.node,
             })
             .collect()
     }
 
-    /// Decide which faults apply to a token request. The firewall sits in front of everything
-    /// and counts every request; then the first fault that replaces the answer wins; body
-    /// faults and refresh rejection apply only to requests answered normally.
-    pub fn plan_token(&mut self, method: &Method, is_refresh: bool, now: Instant) -> TokenPlan {
+    /// Decide which faults apply to a token request on `node`. The firewall sits in front of
+    /// everything and counts every request; then the first fault that replaces the answer
+    /// wins; body faults and refresh rejection apply only to requests answered normally.
+    pub fn plan_token(
+        &mut self,
+        method: &Method,
+        is_refresh: bool,
+        now: Instant,
+        node: usize,
+    ) -> TokenPlan {
         let mut plan = TokenPlan::default();
-        for f in &mut self.faults {
+        for f in self.faults.iter_mut().filter(|f| f.applies_on(node)) {
             if let Fault::Firewall { after, window } = f.fault {
                 let expired = f
                     .window_start
@@ -344,7 +426,7 @@ impl ActiveFaults {
                 }
             }
         }
-        for f in &mut self.faults {
+        for f in self.faults.iter_mut().filter(|f| f.applies_on(node)) {
             let early = match &f.fault {
                 Fault::Latency(d) => {
                     plan.delay += *d;
@@ -374,11 +456,13 @@ impl ActiveFaults {
             }
         }
         if plan.early.is_none() {
-            for f in &mut self.faults {
+            for f in self.faults.iter_mut().filter(|f| f.applies_on(node)) {
                 let body = match f.fault {
                     Fault::MalformedJson => Some(BodyFault::Malformed),
                     Fault::EmptyBody => Some(BodyFault::Empty),
                     Fault::JsonAsHtml => Some(BodyFault::JsonAsHtml),
+                    Fault::TruncatedBody => Some(BodyFault::Truncated),
+                    Fault::HugeBody { bytes, chunked } => Some(BodyFault::Huge { bytes, chunked }),
                     Fault::RejectRefresh if is_refresh && !plan.reject_refresh => {
                         plan.reject_refresh = true;
                         f.consume();
@@ -398,10 +482,26 @@ impl ActiveFaults {
         plan
     }
 
-    /// The status a `ReadStatus` fault imposes on this read request, if any.
-    pub fn plan_read(&mut self) -> Option<u16> {
+    /// The `expires_in` an `ExpiresIn` fault reports for a successful grant on `node`, if any
+    /// (one use).
+    pub fn take_expires_in(&mut self, node: usize) -> Option<serde_json::Value> {
+        let f = self
+            .faults
+            .iter_mut()
+            .find(|f| f.applies_on(node) && matches!(f.fault, Fault::ExpiresIn { .. }))?;
+        f.consume();
+        let Fault::ExpiresIn { value } = &f.fault else {
+            return None;
+        };
+        let value = value.clone();
+        self.retain_live();
+        Some(value)
+    }
+
+    /// The status a `ReadStatus` fault imposes on this read request on `node`, if any.
+    pub fn plan_read(&mut self, node: usize) -> Option<u16> {
         let mut answer = None;
-        for f in &mut self.faults {
+        for f in self.faults.iter_mut().filter(|f| f.applies_on(node)) {
             if let Fault::ReadStatus { status, .. } = f.fault
                 && answer.is_none()
             {
@@ -439,7 +539,8 @@ mod tests {
             e,
             FaultEntry {
                 fault: Fault::Hang,
-                times: Some(2)
+                times: Some(2),
+                node: None,
             }
         );
         let json = serde_json::to_value(Fault::Firewall {
@@ -456,6 +557,74 @@ mod tests {
                 .parse::<Fault>()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn hostile_body_faults_read_their_json() {
+        let f: Fault = r#"{"type":"huge_body","bytes":67108864}"#.parse().unwrap();
+        assert_eq!(
+            f,
+            Fault::HugeBody {
+                bytes: 64 << 20,
+                chunked: false
+            }
+        );
+        let e: FaultEntry =
+            serde_json::from_str(r#"{"type":"expires_in","value":1e300,"times":2}"#).unwrap();
+        assert_eq!(
+            e.fault,
+            Fault::ExpiresIn {
+                value: serde_json::json!(1e300)
+            }
+        );
+        assert_eq!(e.times, Some(2));
+        assert!(r#"{"type":"expires_in"}"#.parse::<Fault>().is_err());
+        let f: Fault = r#"{"type":"truncated_body"}"#.parse().unwrap();
+        assert_eq!(f, Fault::TruncatedBody);
+        assert_eq!(
+            serde_json::to_value(Fault::HugeBody {
+                bytes: 10,
+                chunked: true
+            })
+            .unwrap(),
+            serde_json::json!({"type":"huge_body","bytes":10,"chunked":true})
+        );
+    }
+
+    #[test]
+    fn expires_in_wears_off_after_its_times() {
+        let mut faults = ActiveFaults::default();
+        faults.push(
+            Fault::ExpiresIn {
+                value: serde_json::json!("soon"),
+            },
+            Some(1),
+        );
+        assert_eq!(faults.take_expires_in(0), Some(serde_json::json!("soon")));
+        assert_eq!(faults.take_expires_in(0), None);
+        assert!(faults.list().is_empty());
+    }
+
+    #[test]
+    fn a_fault_on_one_node_leaves_the_others_alone() {
+        let mut faults = ActiveFaults::default();
+        faults.push_on(
+            Fault::Status {
+                status: 503,
+                count: 2,
+            },
+            None,
+            Some(1),
+        );
+        let now = Instant::now();
+        let plan = |f: &mut ActiveFaults, node| f.plan_token(&Method::POST, false, now, node).early;
+        assert_eq!(plan(&mut faults, 0), None);
+        assert_eq!(plan(&mut faults, 1), Some(EarlyAnswer::Status(503)));
+        assert_eq!(plan(&mut faults, 0), None);
+        assert_eq!(plan(&mut faults, 1), Some(EarlyAnswer::Status(503)));
+        assert_eq!(plan(&mut faults, 1), None);
+        let e: FaultEntry = serde_json::from_str(r#"{"type":"hang","node":1,"times":1}"#).unwrap();
+        assert_eq!(e.node, Some(1));
     }
 
     #[test]
@@ -476,7 +645,7 @@ mod tests {
             None,
         );
         let now = Instant::now();
-        let plan = |f: &mut ActiveFaults| f.plan_token(&Method::POST, false, now).early;
+        let plan = |f: &mut ActiveFaults| f.plan_token(&Method::POST, false, now, 0).early;
         assert_eq!(plan(&mut faults), Some(EarlyAnswer::Status(503)));
         assert_eq!(plan(&mut faults), Some(EarlyAnswer::TooManyRequests(7)));
         assert_eq!(plan(&mut faults), None);
@@ -488,7 +657,7 @@ mod tests {
         let window = Duration::from_secs(10);
         faults.push(Fault::Firewall { after: 2, window }, None);
         let t0 = Instant::now();
-        let at = |f: &mut ActiveFaults, t| f.plan_token(&Method::POST, false, t).early;
+        let at = |f: &mut ActiveFaults, t| f.plan_token(&Method::POST, false, t, 0).early;
         assert_eq!(at(&mut faults, t0), None);
         assert_eq!(at(&mut faults, t0), None);
         assert_eq!(at(&mut faults, t0), Some(EarlyAnswer::Firewall));
@@ -507,12 +676,12 @@ mod tests {
         );
         faults.push(Fault::MalformedJson, Some(1));
         let now = Instant::now();
-        let first = faults.plan_token(&Method::POST, false, now);
+        let first = faults.plan_token(&Method::POST, false, now, 0);
         assert_eq!(
             (first.early, first.body),
             (Some(EarlyAnswer::Status(500)), None)
         );
-        let second = faults.plan_token(&Method::POST, false, now);
+        let second = faults.plan_token(&Method::POST, false, now, 0);
         assert_eq!(
             (second.early, second.body),
             (None, Some(BodyFault::Malformed))

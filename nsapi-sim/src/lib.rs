@@ -2,7 +2,10 @@
 //!
 //! It plays what `shared/NSAPI.md` documents (v1 `oauth2/token`, `oauth2/read`, v2 `tokens`) and
 //! every plausible answer to what that document marks unknown (refresh rotation, error shapes,
-//! firewalls, ...). It is a test tool: it is never linked into the operator binary.
+//! firewalls, ...). It can serve several nodes over one store ([`SimConfig::nodes`],
+//! [`Sim::node`]) whose failures are steered one by one, serve HTTPS with a fresh test CA
+//! ([`SimConfig::tls`], [`Sim::ca_pem`]), and comes with a loopback proxy
+//! ([`proxy::ConnectProxy`]). It is a test tool: it is never linked into the operator binary.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -27,23 +30,27 @@ mod api;
 mod config;
 mod duration;
 mod fault;
+mod node;
+pub mod proxy;
 mod server;
 mod store;
+mod tls;
 mod wire;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 pub use config::SimConfig;
 pub use duration::{format_duration, parse_duration};
-pub use fault::Fault;
+pub use fault::{Fault, FaultEntry};
+pub use node::{NodeHandle, NodeState};
 
+use node::Node;
 use server::Shared;
 use store::{MIN_TTL, Store};
 
@@ -58,6 +65,10 @@ pub enum RefreshMode {
     /// (reported on newer servers). A second use is rejected and counted in
     /// [`Stats::refresh_token_reuse`].
     Rotate,
+    /// Answer refresh grants without a `refresh_token` field; the refresh token used stays
+    /// valid and is accepted again (RFC 6749 §6: no new refresh token means keep the old one).
+    /// Password grants still return one.
+    Omit,
 }
 
 impl std::str::FromStr for RefreshMode {
@@ -66,7 +77,10 @@ impl std::str::FromStr for RefreshMode {
         match s {
             "same" => Ok(RefreshMode::Same),
             "rotate" => Ok(RefreshMode::Rotate),
-            other => Err(format!("refresh mode {other:?}: expected same or rotate")),
+            "omit" => Ok(RefreshMode::Omit),
+            other => Err(format!(
+                "refresh mode {other:?}: expected same, rotate or omit"
+            )),
         }
     }
 }
@@ -207,10 +221,12 @@ impl From<SubscriberJson> for Subscriber {
 /// is `ok`, `mfa_required`, an error (`invalid_client`, `invalid_credentials`,
 /// `invalid_request`, `unsupported_grant_type`, `refresh_unknown`, `refresh_reused`,
 /// `refresh_expired`, `refresh_revoked`, `refresh_rejected`, `refresh_other_client`,
-/// `not_found`, `method_not_allowed`, and on `read`: `missing_token`, `invalid_token`,
+/// `not_found`, `absent_<status>` (v2 disabled), `method_not_allowed`, and on `read`: `missing_token`, `invalid_token`,
 /// `expired`, `revoked`) or a fault (`fault_503`, `fault_429`, `fault_firewall`, `fault_hang`,
 /// `fault_invalid_scope`, `fault_method_not_allowed`, `fault_empty_body_<result>`,
-/// `fault_malformed_json_<result>`). E.g. `"token/password/ok"`.
+/// `fault_malformed_json_<result>`, `fault_truncated_body_<result>`, `fault_huge_body_<result>`).
+/// E.g. `"token/password/ok"`. Requests a node answers itself (its `status` or `hang` state)
+/// count only under `node/-/status_<status>` and `node/-/hang`.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Stats {
     /// All requests to any token endpoint (v1 and v2), whatever their outcome.
@@ -231,6 +247,10 @@ pub struct Stats {
     pub v2_requests: u64,
     /// Counts by `"endpoint/grant/result"`.
     pub by_key: BTreeMap<String, u64>,
+    /// The same counters for each node alone, by index (in [`Sim::stats`] and
+    /// `GET /_sim/stats`; empty in a node's own counters).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub by_node: Vec<Stats>,
 }
 
 impl Stats {
@@ -243,10 +263,7 @@ impl Stats {
 /// Stops the server when the last [`Sim`] handle goes.
 struct Running {
     shared: Arc<Shared>,
-    addr: SocketAddr,
-    base_path: String,
     stop: watch::Sender<bool>,
-    task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Drop for Running {
@@ -255,8 +272,8 @@ impl Drop for Running {
     }
 }
 
-/// A running simulator. Cheap to clone; the server stops on [`Sim::shutdown`] or when the last
-/// handle is dropped.
+/// A running simulator: one or more nodes (listeners) over one store. Cheap to clone; the
+/// server stops on [`Sim::shutdown`] or when the last handle (or [`NodeHandle`]) is dropped.
 #[derive(Clone)]
 pub struct Sim {
     inner: Arc<Running>,
@@ -266,16 +283,49 @@ impl std::fmt::Debug for Sim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sim")
             .field("base_url", &self.base_url())
+            .field("nodes", &self.inner.shared.node_list().len())
             .finish()
     }
 }
 
+/// The address of node `index`: the configured one for node 0; for the others the same IP and
+/// a free port if the configured port is 0, else the port plus the index.
+fn node_addr(listen: SocketAddr, index: usize) -> std::io::Result<SocketAddr> {
+    if index == 0 || listen.port() == 0 {
+        return Ok(listen);
+    }
+    u16::try_from(index)
+        .ok()
+        .and_then(|i| listen.port().checked_add(i))
+        .map(|port| SocketAddr::new(listen.ip(), port))
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("no port for node {index} after {listen}"),
+            )
+        })
+}
+
 impl Sim {
-    /// Bind and start serving in the current tokio runtime.
+    /// Bind every node and start serving in the current tokio runtime.
     pub async fn start(config: SimConfig) -> std::io::Result<Sim> {
-        let listener = tokio::net::TcpListener::bind(config.listen).await?;
-        let addr = listener.local_addr()?;
+        let nodes = config.nodes.max(1);
+        if let Some(node) = config
+            .faults
+            .iter()
+            .find_map(|f| f.node.filter(|n| *n >= nodes))
+        {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("a fault names node {node}, but there are {nodes} nodes"),
+            ));
+        }
         let base_path = server::normalise_base(&config.base_path);
+        let tls = if config.tls {
+            Some(tls::Tls::generate()?)
+        } else {
+            None
+        };
         let mut store = Store::new(config.settings());
         for c in &config.clients {
             store.add_client(&c.id, &c.secret);
@@ -284,49 +334,100 @@ impl Sim {
             store.add_subscriber(s.clone());
         }
         for f in &config.faults {
-            store.faults.push(f.fault.clone(), f.times);
+            store.faults.push_on(f.fault.clone(), f.times, f.node);
         }
         let (stop, stop_rx) = watch::channel(false);
-        let shared = Arc::new(Shared::new(store, stop_rx.clone()));
-        let app = server::router(shared.clone(), &base_path);
-        let mut stop_signal = stop_rx;
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-                let _ = stop_signal.wait_for(|stop| *stop).await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "nsapi-sim server failed");
-            }
-        });
-        tracing::debug!(%addr, base_path, "nsapi-sim listening");
-        Ok(Sim {
-            inner: Arc::new(Running {
-                shared,
-                addr,
-                base_path,
-                stop,
-                task: Mutex::new(Some(task)),
-            }),
-        })
+        let shared = Arc::new(Shared::new(store, stop_rx, base_path, tls));
+        let sim = Sim {
+            inner: Arc::new(Running { shared, stop }),
+        };
+        for index in 0..nodes {
+            // On an error the half-started simulator stops as `sim` is dropped.
+            Node::start(&sim.inner.shared, node_addr(config.listen, index)?).await?;
+        }
+        Ok(sim)
     }
 
     fn shared(&self) -> &Shared {
         &self.inner.shared
     }
 
-    /// The bound address.
+    fn first_node(&self) -> Arc<Node> {
+        self.shared()
+            .node(0)
+            .expect("a running simulator has a node 0")
+    }
+
+    /// The address of node 0.
     pub fn addr(&self) -> SocketAddr {
-        self.inner.addr
+        self.first_node().addr
     }
 
-    /// `http://ADDR/ns-api/` (with the configured base path and a trailing slash).
+    /// Node 0's `http://ADDR/ns-api/` (with the configured base path and a trailing slash;
+    /// `https://` with TLS).
     pub fn base_url(&self) -> String {
-        format!("http://{}{}/", self.inner.addr, self.inner.base_path)
+        self.first_node().base_url(self.shared())
     }
 
-    /// `http://ADDR/_sim/`, the admin API.
+    /// Node 0's `http://ADDR/_sim/`, the admin API (every node serves it).
     pub fn admin_url(&self) -> String {
-        format!("http://{}/_sim/", self.inner.addr)
+        self.first_node().admin_url(self.shared())
+    }
+
+    /// Node `index` (0 is the first bound).
+    ///
+    /// # Panics
+    /// If there is no such node.
+    pub fn node(&self, index: usize) -> NodeHandle {
+        let node = self
+            .shared()
+            .node(index)
+            .unwrap_or_else(|| panic!("nsapi-sim has no node {index}"));
+        NodeHandle::new(self.clone(), node)
+    }
+
+    /// Every node, by index.
+    pub fn nodes(&self) -> Vec<NodeHandle> {
+        self.shared()
+            .nodes()
+            .into_iter()
+            .map(|n| NodeHandle::new(self.clone(), n))
+            .collect()
+    }
+
+    /// Start one more node over the same store: on the first node's IP, on a free port.
+    pub async fn add_node(&self) -> std::io::Result<NodeHandle> {
+        let addr = SocketAddr::new(self.addr().ip(), 0);
+        let node = Node::start(&self.inner.shared, addr).await?;
+        Ok(NodeHandle::new(self.clone(), node))
+    }
+
+    /// The request counters of node `index` alone (they are also in [`Stats::by_node`]).
+    ///
+    /// # Panics
+    /// If there is no such node.
+    pub fn node_stats(&self, index: usize) -> Stats {
+        self.shared()
+            .lock()
+            .node_stats(index)
+            .unwrap_or_else(|| panic!("nsapi-sim has no node {index}"))
+    }
+
+    /// The PEM of the test CA that signs the server certificate (with TLS; `None` without).
+    pub fn ca_pem(&self) -> Option<String> {
+        self.shared().tls().map(|t| t.ca_pem().to_owned())
+    }
+
+    /// The PEM of the other, unknown CA, whose certificate is served while
+    /// [`Sim::set_tls_untrusted`] is on (with TLS; `None` without).
+    pub fn untrusted_ca_pem(&self) -> Option<String> {
+        self.shared().tls().map(|t| t.untrusted_ca_pem().to_owned())
+    }
+
+    /// With TLS, serve (to new connections) a certificate for the same names signed by an
+    /// unknown CA instead of the test CA, so that clients trusting [`Sim::ca_pem`] fail.
+    pub fn set_tls_untrusted(&self, yes: bool) {
+        self.shared().lock().settings.tls_untrusted = yes;
     }
 
     /// Add (or replace) an OAuth client.
@@ -375,12 +476,20 @@ impl Sim {
         st.settings.error_body = body;
     }
 
-    /// Enable or disable (404 HTML) v2.
+    /// Enable or disable v2 (disabled: `/v2/tokens` answers the v2-absent status, 404 by
+    /// default, with an HTML page).
     pub fn set_v2_enabled(&self, yes: bool) {
         self.shared().lock().settings.v2_enabled = yes;
     }
 
-    /// Activate a fault (see [`Fault`] for how long each lasts).
+    /// The status `/v2/tokens` answers with an HTML page while v2 is disabled (404, or e.g.
+    /// 403, 500, 502, 503 like a front end that answers unknown paths that way).
+    pub fn set_v2_absent_status(&self, status: u16) {
+        self.shared().lock().settings.v2_absent_status = status;
+    }
+
+    /// Activate a fault on every node (see [`Fault`] for how long each lasts; use
+    /// [`NodeHandle::inject`] for one node).
     pub fn inject(&self, fault: Fault) {
         self.shared().lock().faults.push(fault, None);
     }
@@ -395,14 +504,15 @@ impl Sim {
         self.shared().lock().faults.clear();
     }
 
-    /// A snapshot of the request counters.
+    /// A snapshot of the request counters: every node's together, and each node's in
+    /// [`Stats::by_node`].
     pub fn stats(&self) -> Stats {
-        self.shared().lock().stats.clone()
+        self.shared().lock().stats()
     }
 
-    /// Zero the request counters.
+    /// Zero the request counters (every node's).
     pub fn reset_stats(&self) {
-        self.shared().lock().stats = Stats::default();
+        self.shared().lock().reset_stats();
     }
 
     /// Whether this access token would be accepted by `oauth2/read` right now (known, not
@@ -439,17 +549,17 @@ impl Sim {
         self.shared().lock().issued_tokens()
     }
 
-    /// Stop serving (hanging requests are released) and wait, up to 5 s, for the server to end.
+    /// Stop serving on every node (hanging requests are released) and wait, up to 5 s in
+    /// all, for the nodes to end.
     pub async fn shutdown(self) {
         let _ = self.inner.stop.send(true);
-        let task = self.inner.task.lock().ok().and_then(|mut t| t.take());
-        if let Some(task) = task {
-            let abort = task.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(5), task)
-                .await
-                .is_err()
-            {
-                abort.abort();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        for node in self.shared().nodes() {
+            if let Some(task) = node.take_task().await {
+                let abort = task.abort_handle();
+                if tokio::time::timeout_at(deadline, task).await.is_err() {
+                    abort.abort();
+                }
             }
         }
     }

@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use nsapi_sim::{ErrorBody, Fault, RefreshMode, Sim, SimConfig, Subscriber, parse_duration};
+use nsapi_sim::{ErrorBody, FaultEntry, RefreshMode, Sim, SimConfig, Subscriber, parse_duration};
 
 const ADMIN_HELP: &str = "\
-ENDPOINTS (BASE = http://ADDR/ns-api by default):
+ENDPOINTS (BASE = http://ADDR/ns-api by default; https with --tls; every node serves them all):
   POST|GET BASE/oauth2/token[/]   v1 password and refresh_token grants; fields in a form body,
                                   the query string, a multipart body or a JSON body
   GET      BASE/oauth2/read?format=json   token info for `Authorization: Bearer TOKEN`
@@ -20,16 +20,19 @@ ENDPOINTS (BASE = http://ADDR/ns-api by default):
 ADMIN API (JSON, no authentication: keep the simulator on loopback):
   GET    /_sim/health                       200 \"ok\"
   GET    /_sim/stats                        counters, with by_key \"endpoint/grant/result\"
+                                            and by_node (each node's own counters)
   DELETE /_sim/stats                        zero the counters
   GET    /_sim/faults                       active faults
   POST   /_sim/faults                       add a fault or an array of faults, e.g.
-                                            {\"type\":\"status\",\"status\":503,\"count\":2}
+                                            {\"type\":\"status\",\"status\":503,\"count\":2};
+                                            \"node\":N limits one to that node
   DELETE /_sim/faults                       clear every fault
   GET    /_sim/settings                     current settings
   PUT    /_sim/settings                     change any of: token_ttl, refresh_mode,
                                             refresh_token_ttl, password_grant_revokes_previous,
-                                            v2_enabled, bad_client_status, bad_refresh_status,
-                                            error_body, api_version
+                                            v2_enabled, v2_absent_status, bad_client_status,
+                                            bad_refresh_status, error_body, api_version,
+                                            tls_untrusted
   POST   /_sim/clients                      {\"id\",\"secret\"}
   POST   /_sim/subscribers                  {\"username\",\"password\"[,\"scope\",\"domain\",
                                             \"territory\",\"uid\",\"mfa\"]}
@@ -39,9 +42,22 @@ ADMIN API (JSON, no authentication: keep the simulator on loopback):
   POST   /_sim/tokens/revoke                {\"token\"} access or refresh token -> {\"found\"}
   POST   /_sim/tokens/expire                {\"token\"} make it expire now -> {\"found\"}
   POST   /_sim/refresh-tokens/revoke        revoke every refresh token issued so far
+  GET    /_sim/nodes                        [{\"index\",\"addr\",\"base_url\",\"admin_url\",\"state\"}]
+  POST   /_sim/nodes                        start one more node (free port) -> 201 its info
+  GET    /_sim/nodes/N                      one node's info
+  PUT    /_sim/nodes/N                      {\"state\":\"down\"} (socket closed, connects refused;
+                                            not through node N itself: 409), {\"state\":\"up\"}
+                                            (same port), {\"state\":\"status\",\"status\":503}
+                                            (every request, HTML), {\"state\":\"hang\"} (never
+                                            answer); /_sim/ itself is exempt
+  GET    /_sim/nodes/N/stats                that node's counters
+  GET    /_sim/tls/ca.pem                   the test CA (with --tls; 404 without)
+  GET    /_sim/tls/untrusted-ca.pem         the unknown CA served with --tls-untrusted
 
-FAULTS (JSON for --fault, the config file and POST /_sim/faults; add \"times\":N to limit any):
+FAULTS (JSON for --fault, the config file and POST /_sim/faults; add \"times\":N to limit any,
+\"node\":N to play one on that node only):
   {\"type\":\"status\",\"status\":503,\"count\":2}           5xx (or any status) for the next N
+                                            (HTML on v1, {\"code\",\"message\"} on v2)
   {\"type\":\"status_fraction\",\"status\":500,\"fraction\":0.3}  that status for 30% of them
   {\"type\":\"latency\",\"delay\":\"200ms\"}                  added latency
   {\"type\":\"hang\"}                                     never answer
@@ -52,6 +68,11 @@ FAULTS (JSON for --fault, the config file and POST /_sim/faults; add \"times\":N
   {\"type\":\"reject_refresh\"}                           every refresh grant fails
   {\"type\":\"method_not_allowed\",\"method\":\"GET\"}       405 for GET (or POST) token requests
   {\"type\":\"read_status\",\"status\":500,\"count\":1}      fault on oauth2/read
+  {\"type\":\"truncated_body\"}                         Content-Length of the answer, half sent, closed
+  {\"type\":\"huge_body\",\"bytes\":67108864}              a streamed body of N bytes, JSON start then
+                                            filler (\"chunked\":true: no Content-Length)
+  {\"type\":\"expires_in\",\"value\":-5}                   successful grants report this expires_in
+                                            (any JSON value; the token keeps its real ttl)
 Token faults apply to v1 oauth2/token and v2 tokens. Durations: 60s, 500ms, 2m, 1h or seconds.";
 
 /// A NetSapiens API simulator: OAuth2 token endpoints (v1 and v2) with the real API's quirks
@@ -66,8 +87,29 @@ struct Cli {
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
 
-    /// JSON config file: listen, base_path, token_ttl, refresh_mode, refresh_token_ttl,
-    /// password_grant_revokes_previous, v2_enabled, bad_client_status, bad_refresh_status,
+    /// Nodes to start: listeners over one store (accounts, tokens, settings), as the
+    /// geo-redundant nodes of one cluster. Node N listens on the --listen port plus N (or a
+    /// free port with port 0); each node's base URL is printed on its own line [default: 1].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    nodes: Option<u16>,
+
+    /// Serve HTTPS with a CA made at start and a certificate for localhost, 127.0.0.1 and ::1;
+    /// the CA's PEM is at /_sim/tls/ca.pem and in --tls-ca-file.
+    #[arg(long)]
+    tls: bool,
+
+    /// With --tls, serve a certificate from another, unknown CA instead (its PEM is at
+    /// /_sim/tls/untrusted-ca.pem), so that clients trusting the test CA fail.
+    #[arg(long)]
+    tls_untrusted: bool,
+
+    /// With --tls, write the test CA's PEM to this file before printing the base URL.
+    #[arg(long, value_name = "FILE")]
+    tls_ca_file: Option<PathBuf>,
+
+    /// JSON config file: listen, nodes, tls, tls_untrusted, base_path, token_ttl, refresh_mode, refresh_token_ttl,
+    /// password_grant_revokes_previous, v2_enabled, v2_absent_status, bad_client_status,
+    /// bad_refresh_status,
     /// error_body, api_version, clients [{id, secret}], subscribers [{username, password,
     /// scope, domain, territory, uid, mfa}], faults [...].
     #[arg(long, value_name = "FILE")]
@@ -81,8 +123,9 @@ struct Cli {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     token_ttl: Option<Duration>,
 
-    /// Refresh behaviour: same (the same refresh token comes back and stays valid) or rotate
-    /// (a new one each time; each is accepted once) [default: same].
+    /// Refresh behaviour: same (the same refresh token comes back and stays valid), rotate
+    /// (a new one each time; each is accepted once) or omit (no refresh_token field in refresh
+    /// answers; the one used stays valid) [default: same].
     #[arg(long, value_name = "MODE")]
     refresh_mode: Option<RefreshMode>,
 
@@ -94,9 +137,15 @@ struct Cli {
     #[arg(long)]
     password_grant_revokes_previous: bool,
 
-    /// Disable API v2: /v2/tokens answers 404 with an HTML page, as older servers do.
+    /// Disable API v2: /v2/tokens answers 404 (or --v2-absent-status) with an HTML page, as
+    /// older servers do.
     #[arg(long)]
     no_v2: bool,
+
+    /// The status /v2/tokens answers, with an HTML page, while v2 is disabled: 404, or e.g.
+    /// 403, 500, 502, 503 like a front end that answers unknown paths that way [default: 404].
+    #[arg(long, value_name = "STATUS", value_parser = clap::value_parser!(u16).range(100..=599))]
+    v2_absent_status: Option<u16>,
 
     /// HTTP status for a bad client id or secret: 400, 401 or 403 [default: 401].
     #[arg(long, value_name = "STATUS", value_parser = clap::value_parser!(u16).range(100..=599))]
@@ -129,9 +178,10 @@ struct Cli {
     mfa_subscriber: Vec<(String, String)>,
 
     /// A fault active from the start, as JSON (repeatable), e.g.
-    /// '{"type":"status","status":503,"count":2}'; see FAULTS below (--help).
+    /// '{"type":"status","status":503,"count":2}', with "times" and "node" if wanted; see
+    /// FAULTS below (--help).
     #[arg(long, value_name = "JSON")]
-    fault: Vec<Fault>,
+    fault: Vec<FaultEntry>,
 
     /// Log filter (tracing EnvFilter syntax), also read from RUST_LOG. Tokens and passwords
     /// are never logged.
@@ -155,6 +205,18 @@ fn build_config(cli: Cli) -> Result<SimConfig, String> {
     if let Some(v) = cli.listen {
         c = c.listen(v);
     }
+    if let Some(v) = cli.nodes {
+        c = c.nodes(usize::from(v));
+    }
+    if cli.tls {
+        c = c.tls();
+    }
+    if cli.tls_untrusted {
+        c = c.tls_untrusted(true);
+    }
+    if cli.tls_ca_file.is_some() && !c.tls {
+        return Err("--tls-ca-file needs --tls".into());
+    }
     if let Some(v) = &cli.base_path {
         c = c.base_path(v);
     }
@@ -172,6 +234,9 @@ fn build_config(cli: Cli) -> Result<SimConfig, String> {
     }
     if cli.no_v2 {
         c = c.v2_enabled(false);
+    }
+    if let Some(v) = cli.v2_absent_status {
+        c = c.v2_absent_status(v);
     }
     let (client_status, refresh_status, body) = (
         cli.bad_client_status.unwrap_or(c.bad_client_status),
@@ -192,7 +257,7 @@ fn build_config(cli: Cli) -> Result<SimConfig, String> {
         c = c.subscriber(Subscriber::new(user, password).with_mfa(true));
     }
     for f in cli.fault {
-        c = c.fault(f);
+        c = c.fault_entry(f);
     }
     Ok(c)
 }
@@ -215,6 +280,7 @@ async fn stop_signal() {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let ca_file = cli.tls_ca_file.clone();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -234,19 +300,30 @@ async fn main() -> std::process::ExitCode {
     let sim = match Sim::start(config).await {
         Ok(sim) => sim,
         Err(e) => {
-            eprintln!("nsapi-sim: cannot listen: {e}");
+            eprintln!("nsapi-sim: cannot start: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };
-    println!("{}", sim.base_url());
+    if let (Some(path), Some(pem)) = (&ca_file, sim.ca_pem())
+        && let Err(e) = std::fs::write(path, pem)
+    {
+        eprintln!("nsapi-sim: cannot write {}: {e}", path.display());
+        return std::process::ExitCode::FAILURE;
+    }
+    for node in sim.nodes() {
+        println!("{}", node.base_url());
+    }
     let _ = std::io::stdout().flush();
-    tracing::info!(
-        base_url = %sim.base_url(),
-        admin_url = %sim.admin_url(),
-        clients,
-        subscribers,
-        "nsapi-sim listening"
-    );
+    for node in sim.nodes() {
+        tracing::info!(
+            node = node.index(),
+            base_url = %node.base_url(),
+            admin_url = %node.admin_url(),
+            clients,
+            subscribers,
+            "nsapi-sim listening"
+        );
+    }
     stop_signal().await;
     tracing::info!("stopping");
     sim.shutdown().await;

@@ -22,10 +22,13 @@ pub(crate) struct Settings {
     pub refresh_token_ttl: Option<Duration>,
     pub password_grant_revokes_previous: bool,
     pub v2_enabled: bool,
+    pub v2_absent_status: u16,
     pub bad_client_status: u16,
     pub bad_refresh_status: u16,
     pub error_body: ErrorBody,
     pub api_version: String,
+    /// With TLS, serve the certificate of the unknown CA instead of the test CA's.
+    pub tls_untrusted: bool,
 }
 
 /// Any subset of the [`Settings`], as the config file and the admin API read it.
@@ -39,13 +42,32 @@ pub(crate) struct SettingsPatch {
     pub refresh_token_ttl: Option<Option<Duration>>,
     pub password_grant_revokes_previous: Option<bool>,
     pub v2_enabled: Option<bool>,
+    pub v2_absent_status: Option<u16>,
     pub bad_client_status: Option<u16>,
     pub bad_refresh_status: Option<u16>,
     pub error_body: Option<ErrorBody>,
     pub api_version: Option<String>,
+    pub tls_untrusted: Option<bool>,
 }
 
 impl SettingsPatch {
+    /// Check the statuses it carries are HTTP statuses (100..=599).
+    pub fn validate(&self) -> Result<(), String> {
+        for status in [
+            self.v2_absent_status,
+            self.bad_client_status,
+            self.bad_refresh_status,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if !(100..=599).contains(&status) {
+                return Err(format!("status {status} is not an HTTP status"));
+            }
+        }
+        Ok(())
+    }
+
     /// Set the fields present, raising the access-token lifetime to at least [`MIN_TTL`].
     pub fn apply(self, s: &mut Settings) {
         if let Some(v) = self.token_ttl {
@@ -63,6 +85,9 @@ impl SettingsPatch {
         if let Some(v) = self.v2_enabled {
             s.v2_enabled = v;
         }
+        if let Some(v) = self.v2_absent_status {
+            s.v2_absent_status = v;
+        }
         if let Some(v) = self.bad_client_status {
             s.bad_client_status = v;
         }
@@ -74,6 +99,9 @@ impl SettingsPatch {
         }
         if let Some(v) = self.api_version {
             s.api_version = v;
+        }
+        if let Some(v) = self.tls_untrusted {
+            s.tls_untrusted = v;
         }
     }
 }
@@ -241,7 +269,10 @@ pub(crate) type Invalid = &'static str;
 pub(crate) struct Store {
     pub settings: Settings,
     pub faults: ActiveFaults,
-    pub stats: Stats,
+    /// The counters of every node together.
+    stats: Stats,
+    /// The counters of each node, by index.
+    node_stats: Vec<Stats>,
     clients: HashMap<String, String>,
     subscribers: HashMap<String, Subscriber>,
     access: HashMap<String, AccessToken>,
@@ -259,6 +290,7 @@ impl Store {
             settings,
             faults: ActiveFaults::default(),
             stats: Stats::default(),
+            node_stats: Vec::new(),
             clients: HashMap::new(),
             subscribers: HashMap::new(),
             access: HashMap::new(),
@@ -285,10 +317,45 @@ impl Store {
         }
     }
 
-    /// Count one request under `endpoint/grant/result`.
-    pub fn count(&mut self, endpoint: &str, grant: GrantKind, result: &str) {
+    /// Make room for the counters of node `index`.
+    pub fn add_node_stats(&mut self, index: usize) {
+        if self.node_stats.len() <= index {
+            self.node_stats.resize_with(index + 1, Stats::default);
+        }
+    }
+
+    /// Update the counters with `f`: those of every node together, and those of `node`.
+    pub fn tally(&mut self, node: usize, f: impl Fn(&mut Stats)) {
+        f(&mut self.stats);
+        self.add_node_stats(node);
+        f(&mut self.node_stats[node]);
+    }
+
+    /// Count one request on `node` under `endpoint/grant/result`.
+    pub fn count(&mut self, node: usize, endpoint: &str, grant: GrantKind, result: &str) {
         let key = format!("{endpoint}/{}/{result}", grant.label());
-        *self.stats.by_key.entry(key).or_default() += 1;
+        self.tally(node, |s| *s.by_key.entry(key.clone()).or_default() += 1);
+    }
+
+    /// The counters, with those of each node in `by_node`.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            by_node: self.node_stats.clone(),
+            ..self.stats.clone()
+        }
+    }
+
+    /// The counters of one node (`None` for an unknown node).
+    pub fn node_stats(&self, node: usize) -> Option<Stats> {
+        self.node_stats.get(node).cloned()
+    }
+
+    /// Zero every counter.
+    pub fn reset_stats(&mut self) {
+        self.stats = Stats::default();
+        for s in &mut self.node_stats {
+            *s = Stats::default();
+        }
     }
 
     /// Run a password or refresh grant.
@@ -358,7 +425,6 @@ impl Store {
             });
         }
         if rt.consumed {
-            self.stats.refresh_token_reuse += 1;
             return Err(GrantError::InvalidGrant {
                 reason: "refresh_reused",
             });
@@ -370,13 +436,19 @@ impl Store {
             });
         };
         let refresh = match mode {
-            RefreshMode::Same => token.clone(),
+            RefreshMode::Same | RefreshMode::Omit => token.clone(),
             RefreshMode::Rotate => {
                 rt.consumed = true;
                 self.mint_refresh(client_id, &username, now)
             }
         };
-        Ok(self.mint_access(client_id, subscriber, Some(refresh), now, wall))
+        let mut issued = self.mint_access(client_id, subscriber, Some(refresh), now, wall);
+        if mode == RefreshMode::Omit {
+            // The new access token stays tied to the refresh token (revoking one revokes the
+            // other), but the answer carries none: the client keeps the one it has.
+            issued.refresh_token = None;
+        }
+        Ok(issued)
     }
 
     fn mint_refresh(&mut self, client_id: &str, username: &str, now: Instant) -> String {
@@ -526,10 +598,12 @@ mod tests {
             refresh_token_ttl: None,
             password_grant_revokes_previous: false,
             v2_enabled: true,
+            v2_absent_status: 404,
             bad_client_status: 401,
             bad_refresh_status: 400,
             error_body: ErrorBody::OAuth,
             api_version: "Version: 44.1.0".into(),
+            tls_untrusted: false,
         });
         s.add_client("c", "cs");
         s.add_subscriber(Subscriber::new("111@abc", "pw"));
@@ -575,7 +649,19 @@ mod tests {
                 reason: "refresh_reused"
             }
         );
-        assert_eq!(s.stats.refresh_token_reuse, 1);
+    }
+
+    #[test]
+    fn omit_answers_no_refresh_token_and_keeps_the_old_one_valid() {
+        let mut s = store(RefreshMode::Omit);
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let first = s.grant(&password(), false, now, wall).unwrap();
+        let rt = first.refresh_token.unwrap();
+        for _ in 0..3 {
+            let again = s.grant(&refresh(&rt), false, now, wall).unwrap();
+            assert_eq!(again.refresh_token, None);
+            assert!(s.read(&again.access_token, now).is_ok());
+        }
     }
 
     #[test]

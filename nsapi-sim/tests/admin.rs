@@ -89,6 +89,39 @@ async fn faults_are_added_listed_and_cleared() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn hostile_body_faults_are_injected_with_times() {
+    let sim = start().await;
+    let res = http()
+        .post(admin(&sim, "faults"))
+        .json(&json!([
+            {"type": "expires_in", "value": "soon", "times": 2},
+            {"type": "huge_body", "bytes": 4096, "times": 1},
+            {"type": "truncated_body", "times": 1}
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let listed: Value = res.json().await.unwrap();
+    assert_eq!(
+        listed,
+        json!([{"type": "expires_in", "value": "soon", "times": 2},
+               {"type": "huge_body", "bytes": 4096, "times": 1},
+               {"type": "truncated_body", "times": 1}])
+    );
+    // The first body fault applies first, then the next; expires_in rides along.
+    let res = password_grant(&sim).await;
+    assert_eq!(res.content_length(), Some(4096));
+    assert_eq!(res.bytes().await.unwrap().len(), 4096);
+    let res = password_grant(&sim).await;
+    assert_eq!(res.status(), 200);
+    assert!(res.bytes().await.is_err());
+    let t = token(&sim).await;
+    assert_eq!(t["expires_in"], 3600);
+    assert_eq!(sim.stats().password_grants_ok, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_bad_fault_is_refused() {
     let sim = start().await;
     for bad in [
@@ -288,6 +321,54 @@ async fn settings_are_read_and_changed() {
     let res = http()
         .put(admin(&sim, "settings"))
         .json(&json!({"token_tll": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+
+    let res = http()
+        .put(admin(&sim, "settings"))
+        .json(&json!({"refresh_mode": "omit"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.json::<Value>().await.unwrap()["refresh_mode"], "omit");
+    let rt = str_field(&token(&sim).await, "refresh_token").to_owned();
+    let t: Value = refresh_by_get(&sim, &rt).await.json().await.unwrap();
+    assert!(t.get("refresh_token").is_none(), "{t}");
+    assert_eq!(refresh_by_get(&sim, &rt).await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn v2_absent_status_is_a_setting() {
+    let sim = start().await;
+    let settings: Value = http()
+        .get(admin(&sim, "settings"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(settings["v2_absent_status"], 404);
+    let res = http()
+        .put(admin(&sim, "settings"))
+        .json(&json!({"v2_enabled": false, "v2_absent_status": 502}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let v2 = http()
+        .post(format!("{}v2/tokens", sim.base_url()))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(v2.status(), 502);
+    assert!(content_type(&v2).starts_with("text/html"));
+    let res = http()
+        .put(admin(&sim, "settings"))
+        .json(&json!({"v2_absent_status": 600}))
         .send()
         .await
         .unwrap();

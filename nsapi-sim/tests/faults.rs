@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::*;
 use nsapi_sim::{Fault, RefreshMode};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn status_fault_answers_the_next_n_requests_then_recovers() {
@@ -276,4 +276,161 @@ async fn inject_times_limits_an_open_ended_fault() {
     assert_eq!(password_grant(&sim).await.status(), 500);
     assert_eq!(password_grant(&sim).await.status(), 500);
     assert_eq!(password_grant(&sim).await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn truncated_body_announces_more_than_it_sends_then_closes_the_connection() {
+    let sim = start_with(config().refresh_mode(RefreshMode::Rotate)).await;
+    sim.inject_times(Fault::TruncatedBody, 1);
+    let raw = raw_form_post(sim.addr(), "/ns-api/oauth2/token/", &password_form()).await;
+    assert!(raw.head.starts_with("HTTP/1.1 200"), "{}", raw.head);
+    let announced = raw.content_length.expect("a Content-Length");
+    assert!(
+        raw.body.len() < announced,
+        "{} of {announced} bytes sent",
+        raw.body.len()
+    );
+    assert!(raw.body.starts_with(b"{\"access_token\""));
+    // Worn off after one use.
+    assert_eq!(password_grant(&sim).await.status(), 200);
+
+    // A client library sees the status, then fails reading the body; a rotated refresh token
+    // was consumed all the same.
+    let rt = str_field(&token(&sim).await, "refresh_token").to_owned();
+    sim.inject(Fault::TruncatedBody);
+    let res = refresh_by_get(&sim, &rt).await;
+    assert_eq!(res.status(), 200);
+    assert!(res.bytes().await.is_err());
+    sim.clear_faults();
+    assert_eq!(refresh_by_get(&sim, &rt).await.status(), 400);
+    let stats = sim.stats();
+    assert_eq!(stats.count("token/password/fault_truncated_body_ok"), 1);
+    assert_eq!(
+        stats.count("token/refresh_token/fault_truncated_body_ok"),
+        1
+    );
+    assert_eq!(stats.password_grants_ok, 2);
+}
+
+/// Resident memory of this process, in bytes (Linux), to show a huge body is streamed.
+fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn huge_body_streams_n_bytes_that_start_like_json() {
+    const SIZE: u64 = 64 << 20;
+    let sim = start().await;
+    sim.inject_times(
+        Fault::HugeBody {
+            bytes: SIZE,
+            chunked: false,
+        },
+        1,
+    );
+    let before = rss_bytes();
+    let mut res = http_with_timeout(Duration::from_secs(60))
+        .post(format!("{}oauth2/token/", sim.base_url()))
+        .form(&password_fields(USER, PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.content_length(), Some(SIZE));
+    let (mut total, mut start) = (0u64, Vec::new());
+    while let Some(chunk) = res.chunk().await.unwrap() {
+        if start.len() < 32 {
+            start.extend_from_slice(&chunk[..chunk.len().min(32)]);
+        }
+        total += chunk.len() as u64;
+    }
+    assert_eq!(total, SIZE);
+    assert!(start.starts_with(b"{\"access_token\":\"0000"), "{start:?}");
+    if let (Some(before), Some(after)) = (before, rss_bytes()) {
+        let grown = after.saturating_sub(before);
+        assert!(grown < SIZE / 2, "memory grew by {grown} bytes");
+    }
+    assert_eq!(password_grant(&sim).await.status(), 200);
+    assert_eq!(sim.stats().count("token/password/fault_huge_body_ok"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn huge_body_can_be_chunked_without_a_content_length() {
+    let sim = start().await;
+    sim.inject(Fault::HugeBody {
+        bytes: 1 << 20,
+        chunked: true,
+    });
+    let raw = raw_form_post(sim.addr(), "/ns-api/oauth2/token/", &password_form()).await;
+    assert!(raw.head.starts_with("HTTP/1.1 200"), "{}", raw.head);
+    assert_eq!(raw.content_length, None);
+    assert!(
+        raw.head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{}",
+        raw.head
+    );
+    let res = password_grant(&sim).await;
+    assert_eq!(res.content_length(), None);
+    assert_eq!(res.bytes().await.unwrap().len(), 1 << 20);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expires_in_reports_any_value_while_the_token_keeps_its_real_lifetime() {
+    let sim = start_with(config().token_ttl(Duration::from_secs(120))).await;
+    for value in [
+        json!(0),
+        json!(-5),
+        json!("soon"),
+        json!(1e300),
+        json!(2592000),
+        json!(null),
+        json!(3.5),
+    ] {
+        sim.inject_times(
+            Fault::ExpiresIn {
+                value: value.clone(),
+            },
+            1,
+        );
+        let t = token(&sim).await;
+        assert_eq!(t["expires_in"], value);
+        assert!(sim.is_token_valid(str_field(&t, "access_token")));
+    }
+    // Worn off: the real lifetime again, on refresh and on v2 alike.
+    let t = token(&sim).await;
+    assert_eq!(t["expires_in"], 120);
+    sim.inject(Fault::ExpiresIn { value: json!(-5) });
+    let refreshed: Value = refresh_by_get(&sim, str_field(&t, "refresh_token"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(refreshed["expires_in"], -5);
+    let v2: Value = http()
+        .post(format!("{}v2/tokens", sim.base_url()))
+        .json(&json!({"grant_type": "password", "client_id": CLIENT_ID,
+                      "client_secret": CLIENT_SECRET, "username": USER, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v2["expires_in"], -5);
+    // A failed grant is not one of its uses.
+    sim.clear_faults();
+    sim.inject_times(Fault::ExpiresIn { value: json!(0) }, 1);
+    let res = http()
+        .post(format!("{}oauth2/token/", sim.base_url()))
+        .form(&password_fields(USER, "wrong"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(token(&sim).await["expires_in"], 0);
+    assert_eq!(token(&sim).await["expires_in"], 120);
 }

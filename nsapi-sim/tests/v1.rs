@@ -304,9 +304,59 @@ async fn rotate_mode_accepts_each_refresh_token_once_and_counts_reuse() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn omit_mode_answers_refreshes_without_a_refresh_token_and_keeps_the_old_one() {
+    let sim = start_with(config().refresh_mode(RefreshMode::Omit)).await;
+    let first = token(&sim).await;
+    let rt = str_field(&first, "refresh_token").to_owned();
+    assert!(is_hex_token(&rt));
+    for _ in 0..3 {
+        let res = refresh_by_get(&sim, &rt).await;
+        assert_eq!(res.status(), 200);
+        let t: Value = res.json().await.unwrap();
+        assert!(t.get("refresh_token").is_none(), "{t}");
+        assert!(sim.is_token_valid(str_field(&t, "access_token")));
+    }
+    // By POST too, and a password grant still returns a refresh token.
+    let res = http()
+        .post(format!("{}oauth2/token/", sim.base_url()))
+        .form(&refresh_fields(&rt))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.json::<Value>()
+            .await
+            .unwrap()
+            .get("refresh_token")
+            .is_none()
+    );
+    assert!(token(&sim).await["refresh_token"].is_string());
+    let stats = sim.stats();
+    assert_eq!((stats.refresh_grants, stats.refresh_grants_ok), (4, 4));
+    assert_eq!(stats.refresh_token_reuse, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn omit_mode_refresh_token_can_still_be_revoked_and_expired() {
+    let sim = start_with(config().refresh_mode(RefreshMode::Omit)).await;
+    let rt = str_field(&token(&sim).await, "refresh_token").to_owned();
+    let t: Value = refresh_by_get(&sim, &rt).await.json().await.unwrap();
+    // Revoking the access token issued by the refresh revokes the refresh token it came from.
+    sim.revoke_token(str_field(&t, "access_token"));
+    assert_eq!(refresh_by_get(&sim, &rt).await.status(), 400);
+    let rt = str_field(&token(&sim).await, "refresh_token").to_owned();
+    sim.expire_token(&rt);
+    assert_eq!(refresh_by_get(&sim, &rt).await.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn refresh_mode_can_change_at_run_time() {
     let sim = start().await;
     let rt = str_field(&token(&sim).await, "refresh_token").to_owned();
+    sim.set_refresh_mode(RefreshMode::Omit);
+    let t: Value = refresh_by_get(&sim, &rt).await.json().await.unwrap();
+    assert!(t.get("refresh_token").is_none(), "{t}");
     sim.set_refresh_mode(RefreshMode::Rotate);
     let t: Value = refresh_by_get(&sim, &rt).await.json().await.unwrap();
     assert_ne!(str_field(&t, "refresh_token"), rt);

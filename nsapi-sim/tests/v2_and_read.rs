@@ -49,6 +49,21 @@ async fn v2_password_and_refresh_grants() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn v2_omit_mode_refresh_has_no_refresh_token() {
+    let sim = start_with(config().refresh_mode(nsapi_sim::RefreshMode::Omit)).await;
+    let t: Value = v2(&sim, v2_password()).await.json().await.unwrap();
+    let refresh = json!({"grant_type": "refresh_token", "client_id": CLIENT_ID,
+                         "client_secret": CLIENT_SECRET, "refresh_token": t["refresh_token"]});
+    for _ in 0..2 {
+        let res = v2(&sim, refresh.clone()).await;
+        assert_eq!(res.status(), 200);
+        let again: Value = res.json().await.unwrap();
+        assert!(again.get("refresh_token").is_none(), "{again}");
+        assert!(sim.is_token_valid(str_field(&again, "access_token")));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn v2_errors_are_code_and_message() {
     let sim = start().await;
     let mut body = v2_password();
@@ -89,6 +104,31 @@ async fn v2_can_answer_404_with_html_like_an_older_server() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn v2_absent_status_plays_a_front_end_that_answers_unknown_paths_its_own_way() {
+    let sim = start_with(config().v2_enabled(false).v2_absent_status(503)).await;
+    let res = v2(&sim, v2_password()).await;
+    assert_eq!(res.status(), 503);
+    assert!(content_type(&res).starts_with("text/html"));
+    assert!(res.text().await.unwrap().contains("<html>"));
+    for status in [403, 500, 502, 404] {
+        sim.set_v2_absent_status(status);
+        let res = v2(&sim, v2_password()).await;
+        assert_eq!(res.status(), status);
+        assert!(content_type(&res).starts_with("text/html"));
+        assert!(res.text().await.unwrap().contains(&status.to_string()));
+    }
+    // v1 is untouched, and v2 comes back when enabled.
+    assert_eq!(password_grant(&sim).await.status(), 200);
+    sim.set_v2_enabled(true);
+    assert_eq!(v2(&sim, v2_password()).await.status(), 200);
+    let stats = sim.stats();
+    assert_eq!(stats.count("v2/-/absent_503"), 1);
+    assert_eq!(stats.count("v2/-/absent_403"), 1);
+    assert_eq!(stats.count("v2/-/not_found"), 1);
+    assert_eq!(stats.count("v2/password/ok"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn v2_invalid_scope_fault() {
     let sim = start().await;
     sim.inject(Fault::InvalidScope);
@@ -99,6 +139,40 @@ async fn v2_invalid_scope_fault() {
         err,
         json!({"code": 401, "message": "Invalid Scope [APP001]"})
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn v2_status_fault_answers_code_and_message_json_while_v1_keeps_html() {
+    let sim = start().await;
+    for status in [500, 502, 503] {
+        sim.inject(Fault::Status { status, count: 1 });
+        let res = v2(&sim, v2_password()).await;
+        assert_eq!(res.status(), status);
+        assert!(content_type(&res).starts_with("application/json"));
+        let err: Value = res.json().await.unwrap();
+        assert_eq!(err["code"], status);
+        assert!(
+            err["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{err}"
+        );
+    }
+    sim.inject(Fault::StatusFraction {
+        status: 503,
+        fraction: 1.0,
+    });
+    let res = v2(&sim, v2_password()).await;
+    assert_eq!(res.status(), 503);
+    assert_eq!(
+        res.json::<Value>().await.unwrap(),
+        json!({"code": 503, "message": "Service Unavailable"})
+    );
+    let res = password_grant(&sim).await;
+    assert_eq!(res.status(), 503);
+    assert!(content_type(&res).starts_with("text/html"));
+    assert!(res.text().await.unwrap().contains("<html>"));
+    let stats = sim.stats();
+    assert_eq!(stats.count("v2/password/fault_503"), 2);
+    assert_eq!(stats.count("token/password/fault_503"), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]

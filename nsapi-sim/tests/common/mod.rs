@@ -111,3 +111,64 @@ pub fn content_type(res: &reqwest::Response) -> String {
 pub fn is_hex_token(s: &str) -> bool {
     (32..=36).contains(&s.len()) && s.chars().all(|c| c.is_ascii_hexdigit())
 }
+
+/// What a raw HTTP/1.1 exchange gave: the response head, the body bytes received before the
+/// connection closed, and the `Content-Length` announced (if any).
+#[derive(Debug)]
+pub struct RawAnswer {
+    pub head: String,
+    pub body: Vec<u8>,
+    pub content_length: Option<usize>,
+}
+
+/// Send a form POST over a fresh TCP connection with `Connection: close`, then read until the
+/// server closes it (at most 10 s): for answers a client library would refuse to hand over.
+pub async fn raw_form_post(addr: std::net::SocketAddr, path: &str, form: &str) -> RawAnswer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+        form.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+        .await
+        .expect("the server closes the connection within 10 s")
+        .ok();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let content_length = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse().ok())?
+    });
+    RawAnswer {
+        head,
+        body: raw[split + 4..].to_vec(),
+        content_length,
+    }
+}
+
+/// The guide's password grant as a form body, percent-encoded.
+pub fn password_form() -> String {
+    password_fields(USER, PASSWORD)
+        .into_iter()
+        .map(|(k, v)| format!("{k}={}", form_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            b' ' => "+".to_owned(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
