@@ -307,6 +307,8 @@ fn chart_schema_rejects_bad_values() {
         ("apiTimeout=soon", "/apiTimeout"),
         ("httpPort=0", "/httpPort"),
         ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
+        ("hostNetwork=yes", "/hostNetwork"),
+        ("extraEnv[0].value=127.0.0.1", "/extraEnv/0"), // an env var needs a name
         ("replicas=1", "additional properties 'replicas'"), // a typo is an error too
     ] {
         let out = helm(&["template", "x", &chart, "--set", set]);
