@@ -56,6 +56,33 @@ pub async fn serve(
         .await
 }
 
-pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await
+/// Binds the HTTP port. With `reuse_port`, other processes may bind the same port too
+/// (`SO_REUSEPORT`): two replicas on the host network of one node then both serve, and the
+/// kernel spreads connections between them.
+pub fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(128)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn two_listeners_share_a_port_only_when_both_ask() {
+        let first = bind("127.0.0.1:0".parse().unwrap(), true).unwrap();
+        let addr = first.local_addr().unwrap();
+        let second = bind(addr, true).expect("a second SO_REUSEPORT listener");
+        assert_eq!(second.local_addr().unwrap(), addr);
+        let exclusive = bind("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        assert!(bind(exclusive.local_addr().unwrap(), false).is_err());
+    }
 }

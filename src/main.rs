@@ -68,6 +68,10 @@ struct RunArgs {
     /// Address of the HTTP server for /healthz, /readyz and /metrics.
     #[arg(long, default_value = "0.0.0.0:8080", env = "NSAPI_HTTP_ADDR")]
     http_addr: SocketAddr,
+    /// Let other processes bind the same HTTP port (SO_REUSEPORT): for replicas that share a
+    /// node's host network.
+    #[arg(long)]
+    http_reuse_port: bool,
     /// Watch only this namespace (repeatable). Without any, all namespaces are watched.
     #[arg(
         long = "namespace",
@@ -155,7 +159,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
 
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
-    let listener = admin::bind(args.http_addr).await?;
+    let listener = admin::bind(args.http_addr, args.http_reuse_port)?;
     info!(addr = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
     let admin_state = AdminState {
         ready: ready.clone(),
@@ -241,9 +245,9 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         }
     };
-    // Hand the Lease over at once, however the work ended (a standby need not wait for it to
-    // expire). Releasing checks that this replica still holds it.
-    if let Some(elector) = &elector {
+    // Hand the Lease over at once when the work ended by shutdown, even past the grace period
+    // (a standby need not wait for it to expire). A lost Lease is not ours to release.
+    if let (Some(elector), Ok(())) = (&elector, &result) {
         let _ = tokio::time::timeout(RELEASE_TIMEOUT, elector.release()).await;
     }
     ready.store(false, Ordering::Relaxed);

@@ -218,7 +218,7 @@ fn chart_lints_and_renders_with_default_and_namespace_scoped_values() {
         ]
     );
     let service = of_kind(&objs, "Service")[0];
-    assert_eq!(service["spec"]["ports"][0]["targetPort"], "http");
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], 8080);
 
     // Namespace-scoped, with a list: a Role and a RoleBinding in each, no cluster-wide access.
     let objs = objects(&helm_ok(&[
@@ -283,6 +283,25 @@ fn chart_lints_and_renders_with_default_and_namespace_scoped_values() {
     assert_eq!(roles.len(), 1);
     assert_eq!(roles[0]["metadata"]["namespace"], "operators");
     assert!(deployment_args(&objs).contains(&"--namespace=operators".to_owned()));
+
+    // On the host network: no declared port (two replicas may share a node), SO_REUSEPORT.
+    let objs = render("ops", "operators", &["hostNetwork=true", "httpPort=18080"]);
+    let pod = &of_kind(&objs, "Deployment")[0]["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["dnsPolicy"], "ClusterFirstWithHostNet");
+    let container = &pod["containers"][0];
+    assert!(container.get("ports").is_none(), "{container}");
+    assert_eq!(container["readinessProbe"]["httpGet"]["port"], 18080);
+    let args = deployment_args(&objs);
+    assert!(args.contains(&"--http-reuse-port".to_owned()), "{args:?}");
+    assert!(
+        args.contains(&"--http-addr=0.0.0.0:18080".to_owned()),
+        "{args:?}"
+    );
+    assert_eq!(
+        of_kind(&objs, "Service")[0]["spec"]["ports"][0]["targetPort"],
+        18080
+    );
 
     // The ServiceMonitor is off by default and renders when enabled.
     let objs = render("ops", "operators", &["serviceMonitor.enabled=true"]);

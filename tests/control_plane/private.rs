@@ -29,10 +29,22 @@ impl PrivatePlane {
     /// Starts etcd, kube-apiserver and kube-controller-manager in a fresh run directory (about
     /// five seconds with the binaries cached).
     pub async fn start() -> PrivatePlane {
+        Self::start_with(&[]).await
+    }
+
+    /// The same with a node (`up --node`: kube-scheduler, containerd and a kubelet), which
+    /// needs root and the node's binaries and images (`scripts/control-plane build --node`,
+    /// `scripts/build-image`, `scripts/build-image --busybox`).
+    pub async fn start_with_node() -> PrivatePlane {
+        Self::start_with(&["--node"]).await
+    }
+
+    async fn start_with(flags: &[&str]) -> PrivatePlane {
         let turn = TURN.lock().await;
         let run_dir = std::env::temp_dir().join(unique_name(RUN_DIR_PREFIX));
         let out = Command::new(script())
             .arg("up")
+            .args(flags)
             .env("NSAPI_CP_RUN_DIR", &run_dir)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -61,12 +73,17 @@ impl PrivatePlane {
 
     /// The API server's URL (`https://127.0.0.1:PORT`).
     pub fn server(&self) -> String {
-        let env = std::fs::read_to_string(self.run_dir.join("env")).expect("the env file");
-        env.lines()
-            .find_map(|l| l.strip_prefix("export NSAPI_CP_SERVER="))
+        self.env("NSAPI_CP_SERVER")
             .expect("NSAPI_CP_SERVER in the env file")
-            .trim_matches(['\'', '"'])
-            .to_owned()
+    }
+
+    /// A variable of the run directory's `env` file.
+    pub fn env(&self, name: &str) -> Option<String> {
+        let env = std::fs::read_to_string(self.run_dir.join("env")).expect("the env file");
+        let prefix = format!("export {name}=");
+        env.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .map(|v| v.trim_matches(['\'', '"']).to_owned())
     }
 
     /// Sends a signal (`KILL`, `STOP`, `CONT`, ...) to a component.

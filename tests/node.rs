@@ -1,0 +1,477 @@
+//! On a real node (`scripts/control-plane up --node`: kube-scheduler, containerd, a kubelet):
+//! the operator runs as a pod from its own chart and image, in-cluster; consumer pods see the
+//! mounted token rotate (and those that read it through `subPath` or an env var do not); a
+//! rolling upgrade to two replicas with leader election loses no token; deleting the leader's
+//! pod hands over within the Lease duration.
+//!
+//! Needs root, `scripts/control-plane build --node`, `scripts/build-image` and
+//! `scripts/build-image --busybox` (`make test` does all of it).
+
+mod control_plane;
+mod fixture;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use control_plane::PrivatePlane;
+use fixture::{Fixture, Observed, data, grants};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use nsapi_sim::SimConfig;
+use serde_json::{Value, json};
+
+const RELEASE: &str = "nsapi-token-operator";
+const OPERATOR_NS: &str = "nsapi-system";
+const BUSYBOX: &str = "localhost/nsapi-busybox:1.35.0";
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn helm(plane: &PrivatePlane, args: &[&str]) -> Output {
+    let helm = std::env::var_os("NSAPI_HELM")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| repo().join("scripts/helm"));
+    Command::new(helm)
+        .arg("--kubeconfig")
+        .arg(plane.run_dir.join("admin.kubeconfig"))
+        .args(args)
+        .output()
+        .expect("run helm")
+}
+
+fn ok(what: &str, out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The values that run the chart on this node: the image built here (never pulled), the host
+/// network (the API server and nsapi-sim listen on 127.0.0.1), a free HTTP port.
+fn node_values(plane: &PrivatePlane, http_port: u16) -> Vec<String> {
+    let api_port = plane
+        .env("NSAPI_CP_APISERVER_PORT")
+        .expect("NSAPI_CP_APISERVER_PORT: is this a node?");
+    [
+        "image.repository=localhost/nsapi-token-operator".to_owned(),
+        format!("image.tag={}", env!("CARGO_PKG_VERSION")),
+        "image.pullPolicy=Never".to_owned(),
+        "hostNetwork=true".to_owned(),
+        format!("httpPort={http_port}"),
+        "allowInsecureHttp=true".to_owned(),
+        "apiTimeout=5s".to_owned(),
+        "logLevel=debug".to_owned(),
+        "extraEnv[0].name=KUBERNETES_SERVICE_HOST".to_owned(),
+        "extraEnv[0].value=127.0.0.1".to_owned(),
+        "extraEnv[1].name=KUBERNETES_SERVICE_PORT".to_owned(),
+        format!("extraEnv[1].value={api_port}"),
+    ]
+    .to_vec()
+}
+
+fn set_args(values: &[String]) -> Vec<String> {
+    values
+        .iter()
+        .flat_map(|v| {
+            let flag = if v.starts_with("extraEnv[1].value") || v.starts_with("image.tag") {
+                "--set-string"
+            } else {
+                "--set"
+            };
+            [flag.to_owned(), v.clone()]
+        })
+        .collect()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The operator's pods, newest first.
+async fn operator_pods(f: &Fixture) -> Vec<Pod> {
+    let pods: Api<Pod> = Api::namespaced(f.client.clone(), OPERATOR_NS);
+    let mut list = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/name=nsapi-token-operator"))
+        .await
+        .unwrap()
+        .items;
+    list.sort_by_key(|p| std::cmp::Reverse(p.metadata.creation_timestamp.clone()));
+    list
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Everything the operator's pods logged (for the leak check).
+fn operator_pod_logs() -> String {
+    let out = control_plane::kubectl(&[
+        "logs",
+        "-n",
+        OPERATOR_NS,
+        "-l",
+        "app.kubernetes.io/name=nsapi-token-operator",
+        "--tail=-1",
+        "--prefix",
+    ]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The host's view of the operator process listening on `port`: its uid and whether its root
+/// file system is read-only.
+fn operator_process(http_port: u16) -> Option<(u32, bool)> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if !cmdline.contains(&format!("--http-addr=0.0.0.0:{http_port}")) {
+            continue;
+        }
+        let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
+        let uid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        let mountinfo = std::fs::read_to_string(entry.path().join("mountinfo")).ok()?;
+        let root_ro = mountinfo
+            .lines()
+            .find(|l| l.split_whitespace().nth(4) == Some("/"))?
+            .split_whitespace()
+            .nth(5)?
+            .split(',')
+            .any(|o| o == "ro");
+        return Some((uid, root_ro));
+    }
+    None
+}
+
+/// A consumer pod made from `examples/deployment.yaml`'s pod template: its volume mount and
+/// security context, with a shell that prints a short hash of the token whenever it changes.
+fn consumer(name: &str, secret: &str, how: &str) -> Pod {
+    let example: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(repo().join("examples/deployment.yaml")).unwrap(),
+    )
+    .unwrap();
+    let mut spec = example["spec"]["template"]["spec"].clone();
+    spec["volumes"][0]["secret"]["secretName"] = json!(secret);
+    let container = &mut spec["containers"][0];
+    container["image"] = json!(BUSYBOX);
+    container["imagePullPolicy"] = json!("Never");
+    let read = match how {
+        "volume" => "cat /var/run/nsapi/access_token",
+        "subPath" => "cat /token",
+        _ => "printf %s \"$TOKEN\"",
+    };
+    container["command"] = json!(["/bin/sh", "-c"]);
+    container["args"] = json!([format!(
+        "last=; while true; do t=$({read} 2>/dev/null); if [ \"$t\" != \"$last\" ]; then \
+         echo \"token $(printf %s \"$t\" | sha256sum | cut -c1-16)\"; last=$t; fi; sleep 0.2; done"
+    )]);
+    match how {
+        "subPath" => {
+            container["volumeMounts"] = json!([
+                {"name": "nsapi-token", "mountPath": "/token", "subPath": "access_token", "readOnly": true}
+            ]);
+        }
+        "env" => {
+            container["volumeMounts"] = json!([]);
+            container["env"] = json!([
+                {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": secret, "key": "access_token"}}}
+            ]);
+        }
+        _ => {}
+    }
+    if how == "env" {
+        spec["volumes"] = json!([]);
+    }
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"app": "consumer"}},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn short_hash(token: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `(timestamp, hash)` of each change a consumer pod logged.
+fn consumer_changes(namespace: &str, pod: &str) -> Vec<(jiff::Timestamp, String)> {
+    let out = control_plane::kubectl(&["logs", "-n", namespace, pod, "--timestamps"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (at, rest) = l.split_once(' ')?;
+            let hash = rest.strip_prefix("token ")?;
+            Some((at.parse().ok()?, hash.trim().to_owned()))
+        })
+        .collect()
+}
+
+async fn install(plane: &PrivatePlane, http_port: u16, extra: &[&str]) -> Instant {
+    control_plane::kubectl(&["create", "namespace", OPERATOR_NS]);
+    let mut args = vec![
+        "install".to_owned(),
+        RELEASE.to_owned(),
+        repo()
+            .join("charts/nsapi-token-operator")
+            .display()
+            .to_string(),
+        "-n".to_owned(),
+        OPERATOR_NS.to_owned(),
+    ];
+    args.extend(set_args(&node_values(plane, http_port)));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    ok("helm install", helm(plane, &args));
+    started
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_chart_runs_the_operator_in_a_pod_and_mounted_tokens_rotate() {
+    let plane = PrivatePlane::start_with_node().await;
+    let f = Fixture::new("node", SimConfig::new().token_ttl(secs(30))).await;
+    f.create_input_secrets().await;
+    let http_port = free_port();
+    let installed = install(&plane, http_port, &[]).await;
+    control_plane::eventually("the operator pod to be Ready", secs(120), || async {
+        operator_pods(&f)
+            .await
+            .first()
+            .filter(|p| pod_ready(p))
+            .map(|_| ())
+    })
+    .await;
+    eprintln!(
+        "measure: helm install to a Ready operator pod: {:?}",
+        installed.elapsed()
+    );
+    let (uid, read_only) = operator_process(http_port).expect("the operator process on the host");
+    assert_eq!(uid, 65532, "the operator runs as {uid}");
+    assert!(read_only, "the operator's root file system is writable");
+
+    f.create_credential("abc", |_| {}).await;
+    f.wait_ready("abc", secs(60)).await;
+    let pods: Api<Pod> = Api::namespaced(f.client.clone(), f.namespace());
+    for (name, how) in [("volume", "volume"), ("subpath", "subPath"), ("env", "env")] {
+        pods.create(&PostParams::default(), &consumer(name, "abc-token", how))
+            .await
+            .unwrap();
+    }
+    for name in ["volume", "subpath", "env"] {
+        control_plane::eventually(&format!("consumer {name} to run"), secs(90), || async {
+            let pod = pods.get(name).await.ok()?;
+            (pod.status?.phase.as_deref() == Some("Running")).then_some(())
+        })
+        .await;
+    }
+
+    // Five rotations, each timed from the moment the Secret changed to the moment the pod saw it.
+    let first = data(&f.token_secret("abc-token").await.unwrap(), "access_token").unwrap();
+    let mut written = vec![(jiff::Timestamp::now(), first.clone())];
+    let mut token = first.clone();
+    for _ in 0..5 {
+        token = f.wait_new_token("abc-token", &token, secs(60)).await;
+        written.push((jiff::Timestamp::now(), token.clone()));
+    }
+    let last = short_hash(&token);
+    control_plane::eventually(
+        "the volume consumer to see the last token",
+        secs(60),
+        || async {
+            consumer_changes(f.namespace(), "volume")
+                .iter()
+                .any(|(_, h)| *h == last)
+                .then_some(())
+        },
+    )
+    .await;
+    let seen = consumer_changes(f.namespace(), "volume");
+    let mut lags: Vec<f64> = written[1..]
+        .iter()
+        .map(|(at, token)| {
+            let hash = short_hash(token);
+            let (seen_at, _) = seen
+                .iter()
+                .find(|(_, h)| *h == hash)
+                .unwrap_or_else(|| panic!("the pod never saw a rotated token"));
+            seen_at.duration_since(*at).as_secs_f64().max(0.0)
+        })
+        .collect();
+    lags.sort_by(f64::total_cmp);
+    eprintln!(
+        "measure: kubelet propagation lag over {} rotations: min {:.1} s, median {:.1} s, max {:.1} s",
+        lags.len(),
+        lags[0],
+        lags[lags.len() / 2],
+        lags[lags.len() - 1]
+    );
+
+    // The README's warning, shown: subPath mounts and env vars keep the first token.
+    let initial = short_hash(&first);
+    for pod in ["subpath", "env"] {
+        let changes = consumer_changes(f.namespace(), pod);
+        let hashes: Vec<&str> = changes.iter().map(|(_, h)| h.as_str()).collect();
+        assert_eq!(hashes, [initial.as_str()], "{pod} saw the token change");
+    }
+    assert!(
+        !f.sim.is_token_valid(&first),
+        "the first token should have expired by now"
+    );
+
+    let logs = operator_pod_logs();
+    assert!(logs.contains("token obtained"), "no operator pod logs");
+    f.assert_no_secret_in(&logs, "the operator pod's logs");
+    f.assert_no_secret_leaked().await;
+    ok(
+        "helm uninstall",
+        helm(&plane, &["uninstall", RELEASE, "-n", OPERATOR_NS, "--wait"]),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rolling_upgrade_to_two_replicas_loses_no_token_and_the_leader_hands_over() {
+    let plane = PrivatePlane::start_with_node().await;
+    let f = Fixture::new("node-ha", SimConfig::new().token_ttl(secs(30))).await;
+    f.create_input_secrets().await;
+    let http_port = free_port();
+    install(&plane, http_port, &[]).await;
+    f.create_credential("abc", |_| {}).await;
+    f.wait_ready("abc", secs(120)).await;
+    let mut seen = Observed::default();
+    seen.until_tokens(&f, "abc-token", 1, secs(10)).await;
+    let before: Vec<String> = operator_pods(&f)
+        .await
+        .iter()
+        .map(|p| p.metadata.name.clone().unwrap())
+        .collect();
+
+    // Two replicas with leader election: a rolling update replaces the pod.
+    let mut args = vec![
+        "upgrade".to_owned(),
+        RELEASE.to_owned(),
+        repo()
+            .join("charts/nsapi-token-operator")
+            .display()
+            .to_string(),
+        "-n".to_owned(),
+        OPERATOR_NS.to_owned(),
+    ];
+    args.extend(set_args(&node_values(&plane, http_port)));
+    args.extend(
+        [
+            "--set",
+            "leaderElection.enabled=true",
+            "--set",
+            "replicaCount=2",
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok("helm upgrade", helm(&plane, &args));
+    let rollout = async {
+        loop {
+            let pods = operator_pods(&f).await;
+            let fresh: Vec<&Pod> = pods
+                .iter()
+                .filter(|p| !before.contains(p.metadata.name.as_ref().unwrap()))
+                .collect();
+            if fresh.len() == 2 && fresh.iter().all(|p| pod_ready(p)) && pods.len() == 2 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    let watch = seen.watch(&f, "abc-token", secs(90));
+    let (_, ()) = tokio::join!(
+        async {
+            tokio::time::timeout(secs(90), rollout)
+                .await
+                .expect("the rollout finished")
+        },
+        watch
+    );
+
+    // Delete the leader's pod: the standby acts within the Lease duration.
+    let leases: Api<Lease> = Api::namespaced(f.client.clone(), OPERATOR_NS);
+    let holder = leases
+        .get(RELEASE)
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .holder_identity
+        .unwrap();
+    let pods = operator_pods(&f).await;
+    let leader = pods
+        .iter()
+        .find(|p| holder.starts_with(p.metadata.name.as_ref().unwrap()))
+        .expect("the leader's pod")
+        .metadata
+        .name
+        .clone()
+        .unwrap();
+    Api::<Pod>::namespaced(f.client.clone(), OPERATOR_NS)
+        .delete(&leader, &DeleteParams::default())
+        .await
+        .unwrap();
+    let deleted = Instant::now();
+    control_plane::eventually("another replica to take the Lease", secs(30), || async {
+        let spec = leases.get(RELEASE).await.ok()?.spec?;
+        let holder = spec.holder_identity?;
+        (!holder.starts_with(&leader)).then_some(())
+    })
+    .await;
+    let took = deleted.elapsed();
+    eprintln!("measure: a standby led {took:?} after the leader's pod was deleted");
+    assert!(took <= secs(15), "the hand-over took {took:?}");
+
+    let rotations = seen.tokens.len() + 2;
+    seen.until_tokens(&f, "abc-token", rotations, secs(90))
+        .await;
+    seen.assert_sound();
+    eprintln!(
+        "measure: rolling upgrade and leader deletion: {} tokens, {} grants, {} expired samples",
+        seen.tokens.len(),
+        grants(&f),
+        seen.expired_samples
+    );
+    assert_eq!(
+        grants(&f),
+        seen.tokens.len() as u64,
+        "a rotation was done twice"
+    );
+    let logs = operator_pod_logs();
+    f.assert_no_secret_in(&logs, "the operator pods' logs");
+    f.assert_no_secret_leaked().await;
+    ok(
+        "helm uninstall",
+        helm(&plane, &["uninstall", RELEASE, "-n", OPERATOR_NS, "--wait"]),
+    );
+}
