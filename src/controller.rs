@@ -31,16 +31,29 @@ pub struct Scope {
     pub label_selector: Option<String>,
 }
 
-/// Fails fast, with a hint, when the NsApiCredential CRD is not served.
+/// Fails fast, with a hint, when the NsApiCredential CRD is not served. A namespace in scope
+/// that the operator may not list (RBAC) is not a reason to stop: the others may work, and its
+/// watch reports the denial.
 pub async fn ensure_crd_served(client: &kube::Client, scope: &Scope) -> Result<()> {
-    let credentials: Api<NsApiCredential> = match scope.namespaces.first() {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
+    let apis: Vec<Api<NsApiCredential>> = if scope.namespaces.is_empty() {
+        vec![Api::all(client.clone())]
+    } else {
+        scope
+            .namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect()
     };
-    credentials
-        .list(&ListParams::default().limit(1))
-        .await
-        .map_err(Error::CrdNotInstalled)?;
+    for api in apis {
+        match api.list(&ListParams::default().limit(1)).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 403 => {
+                warn!(message = %status.message, "may not list NsApiCredentials here");
+            }
+            Err(error) => return Err(Error::CrdNotInstalled(error)),
+        }
+    }
+    warn!("may not list NsApiCredentials anywhere in scope; the watches keep trying");
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! token for the same inputs, otherwise (or when the server refuses the refresh) the password
 //! grant. Each refresh token is sent at most once; every request is counted in the metrics.
 
+use jiff::Timestamp;
 use tracing::{debug, info};
 
 use crate::metrics::Metrics;
@@ -10,6 +11,7 @@ use crate::nsapi::{
     TokenGrant, TokenInfo,
 };
 use crate::policy::ValidSpec;
+use crate::ratelimit::RateLimiter;
 use crate::schedule::MintReason;
 use crate::sessions::{RefreshSession, Sessions};
 
@@ -28,8 +30,12 @@ pub struct Grants<'a> {
     pub nsapi: &'a NsApiClient,
     pub sessions: &'a Sessions,
     pub metrics: &'a Metrics,
+    pub limiter: &'a RateLimiter,
     /// The credential's UID: the key of its session.
     pub uid: &'a str,
+    /// When the credential's token expires (now, when it has none): its place in the queue of
+    /// the rate limit.
+    pub deadline: Timestamp,
 }
 
 impl Grants<'_> {
@@ -50,6 +56,7 @@ impl Grants<'_> {
             .filter(|s| s.inputs_fingerprint == fingerprint && !why.needs_password_grant());
         let mut fallback_from = None;
         if let Some(session) = session {
+            self.wait_turn(valid).await;
             let started = std::time::Instant::now();
             let result = nsapi
                 .refresh_grant(
@@ -92,6 +99,7 @@ impl Grants<'_> {
                 Err(e) => return Err(e),
             }
         }
+        self.wait_turn(valid).await;
         let started = std::time::Instant::now();
         let result = nsapi
             .password_grant(&valid.base_url, valid.token_api, client, subscriber)
@@ -99,12 +107,18 @@ impl Grants<'_> {
         metrics.token_request(Grant::Password, result.as_ref().err(), started.elapsed());
         let grant = result?;
         self.remember(&grant, fingerprint);
-        // Inspect the new token for status (territory, uid); a failure here costs nothing.
-        let info = match nsapi.read_token(&valid.base_url, &grant.access_token).await {
-            Ok(info) => Some(info),
-            Err(e) => {
-                debug!(error = %e, "token inspection failed; status lacks territory and uid");
-                None
+        // Inspect the new token for status (territory, uid) when the grant did not say them
+        // (v1 answers often do not); a failure here costs nothing.
+        let info = if grant.territory.is_some() && grant.uid.is_some() {
+            None
+        } else {
+            self.wait_turn(valid).await;
+            match nsapi.read_token(&valid.base_url, &grant.access_token).await {
+                Ok(info) => Some(info),
+                Err(e) => {
+                    debug!(error = %e, "token inspection failed; status lacks territory and uid");
+                    None
+                }
             }
         };
         Ok(Minted {
@@ -112,6 +126,15 @@ impl Grants<'_> {
             info,
             fallback_from,
         })
+    }
+
+    /// Waits for the rate limit of the API host.
+    async fn wait_turn(&self, valid: &ValidSpec) {
+        let waited = self
+            .limiter
+            .acquire(valid.base_url.host(), self.deadline)
+            .await;
+        self.metrics.rate_limit_wait(waited);
     }
 
     fn remember(&self, grant: &TokenGrant, fingerprint: &str) {

@@ -1,7 +1,8 @@
-//! The Kubernetes client. Every request except a watch gets a deadline that covers the whole
-//! exchange (connecting, sending, the response headers and the body), so a half-open
-//! connection can never hang a reconcile or a Lease renewal. Watches are long-lived by design:
-//! the API server ends them (`timeoutSeconds`), and the watcher's idle timeout catches a dead one.
+//! The Kubernetes client. Every request except a watch gets a deadline for its response
+//! headers (connecting and sending included), and its body a limit on how long the reader may
+//! wait for the next piece, so a half-open connection can never hang a reconcile or a Lease
+//! renewal. Watches are long-lived by design: the API server ends them (`timeoutSeconds`), and
+//! the watcher's idle timeout catches a dead one.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -97,17 +98,23 @@ where
             .map_err(Into::into)?;
             Ok(response.map(|inner| DeadlineBody {
                 inner,
-                deadline: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
+                limited: deadline.is_some(),
+                waiting: None,
                 timeout,
             }))
         })
     }
 }
 
-/// A response body that fails once the request's deadline has passed.
+/// A response body that fails when its reader has waited `timeout` for the next piece. The
+/// clock runs only while the reader waits: a reader that pauses (a watcher in backoff, say) and
+/// finds the rest already buffered is not failed.
 pub struct DeadlineBody<B> {
     inner: B,
-    deadline: Option<Pin<Box<Sleep>>>,
+    /// False for a watch.
+    limited: bool,
+    /// When the reader started waiting for the next piece.
+    waiting: Option<Pin<Box<Sleep>>>,
     timeout: Duration,
 }
 
@@ -124,14 +131,17 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            self.waiting = None;
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
+        if !self.limited {
+            return Poll::Pending;
+        }
         let timeout = self.timeout;
-        let expired = self
-            .deadline
-            .as_mut()
-            .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready());
-        if expired {
+        let sleep = self
+            .waiting
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if sleep.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Some(Err(DeadlineExceeded(timeout).into())));
         }
         Poll::Pending
@@ -222,6 +232,36 @@ mod tests {
         let mut body = response.into_body();
         let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
         assert!(matches!(frame, Some(Err(_))));
+    }
+
+    /// A body whose every piece is already there.
+    struct Buffered(Vec<Bytes>);
+
+    impl Body for Buffered {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.0.pop().map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_that_pauses_still_gets_what_arrived() {
+        let mut body = DeadlineBody {
+            inner: Buffered(vec![Bytes::from_static(b"b"), Bytes::from_static(b"a")]),
+            limited: true,
+            waiting: None,
+            timeout: Duration::from_secs(10),
+        };
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        for expected in [&b"a"[..], b"b"] {
+            let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+            let data = frame.unwrap().unwrap().into_data().unwrap();
+            assert_eq!(&data[..], expected);
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -41,6 +41,7 @@ pub mod output_secret;
 pub mod policy;
 #[cfg(test)]
 mod properties;
+pub mod ratelimit;
 pub mod reconciler;
 pub mod schedule;
 pub mod sessions;

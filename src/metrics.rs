@@ -45,6 +45,7 @@ pub struct Metrics {
     request_seconds: Family<GrantLabels, Histogram>,
     reconciles: Counter,
     reconcile_errors: Family<ErrorLabels, Counter>,
+    rate_limit_wait: Histogram,
 }
 
 impl Default for Metrics {
@@ -84,8 +85,15 @@ impl Default for Metrics {
             "Reconcile passes that failed on the Kubernetes API, by error",
             reconcile_errors.clone(),
         );
+        let rate_limit_wait = Histogram::new([0.0, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0]);
+        registry.register(
+            "rate_limit_wait_seconds",
+            "Time NetSapiens requests waited for the per-host rate limit",
+            rate_limit_wait.clone(),
+        );
         Self {
             registry,
+            rate_limit_wait,
             token_expiry,
             next_refresh,
             token_requests,
@@ -107,6 +115,10 @@ impl Metrics {
                 error: label.to_owned(),
             })
             .inc();
+    }
+
+    pub fn rate_limit_wait(&self, waited: Duration) {
+        self.rate_limit_wait.observe(waited.as_secs_f64());
     }
 
     pub fn token_request(&self, grant: Grant, error: Option<&NsApiError>, took: Duration) {

@@ -24,6 +24,7 @@ use crate::namespaces::{NamespacePhases, is_namespace_terminating};
 use crate::nsapi::{ClientCredentials, NsApiClient, SubscriberCredentials};
 use crate::output_secret::{InPlace, OutputSecret};
 use crate::policy::{self, Policy, ValidSpec};
+use crate::ratelimit::{Rate, RateLimiter};
 use crate::schedule::{self, CurrentToken, Decision, FailureGate, TokenTimes};
 use crate::sessions::{HeldToken, Sessions};
 use crate::status::{self, Note, Obtained, Outcome, Pass, Report};
@@ -45,6 +46,8 @@ pub struct Context {
     pub sessions: Sessions,
     pub kube_retries: KubeRetries,
     pub namespaces: NamespacePhases,
+    /// The self-imposed rate limit of NetSapiens requests, per API host.
+    pub limiter: RateLimiter,
 }
 
 impl Context {
@@ -55,6 +58,7 @@ impl Context {
         policy: Policy,
         reporter: Reporter,
         metrics: Arc<Metrics>,
+        rate: Option<Rate>,
     ) -> Self {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
@@ -66,6 +70,7 @@ impl Context {
             metrics,
             sessions: Sessions::default(),
             kube_retries: KubeRetries::default(),
+            limiter: RateLimiter::new(rate),
         }
     }
 
@@ -228,7 +233,9 @@ impl<'a> Reconcile<'a> {
                     nsapi: &self.ctx.nsapi,
                     sessions: &self.ctx.sessions,
                     metrics: &self.ctx.metrics,
+                    limiter: &self.ctx.limiter,
                     uid: &self.uid,
+                    deadline: times.map_or(now, |t| t.expires_at),
                 };
                 match grants
                     .obtain(&valid, &client, &subscriber, &fingerprint, why)

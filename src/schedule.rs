@@ -8,8 +8,6 @@ use crate::nsapi::MAX_TOKEN_LIFETIME;
 
 /// How long the kubelet may take to project an updated Secret into a pod's volume.
 pub const KUBELET_PROPAGATION: SignedDuration = SignedDuration::from_secs(120);
-/// Most jitter ever subtracted from a rotation time.
-const MAX_JITTER: SignedDuration = SignedDuration::from_secs(60);
 /// Recorded issue times further in the future than this are not trusted.
 const CLOCK_SKEW_TOLERANCE: SignedDuration = SignedDuration::from_secs(300);
 
@@ -37,12 +35,13 @@ pub fn refresh_lead(lifetime: SignedDuration, refresh_before: SignedDuration) ->
     refresh_before.max(KUBELET_PROPAGATION.min(half)).min(half)
 }
 
-/// When to rotate a token: expiry minus the lead, minus a jitter in `[0, min(lead/10, 60s))`
-/// chosen by `seed`, so that many credentials created together spread their refreshes, and a
-/// given token always gets the same time.
+/// When to rotate a token: expiry minus the lead, minus a jitter in `[0, lead/2)` chosen by
+/// `seed` (always earlier, never later), so that a given token always gets the same time, and
+/// credentials whose tokens were issued together drift apart with every rotation (each new
+/// token draws its own jitter) instead of rotating together every hour forever.
 pub fn refresh_at(times: TokenTimes, refresh_before: SignedDuration, seed: u64) -> Timestamp {
     let lead = refresh_lead(times.lifetime(), refresh_before);
-    let jitter = fraction_of((lead / 10).min(MAX_JITTER), seed);
+    let jitter = fraction_of(lead / 2, seed);
     times.expires_at - lead - jitter
 }
 
@@ -288,7 +287,7 @@ mod tests {
     }
 
     #[test]
-    fn jitter_is_only_ever_earlier_and_small() {
+    fn jitter_is_only_ever_earlier_and_at_most_half_the_lead() {
         let times = hour_token();
         let latest = times.expires_at - secs(600);
         let mut distinct = std::collections::BTreeSet::new();
@@ -299,13 +298,13 @@ mod tests {
                 "seed {seed} rotates later than the lead allows"
             );
             assert!(
-                at > latest - secs(60),
-                "seed {seed} jitters by a minute or more"
+                at > latest - secs(300),
+                "seed {seed} jitters by half the lead or more"
             );
             distinct.insert(at);
         }
         assert!(
-            distinct.len() > 100,
+            distinct.len() > 400,
             "jitter does not spread: {}",
             distinct.len()
         );
@@ -316,7 +315,7 @@ mod tests {
     }
 
     #[test]
-    fn short_lifetime_jitter_stays_within_a_tenth_of_the_lead() {
+    fn short_lifetime_jitter_stays_within_half_the_lead() {
         let times = TokenTimes {
             issued_at: ts("2026-01-01T10:00:00Z"),
             expires_at: ts("2026-01-01T10:01:00Z"),
@@ -324,8 +323,59 @@ mod tests {
         for seed in 0..100 {
             let at = refresh_at(times, secs(600), seed);
             assert!(at <= ts("2026-01-01T10:00:30Z"));
-            assert!(at > ts("2026-01-01T10:00:27Z"));
+            assert!(at > ts("2026-01-01T10:00:15Z"));
         }
+    }
+
+    /// A fleet whose tokens were all issued in the same second: each rotation draws a new
+    /// jitter, so the hourly wave flattens. Returns the rotation times of rotation `round`.
+    fn fleet_rotations(size: u64, rounds: usize) -> Vec<Vec<Timestamp>> {
+        let mut issued: Vec<Timestamp> = vec![ts("2026-01-01T10:00:00Z"); size as usize];
+        let mut out = Vec::new();
+        for _ in 0..rounds {
+            let round: Vec<Timestamp> = issued
+                .iter()
+                .enumerate()
+                .map(|(i, at)| {
+                    let times = TokenTimes {
+                        issued_at: *at,
+                        expires_at: *at + secs(3600),
+                    };
+                    let seed = seed_of(&[&format!("uid-{i}"), &at.to_string()]);
+                    refresh_at(times, secs(600), seed)
+                })
+                .collect();
+            // The next token is issued at the rotation (whole seconds, as stored).
+            issued = round
+                .iter()
+                .map(|t| Timestamp::from_second(t.as_second()).unwrap())
+                .collect();
+            out.push(round);
+        }
+        out
+    }
+
+    #[test]
+    fn a_burst_spreads_out_over_the_rotations_that_follow() {
+        let rounds = fleet_rotations(1000, 12);
+        let spread = |round: &Vec<Timestamp>| {
+            let (min, max) = (round.iter().min().unwrap(), round.iter().max().unwrap());
+            max.duration_since(*min)
+        };
+        // The first rotation already spans most of five minutes; every later one is wider.
+        assert!(spread(&rounds[0]) > secs(280), "{:?}", spread(&rounds[0]));
+        assert!(
+            spread(&rounds[11]) > spread(&rounds[0]) * 2,
+            "{:?}",
+            spread(&rounds[11])
+        );
+        // No minute of the twelfth rotation carries more than a tenth of the fleet.
+        let mut per_minute = std::collections::BTreeMap::new();
+        for at in &rounds[11] {
+            *per_minute.entry(at.as_second() / 60).or_insert(0) += 1;
+        }
+        let busiest = per_minute.values().max().unwrap();
+        assert!(*busiest <= 100, "{busiest} rotations in one minute");
     }
 
     #[test]

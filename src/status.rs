@@ -158,8 +158,16 @@ impl Step<'_> {
         };
         self.status.next_refresh_at = None;
         let suspended = Reason::Suspended.as_str();
+        let already = self
+            .pass
+            .old
+            .condition(READY)
+            .is_some_and(|c| c.reason == suspended);
         self.set(READY, valid.is_some(), suspended, &message);
         self.set(DEGRADED, false, suspended, "");
+        if !already {
+            self.note(EventType::Normal, Reason::Suspended, message);
+        }
         self.until_expiry(None)
     }
 
@@ -824,7 +832,7 @@ mod tests {
                 Expect {
                     ready: ready(true, "Suspended"),
                     degraded: Some((false, "Suspended")),
-                    events: Some(vec![]),
+                    events: Some(vec![Reason::Suspended]),
                     next_refresh_at: Some(None),
                     requeue: Some(Some(secs(1800))),
                     message_has: Some("expires at 2026-01-01T11:00:00Z"),
@@ -839,7 +847,24 @@ mod tests {
                 Outcome::Suspended,
                 Expect {
                     ready: ready(false, "Suspended"),
+                    events: Some(vec![Reason::Suspended]),
                     requeue: Some(None),
+                    ..Expect::default()
+                },
+            ),
+            (
+                "still suspended: no second event",
+                {
+                    let mut s = healthy();
+                    s.conditions[0] = condition(READY, true, "Suspended", "spec.suspend is true");
+                    s
+                },
+                "2026-01-01T10:31:00Z",
+                Some(hour),
+                Outcome::Suspended,
+                Expect {
+                    ready: ready(true, "Suspended"),
+                    events: Some(vec![]),
                     ..Expect::default()
                 },
             ),

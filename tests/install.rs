@@ -214,7 +214,11 @@ fn chart_lints_and_renders_with_default_and_namespace_scoped_values() {
             "run",
             "--http-addr=0.0.0.0:8080",
             "--log-format=json",
-            "--api-timeout=15s"
+            "--api-timeout=15s",
+            "--kube-api-timeout=10s",
+            "--api-rate-limit=10",
+            "--api-burst=20",
+            "--concurrency=16"
         ]
     );
     let service = of_kind(&objs, "Service")[0];
@@ -369,6 +373,8 @@ fn deploy_manifests_match_the_chart() {
             "Namespace",
             "ServiceAccount",
             "ClusterRole",
+            "ClusterRole",
+            "ClusterRoleBinding",
             "ClusterRoleBinding",
             "Service",
             "Deployment"
@@ -381,8 +387,11 @@ fn deploy_manifests_match_the_chart() {
 fn dockerfile_ships_what_ci_builds() {
     let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
     assert!(dockerfile.contains("RUN scripts/build-static --out /out/nsapi-token-operator"));
+    assert!(dockerfile.contains("scripts/image-rootfs /rootfs /out/nsapi-token-operator"));
+    // The final stage is what scripts/build-image builds with buildah (CI builds and checks it).
     let final_stage = dockerfile.rsplit_once("\nFROM ").unwrap().1;
-    assert!(final_stage.starts_with("gcr.io/distroless/static"));
+    assert!(final_stage.starts_with("scratch"));
+    assert!(final_stage.contains("COPY --from=build /rootfs/ /"));
     assert!(final_stage.contains("USER 65532:65532"));
     assert!(final_stage.contains("ENTRYPOINT [\"/nsapi-token-operator\"]"));
     let dockerignore = std::fs::read_to_string(repo().join(".dockerignore")).unwrap();
@@ -707,7 +716,14 @@ async fn operator_with_only_the_charts_cluster_rbac_runs_the_core_flow() {
             .into_iter()
             .filter(|k| k.contains("Role"))
             .collect::<Vec<_>>(),
-        ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
+        [
+            "ClusterRole",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding"
+        ]
     );
     let lease = format!("{release}-nsapi-token-operator");
     let args = deployment_args(&objs);
@@ -828,7 +844,8 @@ async fn namespace_scoped_rbac_confines_the_operator_to_its_namespaces() {
             .into_iter()
             .filter(|k| k.contains("Role"))
             .collect::<Vec<_>>(),
-        ["Role", "RoleBinding"]
+        // The ClusterRole reads only the watched namespaces themselves, by name.
+        ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
     );
     for o in of_kind(&objs, "Role")
         .into_iter()

@@ -347,8 +347,7 @@ async fn the_chart_runs_the_operator_in_a_pod_and_mounted_tokens_rotate() {
 
     let logs = operator_pod_logs();
     assert!(logs.contains("token obtained"), "no operator pod logs");
-    f.assert_no_secret_in(&logs, "the operator pod's logs");
-    f.assert_no_secret_leaked().await;
+    f.assert_no_secret_leaked_with(&logs).await;
     ok(
         "helm uninstall",
         helm(&plane, &["uninstall", RELEASE, "-n", OPERATOR_NS, "--wait"]),
@@ -467,9 +466,7 @@ async fn a_rolling_upgrade_to_two_replicas_loses_no_token_and_the_leader_hands_o
         seen.tokens.len() as u64,
         "a rotation was done twice"
     );
-    let logs = operator_pod_logs();
-    f.assert_no_secret_in(&logs, "the operator pods' logs");
-    f.assert_no_secret_leaked().await;
+    f.assert_no_secret_leaked_with(&operator_pod_logs()).await;
     ok(
         "helm uninstall",
         helm(&plane, &["uninstall", RELEASE, "-n", OPERATOR_NS, "--wait"]),
