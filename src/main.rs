@@ -122,16 +122,17 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// The namespaces to watch, each once (`--namespace a,a` would start two controllers for one
-/// namespace, and every token would be rotated twice).
-fn distinct(mut namespaces: Vec<String>) -> Vec<String> {
-    namespaces.retain(|ns| !ns.trim().is_empty());
-    namespaces
-        .iter_mut()
-        .for_each(|ns| *ns = ns.trim().to_owned());
-    namespaces.sort();
-    namespaces.dedup();
-    namespaces
+/// The namespaces to watch, each once, in the order given (`--namespace a,a` would start two
+/// controllers for one namespace, and every token would be rotated twice).
+fn distinct(namespaces: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for ns in namespaces {
+        let ns = ns.trim().to_owned();
+        if !ns.is_empty() && !out.contains(&ns) {
+            out.push(ns);
+        }
+    }
+    out
 }
 
 #[tokio::main]

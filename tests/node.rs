@@ -303,7 +303,7 @@ async fn the_chart_runs_the_operator_in_a_pod_and_mounted_tokens_rotate() {
     let last = short_hash(&token);
     control_plane::eventually(
         "the volume consumer to see the last token",
-        secs(60),
+        secs(120),
         || async {
             consumer_changes(f.namespace(), "volume")
                 .iter()

@@ -143,7 +143,7 @@ impl PrivatePlane {
     /// of its log.
     pub async fn wait_ready(&self) {
         let kubeconfig = self.run_dir.join("admin.kubeconfig");
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let deadline = std::time::Instant::now() + Duration::from_secs(240);
         loop {
             let out = Command::new(super::kubectl_path())
                 .arg("--kubeconfig")
@@ -158,8 +158,21 @@ impl PrivatePlane {
                 let log = std::fs::read_to_string(self.run_dir.join("kube-apiserver.log"))
                     .unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                let verbose = Command::new(super::kubectl_path())
+                    .arg("--kubeconfig")
+                    .arg(&kubeconfig)
+                    .args(["--request-timeout=5s", "get", "--raw", "/readyz?verbose"])
+                    .output()
+                    .map(|o| {
+                        format!(
+                            "{}{}",
+                            String::from_utf8_lossy(&o.stdout),
+                            String::from_utf8_lossy(&o.stderr)
+                        )
+                    })
+                    .unwrap_or_default();
                 panic!(
-                    "kube-apiserver is not ready after 120 s; its log ends with:\n{}",
+                    "kube-apiserver is not ready after 240 s ({verbose}); its log ends with:\n{}",
                     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
                 );
             }

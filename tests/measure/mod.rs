@@ -59,8 +59,9 @@ pub struct Writes {
     pub ok: BTreeMap<String, u64>,
     /// Writes the API server refused (conflicts, validation).
     pub refused: u64,
-    /// When each successful patch of a Secret happened (a rotation writes one).
+    /// When each successful patch of a Secret happened (a rotation writes one), and which.
     pub secret_patches: Vec<Timestamp>,
+    pub patched_secrets: Vec<String>,
 }
 
 impl Writes {
@@ -70,6 +71,14 @@ impl Writes {
 
     pub fn of(&self, resource: &str) -> u64 {
         self.ok.get(resource).copied().unwrap_or(0)
+    }
+
+    /// How many distinct Secrets were patched.
+    pub fn secrets_patched(&self) -> usize {
+        self.patched_secrets
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len()
     }
 
     /// What happened between `earlier` and this.
@@ -83,6 +92,7 @@ impl Writes {
             ok,
             refused: self.refused - earlier.refused,
             secret_patches: self.secret_patches[earlier.secret_patches.len()..].to_vec(),
+            patched_secrets: self.patched_secrets[earlier.patched_secrets.len()..].to_vec(),
         }
     }
 }
@@ -115,6 +125,8 @@ pub fn writes(plane: &PrivatePlane) -> Writes {
                 .and_then(|t| t.parse().ok())
         {
             writes.secret_patches.push(at);
+            let name = object["name"].as_str().unwrap_or_default();
+            writes.patched_secrets.push(name.to_owned());
         }
         *writes.ok.entry(resource).or_default() += 1;
     }
