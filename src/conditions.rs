@@ -11,6 +11,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 pub const READY: &str = "Ready";
 /// True while something fails, even though the token may still be valid.
 pub const DEGRADED: &str = "Degraded";
+/// With `spec.rolloutRestartTargets`: True when every target was restarted for the current
+/// token.
+pub const ROLLOUT_RESTART: &str = "RolloutRestart";
+/// True while pods read the token in a way that never sees a new one (env vars, `subPath`).
+pub const CONSUMERS_CANNOT_REFRESH: &str = "ConsumersCannotRefresh";
 
 /// Every reason the operator puts on a condition or an Event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -47,6 +52,22 @@ pub enum Reason {
     ApiUnavailable,
     /// The NetSapiens API refused the request as configured (wrong URL or token API).
     ApiRequestRejected,
+    /// A new token was asked for with the renewal annotation.
+    RenewRequested,
+    /// The API refused the token in place before it expired (revoked on the portal).
+    TokenRevoked,
+    /// The rollout-restart targets were restarted for the current token.
+    RolloutRestarted,
+    /// A rollout-restart target does not exist.
+    RestartTargetMissing,
+    /// A rollout-restart target could not be restarted (RBAC, a conflict, ...).
+    RestartFailed,
+    /// A target was restarted less than a minute ago: the next restart waits.
+    RestartPending,
+    /// Pods read the token through env vars or a `subPath` mount.
+    ConsumersCannotRefresh,
+    /// Every pod that reads the token gets the new one.
+    ConsumersRefresh,
 }
 
 impl Reason {
@@ -68,6 +89,14 @@ impl Reason {
             Reason::MfaRequired => "MfaRequired",
             Reason::ApiUnavailable => "ApiUnavailable",
             Reason::ApiRequestRejected => "ApiRequestRejected",
+            Reason::RenewRequested => "RenewRequested",
+            Reason::TokenRevoked => "TokenRevoked",
+            Reason::RolloutRestarted => "RolloutRestarted",
+            Reason::RestartTargetMissing => "RestartTargetMissing",
+            Reason::RestartFailed => "RestartFailed",
+            Reason::RestartPending => "RestartPending",
+            Reason::ConsumersCannotRefresh => "ConsumersCannotRefresh",
+            Reason::ConsumersRefresh => "ConsumersRefresh",
         }
     }
 }

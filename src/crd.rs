@@ -23,6 +23,11 @@ const LABEL_KEYS: &str = r"self.all(k, k.matches('^([a-z0-9]([-a-z0-9.]{0,251}[a
 const LABEL_VALUES: &str =
     r"self.all(k, self[k].matches('^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$'))";
 
+/// The annotation that asks for a new token (any new value, e.g. the time of the request).
+pub const RENEW_ANNOTATION: &str = "nsapi.io/renew-requested-at";
+/// The pod-template annotation a rollout restart sets.
+pub const RESTARTED_AT_ANNOTATION: &str = "nsapi.io/restarted-at";
+
 /// The label the operator puts on every Secret it writes.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// The value of [`MANAGED_BY_LABEL`].
@@ -42,12 +47,15 @@ pub const FIELD_MANAGER: &str = "nsapi-token-operator";
     namespaced,
     status = "NsApiCredentialStatus",
     doc = "An OAuth2 Bearer token for the NetSapiens API, kept valid in a Secret by nsapi-token-operator.",
+    category = "nsapi",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Domain","type":"string","jsonPath":".status.domain"}"#,
     printcolumn = r#"{"name":"Scope","type":"string","jsonPath":".status.scope"}"#,
     printcolumn = r#"{"name":"Expires","type":"string","jsonPath":".status.expiresAt"}"#,
     printcolumn = r#"{"name":"Next refresh","type":"string","jsonPath":".status.nextRefreshAt"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#
 )]
 #[x_kube(validation = Rule::new(
     "self.tokenSecret.name != self.clientSecretRef.name && self.tokenSecret.name != self.subscriberSecretRef.name"
@@ -93,9 +101,53 @@ pub struct NsApiCredentialSpec {
     /// until it expires.
     #[serde(default)]
     pub suspend: bool,
+
+    /// Check the current token with the API (`oauth2/read`) this often (Go duration, e.g. `5m`;
+    /// off by default). A token the server refuses (revoked on the portal) is replaced at once;
+    /// a check that fails for another reason never replaces a token. Each check is one request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), regex(pattern = DURATION))]
+    pub verify_interval: Option<String>,
+
+    /// Workloads in this namespace to restart after each new token (by a pod-template
+    /// annotation, as `kubectl rollout restart` does), for applications that read the token only
+    /// when they start. At most once per token, and at most once a minute per workload.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub rollout_restart_targets: Vec<RolloutRestartTarget>,
+}
+
+/// A workload to restart after each new token.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutRestartTarget {
+    /// `Deployment`, `StatefulSet` or `DaemonSet`.
+    pub kind: WorkloadKind,
+    /// Its name, in the NsApiCredential's namespace.
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
+    pub name: String,
+}
+
+/// A kind of workload whose pods can be restarted.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
+pub enum WorkloadKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+}
+
+impl WorkloadKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkloadKind::Deployment => "Deployment",
+            WorkloadKind::StatefulSet => "StatefulSet",
+            WorkloadKind::DaemonSet => "DaemonSet",
+        }
+    }
 }
 
 fn default_refresh_before() -> String {
+    // crate::schedule::DEFAULT_REFRESH_BEFORE, as the CRD shows it.
     "10m".to_owned()
 }
 
@@ -205,8 +257,10 @@ pub enum TokenApiSpec {
 #[serde(rename_all = "camelCase")]
 pub struct NsApiCredentialStatus {
     /// `Ready` is True while the output Secret holds a valid token; `Degraded` is True while the
-    /// operator fails to do its work (the token may still be valid).
+    /// operator fails to do its work (the token may still be valid). `RolloutRestart` and
+    /// `ConsumersCannotRefresh` appear when they apply.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -253,6 +307,26 @@ pub struct NsApiCredentialStatus {
     /// when an input changes after a failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inputs_fingerprint: Option<String>,
+    /// The value of the `nsapi.io/renew-requested-at` annotation last acted on: a new value
+    /// makes the operator obtain a new token once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_renew_request: Option<String>,
+    /// When the API last vouched for the token in place (`spec.verifyInterval`): its last
+    /// successful check, or its issue when it is newer; the next check is one interval later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verified_at: Option<Time>,
+    /// The last restart of each `spec.rolloutRestartTargets` workload.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restarts: Vec<WorkloadRestart>,
+}
+
+/// When the operator last restarted a workload.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadRestart {
+    pub kind: String,
+    pub name: String,
+    pub restarted_at: Time,
 }
 
 impl NsApiCredentialStatus {
@@ -340,8 +414,18 @@ mod tests {
             .collect();
         assert_eq!(
             columns,
-            ["Ready", "Domain", "Scope", "Expires", "Next refresh", "Age"]
+            [
+                "Ready",
+                "Reason",
+                "Domain",
+                "Scope",
+                "Expires",
+                "Next refresh",
+                "Age",
+                "Message"
+            ]
         );
+        assert_eq!(crd.spec.names.categories, Some(vec!["nsapi".to_owned()]));
     }
 
     #[test]

@@ -14,6 +14,18 @@ use crate::policy::ValidSpec;
 use crate::ratelimit::RateLimiter;
 use crate::schedule::MintReason;
 use crate::sessions::{RefreshSession, Sessions};
+use crate::token_secret::StoredToken;
+
+/// What the API said about the token in place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenCheck {
+    /// It knows the token.
+    Accepted,
+    /// It refused the token (401): revoked on the portal, or by a newer login.
+    Refused,
+    /// The check failed otherwise (outage, timeout): no reason to replace a token.
+    Unknown,
+}
 
 /// A token obtained, and how.
 #[derive(Clone, Debug)]
@@ -126,6 +138,26 @@ impl Grants<'_> {
             info,
             fallback_from,
         })
+    }
+
+    /// Asks the API about the token in place (`spec.verifyInterval`).
+    pub async fn check_token(&self, valid: &ValidSpec, token: &StoredToken) -> TokenCheck {
+        self.wait_turn(valid).await;
+        match self
+            .nsapi
+            .read_token(&valid.base_url, &token.access_token)
+            .await
+        {
+            Ok(_) => TokenCheck::Accepted,
+            Err(error) if error.kind() == ErrorKind::Authentication => {
+                info!(%error, "the API refused the token in place");
+                TokenCheck::Refused
+            }
+            Err(error) => {
+                info!(%error, "the token check failed; the token stays");
+                TokenCheck::Unknown
+            }
+        }
     }
 
     /// Waits for the rate limit of the API host.

@@ -25,8 +25,10 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod cli;
 pub mod clock;
 pub mod conditions;
+pub mod consumers;
 pub mod controller;
 pub mod crd;
 pub mod grants;
@@ -43,6 +45,7 @@ pub mod policy;
 mod properties;
 pub mod ratelimit;
 pub mod reconciler;
+pub mod record;
 pub mod schedule;
 pub mod sessions;
 pub mod status;

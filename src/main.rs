@@ -12,6 +12,7 @@ use kube::runtime::events::Reporter;
 use tracing::{error, info, warn};
 
 use nsapi_token_operator::admin::{self, AdminState};
+use nsapi_token_operator::cli;
 use nsapi_token_operator::clock::SystemClock;
 use nsapi_token_operator::controller::{self, Scope};
 use nsapi_token_operator::leader::{LeaderElector, LeaseConfig};
@@ -47,6 +48,49 @@ enum Command {
     Run(Box<RunArgs>),
     /// Print the NsApiCredential CRD as YAML.
     Crd,
+    /// Show credentials: Ready, reason, expiry, next refresh, last grant, consumers. Exits 1
+    /// when any shown is not Ready.
+    Status {
+        /// One credential; without it, all in the namespace.
+        name: Option<String>,
+        /// All namespaces.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        #[command(flatten)]
+        connection: cli::Connection,
+    },
+    /// Ask the operator for a new token now (sets the nsapi.io/renew-requested-at annotation).
+    Renew {
+        /// The credential; or --all.
+        name: Option<String>,
+        /// Every credential in the namespace (narrowed by -l).
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
+        /// Label selector for --all.
+        #[arg(short = 'l', long, requires = "all")]
+        selector: Option<String>,
+        #[command(flatten)]
+        connection: cli::Connection,
+    },
+    /// Try a credential's inputs against the API (a password grant; nothing is written) and say
+    /// what the operator would do now. Exits 1 when the API refuses.
+    Check {
+        name: String,
+        /// Allow an http:// API base URL (as the operator's flag of the same name).
+        #[arg(long)]
+        allow_insecure_http: bool,
+        #[command(flatten)]
+        connection: cli::Connection,
+    },
+    /// Ask the API what it knows about the token in a credential's output Secret.
+    Inspect {
+        name: String,
+        /// Allow an http:// API base URL (as the operator's flag of the same name).
+        #[arg(long)]
+        allow_insecure_http: bool,
+        #[command(flatten)]
+        connection: cli::Connection,
+    },
 }
 
 #[derive(Parser)]
@@ -143,6 +187,27 @@ async fn main() -> ExitCode {
             print!("{}", crd::crd_yaml());
             ExitCode::SUCCESS
         }
+        Command::Status {
+            name,
+            all_namespaces,
+            connection,
+        } => report(cli::status(&connection, name.as_deref(), all_namespaces).await),
+        Command::Renew {
+            name,
+            all,
+            selector,
+            connection,
+        } => report(cli::renew(&connection, name.as_deref(), all, selector.as_deref()).await),
+        Command::Check {
+            name,
+            allow_insecure_http,
+            connection,
+        } => report(cli::check(&connection, &name, allow_insecure_http).await),
+        Command::Inspect {
+            name,
+            allow_insecure_http,
+            connection,
+        } => report(cli::inspect(&connection, &name, allow_insecure_http).await),
         Command::Run(args) => {
             telemetry::init(args.log_format);
             match run(*args).await {
@@ -154,6 +219,14 @@ async fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// A CLI command's outcome: its exit code, or its error on stderr and exit code 2.
+fn report(result: Result<ExitCode, Box<dyn std::error::Error>>) -> ExitCode {
+    result.unwrap_or_else(|error| {
+        eprintln!("error: {error}");
+        ExitCode::from(2)
+    })
 }
 
 async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {

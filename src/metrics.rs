@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -12,7 +12,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::crd::NsApiCredential;
+use crate::conditions::{CONSUMERS_CANNOT_REFRESH, DEGRADED, READY, ROLLOUT_RESTART};
+use crate::crd::{NsApiCredential, NsApiCredentialStatus};
 use crate::nsapi::{Grant, NsApiError};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -20,6 +21,23 @@ struct CredentialLabels {
     namespace: String,
     name: String,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConditionLabels {
+    namespace: String,
+    name: String,
+    condition: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+}
+
+/// The condition types exported, and their possible statuses.
+const CONDITIONS: [&str; 4] = [READY, DEGRADED, ROLLOUT_RESTART, CONSUMERS_CANNOT_REFRESH];
+const STATUSES: [&str; 3] = ["True", "False", "Unknown"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -40,12 +58,16 @@ struct ErrorLabels {
 pub struct Metrics {
     registry: Registry,
     token_expiry: Family<CredentialLabels, Gauge>,
+    refresh_lead: Family<CredentialLabels, Gauge>,
     next_refresh: Family<CredentialLabels, Gauge>,
     token_requests: Family<RequestLabels, Counter>,
     request_seconds: Family<GrantLabels, Histogram>,
     reconciles: Counter,
     reconcile_errors: Family<ErrorLabels, Counter>,
     rate_limit_wait: Histogram,
+    ready: Family<CredentialLabels, Gauge>,
+    condition: Family<ConditionLabels, Gauge>,
+    failures: Family<CredentialLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -56,6 +78,12 @@ impl Default for Metrics {
             "token_expiry_timestamp_seconds",
             "Unix time at which the current token of a credential expires",
             token_expiry.clone(),
+        );
+        let refresh_lead = Family::<CredentialLabels, Gauge>::default();
+        registry.register(
+            "token_refresh_lead_seconds",
+            "How long before its expiry a credential's token is due for rotation (spec.refreshBefore as applied); a token closer to expiry than this missed its rotation",
+            refresh_lead.clone(),
         );
         let next_refresh = Family::<CredentialLabels, Gauge>::default();
         registry.register(
@@ -91,10 +119,39 @@ impl Default for Metrics {
             "Time NetSapiens requests waited for the per-host rate limit",
             rate_limit_wait.clone(),
         );
+        let ready = Family::<CredentialLabels, Gauge>::default();
+        registry.register(
+            "credential_ready",
+            "1 while the credential's output Secret holds a valid token (condition Ready=True), else 0",
+            ready.clone(),
+        );
+        let condition = Family::<ConditionLabels, Gauge>::default();
+        registry.register(
+            "credential_condition",
+            "1 for the status a credential's condition has (True, False or Unknown), 0 for the others",
+            condition.clone(),
+        );
+        let failures = Family::<CredentialLabels, Gauge>::default();
+        registry.register(
+            "credential_consecutive_failures",
+            "Failed token requests of a credential since its last success",
+            failures.clone(),
+        );
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            })
+            .set(1);
+        registry.register("build_info", "The operator's version; always 1", build);
         Self {
             registry,
+            ready,
+            condition,
+            failures,
             rate_limit_wait,
             token_expiry,
+            refresh_lead,
             next_refresh,
             token_requests,
             request_seconds,
@@ -136,11 +193,13 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// Records (or clears, with `None`) a credential's expiry and next planned request.
+    /// Records (or clears, with `None`) a credential's expiry, rotation lead and next planned
+    /// request.
     pub fn token_times(
         &self,
         credential: &NsApiCredential,
         expires_at: Option<Timestamp>,
+        lead: Option<SignedDuration>,
         next_refresh_at: Option<Timestamp>,
     ) {
         let labels = CredentialLabels {
@@ -160,6 +219,47 @@ impl Metrics {
                 }
             }
         }
+        match lead {
+            Some(lead) => {
+                self.refresh_lead.get_or_create(&labels).set(lead.as_secs());
+            }
+            None => {
+                self.refresh_lead.remove(&labels);
+            }
+        }
+    }
+
+    /// Records a credential's conditions and failure count, as its status says.
+    pub fn credential_status(&self, credential: &NsApiCredential, status: &NsApiCredentialStatus) {
+        let (namespace, name) = (
+            credential.namespace().unwrap_or_default(),
+            credential.name_any(),
+        );
+        let labels = CredentialLabels {
+            namespace: namespace.clone(),
+            name: name.clone(),
+        };
+        let ready = status.condition(READY).is_some_and(|c| c.status == "True");
+        self.ready.get_or_create(&labels).set(i64::from(ready));
+        self.failures
+            .get_or_create(&labels)
+            .set(i64::from(status.consecutive_failures));
+        for type_ in CONDITIONS {
+            let Some(condition) = status.condition(type_) else {
+                continue;
+            };
+            for value in STATUSES {
+                let series = ConditionLabels {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    condition: type_.to_owned(),
+                    status: value.to_owned(),
+                };
+                self.condition
+                    .get_or_create(&series)
+                    .set(i64::from(condition.status == value));
+            }
+        }
     }
 
     /// Drops the series of a deleted credential.
@@ -169,7 +269,20 @@ impl Metrics {
             name: name.to_owned(),
         };
         self.token_expiry.remove(&labels);
+        self.refresh_lead.remove(&labels);
         self.next_refresh.remove(&labels);
+        self.ready.remove(&labels);
+        self.failures.remove(&labels);
+        for type_ in CONDITIONS {
+            for value in STATUSES {
+                self.condition.remove(&ConditionLabels {
+                    namespace: namespace.to_owned(),
+                    name: name.to_owned(),
+                    condition: type_.to_owned(),
+                    status: value.to_owned(),
+                });
+            }
+        }
     }
 
     /// The Prometheus text exposition.
@@ -202,5 +315,45 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("nsapi_token_operator_token_request_duration_seconds_bucket"));
+        assert!(
+            text.contains(&format!(
+                "nsapi_token_operator_build_info{{version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn conditions_become_series_and_leave_with_the_credential() {
+        let m = Metrics::default();
+        let mut credential: NsApiCredential = serde_json::from_value(serde_json::json!({
+            "apiVersion": "nsapi.io/v1alpha1", "kind": "NsApiCredential",
+            "metadata": {"name": "abc", "namespace": "ns"},
+            "spec": {"apiBaseUrl": "https://p.example.com", "clientSecretRef": {"name": "a"},
+                     "subscriberSecretRef": {"name": "b"}, "tokenSecret": {"name": "c"}},
+        }))
+        .unwrap();
+        let status: NsApiCredentialStatus = serde_json::from_value(serde_json::json!({
+            "conditions": [
+                {"type": "Ready", "status": "False", "reason": "SecretMissing", "message": "",
+                 "lastTransitionTime": "2026-01-01T00:00:00Z"}
+            ],
+            "consecutiveFailures": 3,
+        }))
+        .unwrap();
+        credential.status = Some(status.clone());
+        m.credential_status(&credential, &status);
+        let text = m.encode();
+        for line in [
+            r#"nsapi_token_operator_credential_ready{namespace="ns",name="abc"} 0"#,
+            r#"nsapi_token_operator_credential_condition{namespace="ns",name="abc",condition="Ready",status="False"} 1"#,
+            r#"nsapi_token_operator_credential_condition{namespace="ns",name="abc",condition="Ready",status="True"} 0"#,
+            r#"nsapi_token_operator_credential_consecutive_failures{namespace="ns",name="abc"} 3"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from {text}");
+        }
+        m.forget("ns", "abc");
+        assert!(!m.encode().contains("name=\"abc\""));
     }
 }

@@ -146,3 +146,31 @@ impl<'a> OutputSecret<'a> {
         Ok(())
     }
 }
+
+/// The problem to report when the API server refuses the output Secret as invalid (422): a
+/// label or annotation the schema let through, say. The user fixes it in the spec.
+pub fn refused_as_invalid(
+    credential: &NsApiCredential,
+    status: &kube::core::Status,
+) -> crate::conditions::Problem {
+    crate::conditions::Problem::new(
+        crate::conditions::Reason::InvalidSpec,
+        format!(
+            "the API server refused the output Secret {:?} as invalid ({}): fix spec.tokenSecret",
+            credential.spec.token_secret.name,
+            crate::text::truncate(&status.message, 300)
+        ),
+    )
+}
+
+/// The problem to report when a Secret with the output name belongs to someone else.
+pub fn conflict(credential: &NsApiCredential) -> crate::conditions::Problem {
+    crate::conditions::Problem::new(
+        crate::conditions::Reason::SecretConflict,
+        format!(
+            "Secret {:?} already exists and is not owned by this NsApiCredential; it is left \
+             untouched. Delete it, or choose another spec.tokenSecret.name",
+            credential.spec.token_secret.name
+        ),
+    )
+}

@@ -70,6 +70,8 @@ fn split_port(entry: &str) -> (&str, Option<&str>) {
 pub struct ValidSpec {
     pub base_url: ApiBaseUrl,
     pub refresh_before: SignedDuration,
+    /// How often to check the token with the API (`spec.verifyInterval`), at least a minute.
+    pub verify_interval: Option<SignedDuration>,
     pub token_api: TokenApi,
     pub refresh_method: RefreshMethod,
 }
@@ -79,9 +81,27 @@ pub fn validate(spec: &NsApiCredentialSpec, policy: &Policy) -> Result<ValidSpec
     let base_url = policy.check_url("spec.apiBaseUrl", &spec.api_base_url)?;
     let refresh_before = parse_duration(&spec.refresh_before)
         .map_err(|e| Problem::new(Reason::InvalidSpec, format!("spec.refreshBefore: {e}")))?;
+    let verify_interval = match spec.verify_interval.as_deref() {
+        None => None,
+        Some(text) => {
+            let interval = parse_duration(text).map_err(|e| {
+                Problem::new(Reason::InvalidSpec, format!("spec.verifyInterval: {e}"))
+            })?;
+            if interval < SignedDuration::from_mins(1) {
+                return Err(Problem::new(
+                    Reason::InvalidSpec,
+                    format!(
+                        "spec.verifyInterval: {text:?} is shorter than a minute; each check is a request to the API"
+                    ),
+                ));
+            }
+            Some(interval)
+        }
+    };
     Ok(ValidSpec {
         base_url,
         refresh_before,
+        verify_interval,
         token_api: match spec.token_api {
             TokenApiSpec::V1 => TokenApi::V1,
             TokenApiSpec::V2 => TokenApi::V2,

@@ -5,35 +5,37 @@
 
 use std::sync::Arc;
 
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams};
+use kube::ResourceExt;
+use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, Recorder, Reporter};
-use kube::{Resource, ResourceExt};
-use serde_json::json;
-use tracing::{debug, info, instrument, warn};
+use kube::runtime::events::{Recorder, Reporter};
+use tracing::{debug, info, instrument};
 
 use crate::clock::Clock;
-use crate::conditions::{Problem, Reason};
+use crate::conditions::Problem;
+use crate::consumers::Consumers;
 use crate::controller::KubeRetries;
-use crate::crd::{FIELD_MANAGER, NsApiCredential};
-use crate::grants::{Grants, Minted};
+use crate::crd::{NsApiCredential, NsApiCredentialSpec, NsApiCredentialStatus};
+use crate::grants::{Grants, Minted, TokenCheck};
 use crate::inputs;
 use crate::metrics::Metrics;
 use crate::namespaces::{NamespacePhases, is_namespace_terminating};
 use crate::nsapi::{ClientCredentials, NsApiClient, SubscriberCredentials};
-use crate::output_secret::{InPlace, OutputSecret};
+use crate::output_secret::{self, InPlace, OutputSecret};
 use crate::policy::{self, Policy, ValidSpec};
 use crate::ratelimit::{Rate, RateLimiter};
-use crate::schedule::{self, CurrentToken, Decision, FailureGate, TokenTimes};
+use crate::record::Record;
+use crate::schedule::{self, CurrentToken, Decision, MintReason, TokenTimes, WaitReason};
 use crate::sessions::{HeldToken, Sessions};
-use crate::status::{self, Note, Obtained, Outcome, Pass, Report};
-use crate::text::truncate;
+use crate::status::{self, Extras, Obtained, Outcome};
 use crate::token_secret::{StoredToken, rfc3339};
 use crate::{Error, Result};
 
-/// Kubernetes limits an Event's note to 1 KiB.
-const MAX_EVENT_NOTE: usize = 1000;
+/// After a token check that neither passed nor failed (an outage), the next one is tried this
+/// much later.
+const UNKNOWN_CHECK_RETRY: SignedDuration = SignedDuration::from_secs(60);
 
 /// What every reconcile shares.
 pub struct Context {
@@ -146,42 +148,44 @@ impl<'a> Reconcile<'a> {
 
         let output = OutputSecret::new(self.secrets.clone(), self.credential);
         let Some(in_place) = output.find().await? else {
-            let conflict = Problem::new(
-                Reason::SecretConflict,
-                format!(
-                    "Secret {:?} already exists and is not owned by this NsApiCredential; it is \
-                     left untouched. Delete it, or choose another spec.tokenSecret.name",
-                    spec.token_secret.name
-                ),
-            );
-            return self.report(None, Outcome::Blocked(&conflict)).await;
+            let conflict = output_secret::conflict(self.credential);
+            return self
+                .report(None, Outcome::Blocked(&conflict), Extras::default())
+                .await;
         };
         let times = in_place.token.as_ref().map(|t| t.times);
 
         let valid = match policy::validate(spec, &self.ctx.policy) {
             Ok(valid) => valid,
-            Err(problem) => return self.report(times, Outcome::Blocked(&problem)).await,
+            Err(problem) => {
+                return self
+                    .report(times, Outcome::Blocked(&problem), Extras::default())
+                    .await;
+            }
         };
         if spec.suspend {
-            return self.report(times, Outcome::Suspended).await;
+            return self
+                .report(times, Outcome::Suspended, Extras::default())
+                .await;
         }
-        let (client, subscriber) = match self.load_inputs().await? {
+        let (client, subscriber) = match load_inputs(&self.secrets, spec).await? {
             Ok(inputs) => inputs,
-            Err(problem) => return self.report(times, Outcome::Blocked(&problem)).await,
+            Err(problem) => {
+                return self
+                    .report(times, Outcome::Blocked(&problem), Extras::default())
+                    .await;
+            }
         };
         let fingerprint = inputs::fingerprint(&valid, &client, &subscriber);
 
         // The newest token obtained for these inputs, if it is still valid and not older than
         // the one in place: a token whose write failed is written now without a new grant, and
         // an output Secret that was edited or deleted is restored from it.
-        let held = self.ctx.sessions.held_token(&self.uid).filter(|held| {
-            held.stored.inputs_fingerprint == fingerprint
-                && held.stored.times.is_valid_at(now)
-                && in_place
-                    .token
-                    .as_ref()
-                    .is_none_or(|t| held.stored.times.issued_at >= t.times.issued_at)
-        });
+        let held = self
+            .ctx
+            .sessions
+            .held_token(&self.uid)
+            .filter(|held| held.supersedes(in_place.token.as_ref(), &fingerprint, now));
         if let Some(HeldToken {
             stored,
             unwritten: Some(minted),
@@ -189,7 +193,14 @@ impl<'a> Reconcile<'a> {
         {
             info!("writing the token obtained in an earlier pass");
             return self
-                .write_obtained(&output, &in_place, &valid, (stored, minted), &fingerprint)
+                .write_obtained(
+                    &output,
+                    &in_place,
+                    &valid,
+                    (stored, minted),
+                    &fingerprint,
+                    Extras::default(),
+                )
                 .await;
         }
         let token = held.as_ref().map(|h| &h.stored).or(in_place.token.as_ref());
@@ -198,29 +209,55 @@ impl<'a> Reconcile<'a> {
             times: t.times,
             inputs_match: t.inputs_fingerprint == fingerprint,
         });
-        let seed = self.seed(times);
-        match schedule::decide(
+        let seed = schedule::token_seed(&self.uid, times);
+        let renew = status::renew_request(self.credential);
+        let failure = status::failure_gate(self.status(), &fingerprint);
+        let mut extras = Extras::default();
+        let mut decision = schedule::decide(
             now,
             current,
             valid.refresh_before,
             seed,
-            self.failure_gate(&fingerprint),
-        ) {
+            failure,
+            renew.is_some(),
+        );
+        // A token is checked only while no failure is being backed off from: a refused check
+        // then would ask for a token every interval, past the backoff.
+        if let (
+            Decision::Wait {
+                reason: WaitReason::Fresh,
+                ..
+            },
+            Some(token),
+            Some(interval),
+        ) = (decision, token, valid.verify_interval)
+            && self.verify(&valid, token, interval, &mut extras).await
+        {
+            decision = Decision::Mint(MintReason::Revoked);
+        }
+        match decision {
             Decision::Wait { until, reason } => {
                 debug!(?reason, until = %rfc3339(until), "no token needed now");
                 let mut confirmed = None;
+                let mut restarts = None;
                 if let Some(token) = token {
                     if let Err(error) = output.write(token, &in_place).await {
                         return self.write_failed(error, times).await;
                     }
                     self.ctx.sessions.written(&self.uid, token);
                     confirmed = Some(spec.token_secret.name.as_str());
+                    restarts = Some(
+                        self.consumers()
+                            .restart_if_due(self.credential, token.times.issued_at, now)
+                            .await,
+                    );
                 }
+                extras.restarts = restarts.as_ref();
                 let waiting = Outcome::Waiting {
                     until,
                     token_secret: confirmed,
                 };
-                self.report(times, waiting).await
+                self.report(times, waiting, extras).await
             }
             Decision::Mint(why) => {
                 if self.ctx.namespaces.terminating(&self.namespace).await {
@@ -229,15 +266,9 @@ impl<'a> Reconcile<'a> {
                     return Ok(Action::await_change());
                 }
                 info!(?why, "obtaining a token");
-                let grants = Grants {
-                    nsapi: &self.ctx.nsapi,
-                    sessions: &self.ctx.sessions,
-                    metrics: &self.ctx.metrics,
-                    limiter: &self.ctx.limiter,
-                    uid: &self.uid,
-                    deadline: times.map_or(now, |t| t.expires_at),
-                };
-                match grants
+                extras.renew_honoured = renew.as_deref();
+                match self
+                    .grants(times.map_or(now, |t| t.expires_at))
                     .obtain(&valid, &client, &subscriber, &fingerprint, why)
                     .await
                 {
@@ -252,12 +283,14 @@ impl<'a> Reconcile<'a> {
                         self.ctx
                             .sessions
                             .hold_unwritten(&self.uid, stored.clone(), minted.clone());
+                        let obtained = (&stored, &minted);
                         self.write_obtained(
                             &output,
                             &in_place,
                             &valid,
-                            (&stored, &minted),
+                            obtained,
                             &fingerprint,
+                            extras,
                         )
                         .await
                     }
@@ -267,11 +300,48 @@ impl<'a> Reconcile<'a> {
                             fingerprint: &fingerprint,
                             seed,
                         };
-                        self.report(times, failed).await
+                        self.report(times, failed, extras).await
                     }
                 }
             }
         }
+    }
+
+    /// Checks the token in place with the API when a check is due (`spec.verifyInterval`);
+    /// true when the API refused it, and it must be replaced at once. A check that fails
+    /// otherwise never replaces the token: it is tried again a minute later (or an interval
+    /// later, if shorter).
+    async fn verify(
+        &self,
+        valid: &ValidSpec,
+        token: &StoredToken,
+        interval: SignedDuration,
+        extras: &mut Extras<'_>,
+    ) -> bool {
+        let now = self.ctx.clock.now();
+        let last = self
+            .status()
+            .and_then(|s| s.last_verified_at.as_ref())
+            .map(|t| t.0);
+        let retry = self.ctx.sessions.check_retry_at(&self.uid);
+        let due = schedule::next_verify(last, interval, now).max(retry.unwrap_or(now));
+        if due > now || !token.times.is_valid_at(now) {
+            extras.next_check = Some(due);
+            return false;
+        }
+        let check = self
+            .grants(token.times.expires_at)
+            .check_token(valid, token)
+            .await;
+        let retry_at =
+            (check == TokenCheck::Unknown).then(|| now + interval.min(UNKNOWN_CHECK_RETRY));
+        self.ctx.sessions.set_check_retry(&self.uid, retry_at);
+        if check != TokenCheck::Unknown {
+            extras.verified_at = Some(now);
+        }
+        extras.next_check = Some(retry_at.unwrap_or(now + interval));
+        extras.revoked = check == TokenCheck::Refused;
+        extras.revoked
     }
 
     /// Writes a token obtained (in this pass or an earlier one) and reports it.
@@ -282,16 +352,29 @@ impl<'a> Reconcile<'a> {
         valid: &ValidSpec,
         (stored, minted): (&StoredToken, &Minted),
         fingerprint: &str,
+        mut extras: Extras<'_>,
     ) -> Result<Action> {
         if let Err(error) = output.write(stored, in_place).await {
             let times = in_place.token.as_ref().map(|t| t.times);
             return self.write_failed(error, times).await;
         }
         self.ctx.sessions.written(&self.uid, stored);
+        if valid.verify_interval.is_some() {
+            // The API has just issued it: the first check is one interval from now.
+            extras.verified_at = Some(stored.times.issued_at);
+        }
+        // The workloads to restart, and the pods that will keep the old token.
+        let now = self.ctx.clock.now();
+        let (restarts, stale) = self
+            .consumers()
+            .after_new_token(self.credential, stored.times.issued_at, now)
+            .await;
+        extras.restarts = Some(&restarts);
+        extras.stale_consumers = stale.as_deref();
         let next_refresh_at = schedule::refresh_at(
             stored.times,
             valid.refresh_before,
-            self.seed(Some(stored.times)),
+            schedule::token_seed(&self.uid, Some(stored.times)),
         );
         let obtained = Outcome::Obtained(Obtained {
             grant: &minted.grant,
@@ -303,7 +386,26 @@ impl<'a> Reconcile<'a> {
             token_secret: &self.credential.spec.token_secret.name,
         });
         let times = in_place.token.as_ref().map(|t| t.times);
-        self.report(times, obtained).await
+        self.report(times, obtained, extras).await
+    }
+
+    fn consumers(&self) -> Consumers {
+        Consumers::new(self.ctx.client.clone(), &self.namespace)
+    }
+
+    fn grants(&self, deadline: Timestamp) -> Grants<'_> {
+        Grants {
+            nsapi: &self.ctx.nsapi,
+            sessions: &self.ctx.sessions,
+            metrics: &self.ctx.metrics,
+            limiter: &self.ctx.limiter,
+            uid: &self.uid,
+            deadline,
+        }
+    }
+
+    fn status(&self) -> Option<&NsApiCredentialStatus> {
+        self.credential.status.as_ref()
     }
 
     /// A refused write of the output Secret: retried with backoff (the token stays held), unless
@@ -318,134 +420,46 @@ impl<'a> Reconcile<'a> {
                 Ok(Action::await_change())
             }
             Error::Kube(kube::Error::Api(status)) if status.code == 422 => {
-                let problem = Problem::new(
-                    Reason::InvalidSpec,
-                    format!(
-                        "the API server refused the output Secret {:?} as invalid ({}): fix spec.tokenSecret",
-                        self.credential.spec.token_secret.name,
-                        truncate(&status.message, 300)
-                    ),
-                );
-                self.report(token, Outcome::Blocked(&problem)).await
+                let problem = output_secret::refused_as_invalid(self.credential, status);
+                self.report(token, Outcome::Blocked(&problem), Extras::default())
+                    .await
             }
             _ => Err(error),
         }
     }
 
-    /// Records what `status` decided: metrics, Events, then the status (only if it changed).
-    async fn report(&self, token: Option<TokenTimes>, outcome: Outcome<'_>) -> Result<Action> {
-        let old = self.credential.status.clone().unwrap_or_default();
-        let pass = Pass {
-            old: &old,
-            generation: self.credential.metadata.generation,
-            now: self.ctx.clock.now(),
-            token,
-        };
-        let report = status::next(pass, outcome);
-        log(&outcome, &report);
-        self.ctx
-            .metrics
-            .token_times(self.credential, report.expires_at, report.next_request_at);
-        for note in &report.events {
-            self.event(note).await;
-        }
-        if report.status != old {
-            self.write_status(&report).await?;
-        }
-        Ok(report
-            .requeue_after
-            .map_or_else(Action::await_change, Action::requeue))
-    }
-
-    async fn load_inputs(
+    /// Records what `status` decides from this pass.
+    async fn report(
         &self,
-    ) -> Result<std::result::Result<(ClientCredentials, SubscriberCredentials), Problem>> {
-        let spec = &self.credential.spec;
-        let client_secret = self.secrets.get_opt(&spec.client_secret_ref.name).await?;
-        let subscriber_secret = if spec.subscriber_secret_ref.name == spec.client_secret_ref.name {
-            client_secret.clone()
-        } else {
-            self.secrets
-                .get_opt(&spec.subscriber_secret_ref.name)
-                .await?
-        };
-        Ok(
-            inputs::client_credentials(spec, client_secret.as_ref()).and_then(|client| {
-                let subscriber = inputs::subscriber_credentials(spec, subscriber_secret.as_ref())?;
-                Ok((client, subscriber))
-            }),
-        )
-    }
-
-    /// The last failure's retry time, from the status as read.
-    fn failure_gate(&self, fingerprint: &str) -> Option<FailureGate> {
-        let status = self.credential.status.as_ref()?;
-        if status.consecutive_failures == 0 {
-            return None;
+        token: Option<TokenTimes>,
+        outcome: Outcome<'_>,
+        extras: Extras<'_>,
+    ) -> Result<Action> {
+        Record {
+            credential: self.credential,
+            ctx: self.ctx,
         }
-        Some(FailureGate {
-            retry_at: status.next_refresh_at.as_ref()?.0,
-            inputs_match: status.inputs_fingerprint.as_deref() == Some(fingerprint),
-        })
-    }
-
-    /// Picks this credential's jitter: stable for a given token, different across credentials.
-    fn seed(&self, token: Option<TokenTimes>) -> u64 {
-        let issued = token.map(|t| rfc3339(t.issued_at)).unwrap_or_default();
-        schedule::seed_of(&[&self.uid, &issued])
-    }
-
-    async fn write_status(&self, report: &Report) -> Result<()> {
-        let api: Api<NsApiCredential> = Api::namespaced(
-            self.ctx.client.clone(),
-            &self.credential.namespace().unwrap_or_default(),
-        );
-        // The resourceVersion makes the write conditional: it fails with a conflict, rather
-        // than overwrite, if the object changed since this pass read it.
-        let patch = json!({
-            "apiVersion": "nsapi.io/v1alpha1",
-            "kind": "NsApiCredential",
-            "metadata": {"resourceVersion": self.credential.resource_version()},
-            "status": report.status,
-        });
-        api.patch_status(
-            &self.credential.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
-        Ok(())
-    }
-
-    async fn event(&self, note: &Note) {
-        let event = Event {
-            type_: note.type_,
-            reason: note.reason.as_str().to_owned(),
-            note: Some(truncate(&note.message, MAX_EVENT_NOTE)),
-            action: "ObtainToken".to_owned(),
-            secondary: None,
-        };
-        let reference = self.credential.object_ref(&());
-        if let Err(error) = self.ctx.recorder.publish(&event, &reference).await {
-            warn!(%error, "could not record an event");
-        }
+        .report(token, outcome, extras)
+        .await
     }
 }
 
-/// One log line for what a pass decided (Events carry the same words for users).
-fn log(outcome: &Outcome<'_>, report: &Report) {
-    let next = report.status.next_refresh_at.as_ref().map(|t| rfc3339(t.0));
-    match outcome {
-        Outcome::Blocked(problem) if !report.events.is_empty() => {
-            warn!(reason = %problem.reason, message = %problem.message, "credential cannot be acted on");
-        }
-        Outcome::Failed { error, .. } => {
-            let reason = report.events.first().map(|n| n.reason.as_str());
-            warn!(reason, error = %error, consecutive_failures = report.status.consecutive_failures, retry_at = next, "could not obtain a token");
-        }
-        Outcome::Obtained(o) => {
-            info!(grant = o.grant.grant.as_str(), expires_at = %rfc3339(o.times.expires_at), next_refresh_at = next, "token obtained");
-        }
-        _ => {}
-    }
+/// Reads the credentials from the input Secrets (a problem with them is a condition, not an
+/// error).
+async fn load_inputs(
+    secrets: &Api<Secret>,
+    spec: &NsApiCredentialSpec,
+) -> Result<std::result::Result<(ClientCredentials, SubscriberCredentials), Problem>> {
+    let client_secret = secrets.get_opt(&spec.client_secret_ref.name).await?;
+    let subscriber_secret = if spec.subscriber_secret_ref.name == spec.client_secret_ref.name {
+        client_secret.clone()
+    } else {
+        secrets.get_opt(&spec.subscriber_secret_ref.name).await?
+    };
+    Ok(
+        inputs::client_credentials(spec, client_secret.as_ref()).and_then(|client| {
+            let subscriber = inputs::subscriber_credentials(spec, subscriber_secret.as_ref())?;
+            Ok((client, subscriber))
+        }),
+    )
 }

@@ -28,6 +28,9 @@ impl TokenTimes {
     }
 }
 
+/// `spec.refreshBefore` when it is not given.
+pub const DEFAULT_REFRESH_BEFORE: SignedDuration = SignedDuration::from_mins(10);
+
 /// How far before expiry to rotate: `refresh_before`, raised to the kubelet's propagation lag
 /// when the lifetime allows, and never more than half the lifetime.
 pub fn refresh_lead(lifetime: SignedDuration, refresh_before: SignedDuration) -> SignedDuration {
@@ -58,6 +61,10 @@ pub enum MintReason {
     Due,
     /// The token has expired.
     Expired,
+    /// Someone asked for a new token (`nsapi.io/renew-requested-at`).
+    Requested,
+    /// The API refused the token in place (revoked on the portal).
+    Revoked,
 }
 
 impl MintReason {
@@ -106,18 +113,21 @@ pub struct FailureGate {
 }
 
 /// Decides whether to obtain a token now. Never mints a token that is not due: a fresh token
-/// obtained with the current inputs means waiting, whatever triggered the call.
+/// obtained with the current inputs means waiting, whatever triggered the call, unless a new
+/// token was asked for (`renew`), which also lifts a failure's backoff.
 pub fn decide(
     now: Timestamp,
     current: Option<CurrentToken>,
     refresh_before: SignedDuration,
     seed: u64,
     failure: Option<FailureGate>,
+    renew: bool,
 ) -> Decision {
     let wanted = match current {
         None => Decision::Mint(MintReason::NoToken),
         Some(token) if !trusted(token.times, now) => Decision::Mint(MintReason::Untrusted),
         Some(token) if !token.inputs_match => Decision::Mint(MintReason::InputsChanged),
+        Some(_) if renew => Decision::Mint(MintReason::Requested),
         Some(token) if !token.times.is_valid_at(now) => Decision::Mint(MintReason::Expired),
         Some(token) => {
             let at = refresh_at(token.times, refresh_before, seed);
@@ -131,6 +141,10 @@ pub fn decide(
             }
         }
     };
+    if renew {
+        // A request lifts the backoff of a failure.
+        return wanted;
+    }
     match (wanted, failure) {
         (Decision::Mint(_), Some(gate)) if gate.inputs_match && now < gate.retry_at => {
             Decision::Wait {
@@ -140,6 +154,12 @@ pub fn decide(
         }
         _ => wanted,
     }
+}
+
+/// When to check the token in place with the API next: `interval` after the last check, or
+/// now if it was never checked.
+pub fn next_verify(last: Option<Timestamp>, interval: SignedDuration, now: Timestamp) -> Timestamp {
+    last.map_or(now, |at| at + interval)
 }
 
 fn trusted(times: TokenTimes, now: Timestamp) -> bool {
@@ -197,6 +217,14 @@ fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// Picks a credential's jitter (`uid`): stable for a given token, different across credentials.
+pub fn token_seed(uid: &str, token: Option<TokenTimes>) -> u64 {
+    let issued = token
+        .map(|t| t.issued_at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default();
+    seed_of(&[uid, &issued])
 }
 
 /// A stable seed from strings (e.g. a credential's UID and its token's issue time); FNV-1a.
@@ -471,7 +499,11 @@ mod tests {
             ),
         ];
         for (name, now, current, expected) in cases {
-            assert_eq!(decide(now, current, secs(600), 1, None), expected, "{name}");
+            assert_eq!(
+                decide(now, current, secs(600), 1, None, false),
+                expected,
+                "{name}"
+            );
         }
     }
 
@@ -487,18 +519,18 @@ mod tests {
             })
         };
         assert_eq!(
-            decide(now, fresh(t), secs(600), 1, gate(true)),
+            decide(now, fresh(t), secs(600), 1, gate(true), false),
             Decision::Wait {
                 until: retry_at,
                 reason: WaitReason::BackingOff
             }
         );
         assert_eq!(
-            decide(now, fresh(t), secs(600), 1, gate(false)),
+            decide(now, fresh(t), secs(600), 1, gate(false), false),
             Decision::Mint(MintReason::Due)
         );
         assert_eq!(
-            decide(retry_at, fresh(t), secs(600), 1, gate(true)),
+            decide(retry_at, fresh(t), secs(600), 1, gate(true), false),
             Decision::Mint(MintReason::Due)
         );
         // A gate never forces a call for a token that is not due.
@@ -508,7 +540,8 @@ mod tests {
                 fresh(t),
                 secs(600),
                 1,
-                gate(false)
+                gate(false),
+                false
             ),
             Decision::Wait {
                 reason: WaitReason::Fresh,
@@ -517,11 +550,52 @@ mod tests {
         ));
         // No token and the same failing inputs: still wait.
         assert_eq!(
-            decide(now, None, secs(600), 1, gate(true)),
+            decide(now, None, secs(600), 1, gate(true), false),
             Decision::Wait {
                 until: retry_at,
                 reason: WaitReason::BackingOff
             }
+        );
+    }
+
+    #[test]
+    fn a_renewal_request_mints_a_fresh_token_and_lifts_the_backoff() {
+        let t = hour_token();
+        let early = ts("2026-01-01T10:10:00Z");
+        assert_eq!(
+            decide(early, fresh(t), secs(600), 1, None, true),
+            Decision::Mint(MintReason::Requested)
+        );
+        let gate = Some(FailureGate {
+            retry_at: ts("2026-01-01T11:00:00Z"),
+            inputs_match: true,
+        });
+        assert_eq!(
+            decide(early, fresh(t), secs(600), 1, gate, true),
+            Decision::Mint(MintReason::Requested)
+        );
+        // Changed inputs need the password grant: that reason wins.
+        let stale = Some(CurrentToken {
+            times: t,
+            inputs_match: false,
+        });
+        assert_eq!(
+            decide(early, stale, secs(600), 1, None, true),
+            Decision::Mint(MintReason::InputsChanged)
+        );
+        assert_eq!(
+            decide(early, None, secs(600), 1, None, true),
+            Decision::Mint(MintReason::NoToken)
+        );
+    }
+
+    #[test]
+    fn checks_are_due_an_interval_after_the_last() {
+        let now = ts("2026-01-01T10:10:00Z");
+        assert_eq!(next_verify(None, secs(300), now), now);
+        assert_eq!(
+            next_verify(Some(ts("2026-01-01T10:08:00Z")), secs(300), now),
+            ts("2026-01-01T10:13:00Z")
         );
     }
 

@@ -3,7 +3,9 @@
 //!   before it is sent, so each refresh token is used at most once;
 //! - the newest token it obtained. A token obtained but not yet written (the Kubernetes write
 //!   failed) is written on the next pass instead of obtaining another one, and an output Secret
-//!   that someone edited or deleted is restored from it without calling NetSapiens.
+//!   that someone edited or deleted is restored from it without calling NetSapiens;
+//! - after a token check that failed for a reason other than a refusal (`spec.verifyInterval`),
+//!   when to try the next one.
 //!
 //! All of it is forgotten when the credential is deleted.
 
@@ -32,10 +34,26 @@ pub struct HeldToken {
     pub unwritten: Option<Minted>,
 }
 
+impl HeldToken {
+    /// Whether this token should be in the output Secret rather than `in_place`: obtained with
+    /// the inputs the credential has now (`fingerprint`), still valid, and not older.
+    pub fn supersedes(
+        &self,
+        in_place: Option<&StoredToken>,
+        fingerprint: &str,
+        now: jiff::Timestamp,
+    ) -> bool {
+        self.stored.inputs_fingerprint == fingerprint
+            && self.stored.times.is_valid_at(now)
+            && in_place.is_none_or(|t| self.stored.times.issued_at >= t.times.issued_at)
+    }
+}
+
 #[derive(Default)]
 struct Session {
     refresh: Option<RefreshSession>,
     token: Option<HeldToken>,
+    check_retry_at: Option<jiff::Timestamp>,
 }
 
 /// Sessions by credential UID.
@@ -70,6 +88,16 @@ impl Sessions {
                 unwritten: None,
             })
         });
+    }
+
+    /// After an inconclusive token check: the next one is not tried before `at` (`None` clears
+    /// it).
+    pub fn set_check_retry(&self, uid: &str, at: Option<jiff::Timestamp>) {
+        self.with(uid, |s| s.check_retry_at = at);
+    }
+
+    pub fn check_retry_at(&self, uid: &str) -> Option<jiff::Timestamp> {
+        self.lock().get(uid).and_then(|s| s.check_retry_at)
     }
 
     pub fn held_token(&self, uid: &str) -> Option<HeldToken> {

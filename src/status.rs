@@ -9,10 +9,13 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::events::EventType;
 
-use crate::conditions::{DEGRADED, Problem, READY, Reason, Stamp, is_true};
-use crate::crd::NsApiCredentialStatus;
+use crate::conditions::{
+    CONSUMERS_CANNOT_REFRESH, DEGRADED, Problem, READY, ROLLOUT_RESTART, Reason, Stamp, is_true,
+};
+use crate::consumers::{MAX_NAMED_PODS, RestartReport};
+use crate::crd::{NsApiCredential, NsApiCredentialStatus, RENEW_ANNOTATION};
 use crate::nsapi::{ErrorKind, Grant, NsApiError, TokenGrant, TokenInfo};
-use crate::schedule::{self, FailureClass, TokenTimes};
+use crate::schedule::{self, FailureClass, FailureGate, TokenTimes};
 use crate::token_secret::rfc3339;
 
 /// What a pass starts from.
@@ -25,6 +28,26 @@ pub struct Pass<'a> {
     pub now: Timestamp,
     /// The token in place: in the output Secret (or the one written under an earlier name).
     pub token: Option<TokenTimes>,
+    /// What else the pass found or did.
+    pub extras: Extras<'a>,
+}
+
+/// What a pass found or did beside its outcome.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Extras<'a> {
+    /// The renewal request (the annotation's value) acted on in this pass.
+    pub renew_honoured: Option<&'a str>,
+    /// When the token in place was checked with the API in this pass.
+    pub verified_at: Option<Timestamp>,
+    /// The check found the token refused by the API (a new one was then asked for).
+    pub revoked: bool,
+    /// When the token in place is to be checked next: the pass is repeated then, if that is
+    /// before anything else is due.
+    pub next_check: Option<Timestamp>,
+    /// What happened to the rollout-restart targets.
+    pub restarts: Option<&'a RestartReport>,
+    /// The pods that read the token through env vars or `subPath` mounts, when looked for.
+    pub stale_consumers: Option<&'a [String]>,
 }
 
 /// What the pass found or did.
@@ -324,7 +347,16 @@ impl Step<'_> {
         self.report(expiry, next_request_at)
     }
 
-    fn report(self, requeue_at: Option<Timestamp>, next_request_at: Option<Timestamp>) -> Report {
+    fn report(
+        mut self,
+        requeue_at: Option<Timestamp>,
+        next_request_at: Option<Timestamp>,
+    ) -> Report {
+        let pending = self.apply_extras();
+        let requeue_at = [requeue_at, pending, self.pass.extras.next_check]
+            .into_iter()
+            .flatten()
+            .min();
         let now = self.pass.now;
         Report {
             status: self.status,
@@ -336,6 +368,138 @@ impl Step<'_> {
                     .unwrap_or_default()
                     .max(Duration::from_secs(1))
             }),
+        }
+    }
+}
+
+impl Step<'_> {
+    /// Records what the pass found beside its outcome; returns when a pending restart is due.
+    fn apply_extras(&mut self) -> Option<Timestamp> {
+        let extras = self.pass.extras;
+        if let Some(request) = extras.renew_honoured {
+            self.status.last_renew_request = Some(request.to_owned());
+            self.note(
+                EventType::Normal,
+                Reason::RenewRequested,
+                format!("a new token was asked for (nsapi.io/renew-requested-at: {request})"),
+            );
+        }
+        if let Some(at) = extras.verified_at {
+            self.status.last_verified_at = Some(whole_seconds(at));
+        }
+        if extras.revoked {
+            self.note(
+                EventType::Warning,
+                Reason::TokenRevoked,
+                "the API refused the token in place before it expired (revoked on the portal?); a new one was asked for".to_owned(),
+            );
+        }
+        if let Some(consumers) = extras.stale_consumers {
+            self.consumers(consumers);
+        }
+        extras.restarts.and_then(|r| self.restarts(r))
+    }
+
+    fn restarts(&mut self, report: &RestartReport) -> Option<Timestamp> {
+        self.status.restarts = report.records.clone();
+        if report.targets == 0 {
+            self.status
+                .conditions
+                .retain(|c| c.type_ != ROLLOUT_RESTART);
+            return None;
+        }
+        let list = |items: Vec<String>| items.join(", ");
+        let (status, reason, message) = if !report.missing.is_empty() {
+            let names = report.missing.iter().map(|(k, n)| format!("{k} {n:?}"));
+            (
+                false,
+                Reason::RestartTargetMissing,
+                format!(
+                    "{} does not exist in this namespace: fix spec.rolloutRestartTargets",
+                    list(names.collect())
+                ),
+            )
+        } else if !report.failed.is_empty() {
+            let names = report
+                .failed
+                .iter()
+                .map(|(k, n, why)| format!("{k} {n:?}: {why}"));
+            (
+                false,
+                Reason::RestartFailed,
+                format!(
+                    "could not restart {} (the chart grants it with rolloutRestart.enabled)",
+                    list(names.collect())
+                ),
+            )
+        } else if !report.pending.is_empty() {
+            let names = report
+                .pending
+                .iter()
+                .map(|(k, n, at)| format!("{k} {n:?} at {}", rfc3339(*at)));
+            (
+                false,
+                Reason::RestartPending,
+                format!(
+                    "restarted less than a minute ago; next restart of {}",
+                    list(names.collect())
+                ),
+            )
+        } else {
+            (
+                true,
+                Reason::RolloutRestarted,
+                "every target was restarted for the current token".to_owned(),
+            )
+        };
+        let changed = self
+            .pass
+            .old
+            .condition(ROLLOUT_RESTART)
+            .is_none_or(|c| c.reason != reason.as_str() || c.message != message);
+        self.set(ROLLOUT_RESTART, status, reason.as_str(), &message);
+        if !report.restarted.is_empty() {
+            let names = report.restarted.iter().map(|(k, n)| format!("{k} {n:?}"));
+            self.note(
+                EventType::Normal,
+                Reason::RolloutRestarted,
+                format!("restarted {} for the new token", list(names.collect())),
+            );
+        }
+        if changed && !status && reason != Reason::RestartPending {
+            self.note(EventType::Warning, reason, message);
+        }
+        report.pending.iter().map(|(_, _, at)| *at).min()
+    }
+
+    fn consumers(&mut self, pods: &[String]) {
+        if pods.is_empty() {
+            self.set(
+                CONSUMERS_CANNOT_REFRESH,
+                false,
+                Reason::ConsumersRefresh.as_str(),
+                "",
+            );
+            return;
+        }
+        let mut named: Vec<String> = pods.iter().take(MAX_NAMED_PODS).cloned().collect();
+        if pods.len() > MAX_NAMED_PODS {
+            named.push(format!("and {} more", pods.len() - MAX_NAMED_PODS));
+        }
+        let message = format!(
+            "{} pod(s) read the token through env vars or subPath mounts and keep the old one until they restart: {}; mount the Secret as a volume, or add their workload to spec.rolloutRestartTargets",
+            pods.len(),
+            named.join(", ")
+        );
+        let changed = self
+            .pass
+            .old
+            .condition(CONSUMERS_CANNOT_REFRESH)
+            .is_none_or(|c| c.status != "True" || c.message != message);
+        let reason = Reason::ConsumersCannotRefresh;
+        self.set(CONSUMERS_CANNOT_REFRESH, true, reason.as_str(), &message);
+        if changed {
+            self.note(EventType::Warning, reason, message);
         }
     }
 }
@@ -353,6 +517,35 @@ fn failure_reason(kind: ErrorKind) -> (Reason, FailureClass, &'static str) {
         ErrorKind::MfaRequired => (Reason::MfaRequired, FailureClass::Refused, ""),
         ErrorKind::Permanent => (Reason::ApiRequestRejected, FailureClass::Refused, ""),
     }
+}
+
+/// A new value of the renewal annotation (`nsapi.io/renew-requested-at`), not yet acted on.
+pub fn renew_request(credential: &NsApiCredential) -> Option<String> {
+    let value = credential
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(RENEW_ANNOTATION)?;
+    let done = credential
+        .status
+        .as_ref()
+        .and_then(|s| s.last_renew_request.as_deref());
+    (done != Some(value.as_str()) && !value.is_empty()).then(|| value.clone())
+}
+
+/// The last failure's retry time, from the status as read; `fingerprint` is of the inputs now.
+pub fn failure_gate(
+    status: Option<&NsApiCredentialStatus>,
+    fingerprint: &str,
+) -> Option<FailureGate> {
+    let status = status?;
+    if status.consecutive_failures == 0 {
+        return None;
+    }
+    Some(FailureGate {
+        retry_at: status.next_refresh_at.as_ref()?.0,
+        inputs_match: status.inputs_fingerprint.as_deref() == Some(fingerprint),
+    })
 }
 
 /// A status time: RFC 3339 on the wire, whole seconds (so an unchanged time compares equal to
@@ -422,6 +615,7 @@ mod tests {
             server_version: Some("Version: 44.1.0".into()),
             consecutive_failures: 0,
             inputs_fingerprint: Some(FP.into()),
+            ..NsApiCredentialStatus::default()
         }
     }
 
@@ -877,6 +1071,7 @@ mod tests {
                     generation: Some(1),
                     now: ts(now),
                     token,
+                    extras: Extras::default(),
                 },
                 outcome,
             );
@@ -939,6 +1134,7 @@ mod tests {
                     generation: Some(1),
                     now: ts(T0),
                     token: None,
+                    extras: Extras::default(),
                 },
                 Outcome::Failed {
                     error: &refused,
@@ -981,6 +1177,7 @@ mod tests {
             generation: Some(2),
             now: ts("2026-01-01T10:50:00Z"),
             token: Some(hour_token()),
+            extras: Extras::default(),
         };
         let same = next(pass, outcome(FP)).status;
         assert_eq!(
@@ -1024,6 +1221,7 @@ mod tests {
                 generation: None,
                 now: ts("2026-01-01T10:00:00.750Z"),
                 token: Some(hour_token()),
+                extras: Extras::default(),
             },
             Outcome::Waiting {
                 until: ts("2026-01-01T10:49:31.999Z"),
@@ -1049,6 +1247,7 @@ mod tests {
                 generation: Some(1),
                 now: ts(T0),
                 token: None,
+                extras: Extras::default(),
             },
             Outcome::Obtained(Obtained {
                 grant: &refreshed,

@@ -1,0 +1,279 @@
+//! The CLI (`status`, `renew`, `check`, `inspect`) as people run it: the real binary, as a
+//! subcommand and as a kubectl plugin (`kubectl nscred ...`), against the local control plane
+//! and nsapi-sim, with a running operator.
+
+mod control_plane;
+mod fixture;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use fixture::{Fixture, data};
+use nsapi_sim::SimConfig;
+use nsapi_token_operator::crd::RENEW_ANNOTATION;
+
+const BIN: &str = env!("CARGO_BIN_EXE_nsapi-token-operator");
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn finish(output: Output) -> Run {
+    let run = Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    };
+    eprintln!("exit {}\n{}{}", run.code, run.stdout, run.stderr);
+    run
+}
+
+/// Runs the binary with the admin kubeconfig in `KUBECONFIG`, as a person would.
+fn cli(args: &[&str]) -> Run {
+    eprintln!("$ nsapi-token-operator {}", args.join(" "));
+    finish(
+        Command::new(BIN)
+            .args(args)
+            .env("KUBECONFIG", control_plane::admin_kubeconfig())
+            .output()
+            .unwrap(),
+    )
+}
+
+/// Sets up a two-credential world: `abc` Ready, `bad` refused (wrong password).
+async fn world(prefix: &str) -> Fixture {
+    let mut f = Fixture::new(prefix, SimConfig::new()).await;
+    f.create_input_secrets().await;
+    f.put_secret(
+        "wrong-subscriber",
+        &[("username", fixture::USERNAME), ("password", "wrong")],
+    )
+    .await;
+    f.start_operator();
+    f.create_credential("abc", |_| {}).await;
+    f.create_credential("bad", |spec| {
+        spec["subscriberSecretRef"] = serde_json::json!({"name": "wrong-subscriber"})
+    })
+    .await;
+    f.wait_ready("abc", READY_TIMEOUT).await;
+    f.wait_condition(
+        "bad",
+        "Ready",
+        "False",
+        Some("AuthenticationFailed"),
+        READY_TIMEOUT,
+    )
+    .await;
+    f
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_renew_check_and_inspect_tell_the_truth() {
+    let f = world("cli").await;
+    let ns = f.namespace().to_owned();
+
+    // status: a table; exit 1 because one is not Ready.
+    let run = cli(&["status", "-n", &ns]);
+    assert_eq!(run.code, 1);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("NAME") && lines[0].contains("NEXT REFRESH"),
+        "{lines:?}"
+    );
+    let abc = lines
+        .iter()
+        .find(|l| l.starts_with("abc "))
+        .expect("a row for abc");
+    assert!(
+        abc.contains("True") && abc.contains("in ") && abc.contains("password"),
+        "{abc}"
+    );
+    let bad = lines
+        .iter()
+        .find(|l| l.starts_with("bad "))
+        .expect("a row for bad");
+    assert!(
+        bad.contains("False") && bad.contains("AuthenticationFailed"),
+        "{bad}"
+    );
+    // One Ready credential: exit 0. All namespaces: a NAMESPACE column.
+    assert_eq!(cli(&["status", "abc", "-n", &ns]).code, 0);
+    let run = cli(&["status", "-A"]);
+    assert!(run.stdout.starts_with("NAMESPACE"));
+    assert!(run.stdout.lines().any(|l| l.starts_with(&ns)));
+
+    // check: the good inputs pass, and the operator would keep the fresh token.
+    let run = cli(&["check", "abc", "-n", &ns, "--allow-insecure-http"]);
+    assert_eq!(run.code, 0);
+    assert!(run.stdout.contains("OK: a Bearer token"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("The operator would keep the token in place"),
+        "{}",
+        run.stdout
+    );
+    // Without the flag an http:// URL is refused, as the operator would.
+    let run = cli(&["check", "abc", "-n", &ns]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("InvalidSpec"), "{}", run.stderr);
+    // The refused login fails, saying why, and names no secret.
+    let run = cli(&["check", "bad", "-n", &ns, "--allow-insecure-http"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("FAIL: the API refused"),
+        "{}",
+        run.stderr
+    );
+    f.assert_no_secret_in(&format!("{}{}", run.stdout, run.stderr), "check output");
+    // A credential that does not exist is an error (exit 2).
+    assert_eq!(cli(&["check", "nope", "-n", &ns]).code, 2);
+
+    // inspect: the server's view of the token in place.
+    let run = cli(&["inspect", "abc", "-n", &ns, "--allow-insecure-http"]);
+    assert_eq!(run.code, 0);
+    assert!(
+        run.stdout.contains("domain") && run.stdout.contains("abc-company"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains(fixture::CLIENT_ID), "{}", run.stdout);
+    let token = data(&f.token_secret("abc-token").await.unwrap(), "access_token").unwrap();
+    f.assert_no_secret_in(&run.stdout, "inspect output");
+    // After the token is revoked, inspect says the API refuses it.
+    f.sim.revoke_token(&token);
+    let run = cli(&["inspect", "abc", "-n", &ns, "--allow-insecure-http"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("refused"), "{}", run.stderr);
+
+    // renew: one new token (the revoked token's refresh token is refused too, so a password
+    // grant stands in).
+    let tokens = || {
+        let s = f.sim.stats();
+        s.password_grants_ok + s.refresh_grants_ok
+    };
+    let before = tokens();
+    let run = cli(&["renew", "abc", "-n", &ns]);
+    assert_eq!(run.code, 0);
+    assert!(run.stdout.contains(RENEW_ANNOTATION), "{}", run.stdout);
+    let new = f
+        .wait_new_token("abc-token", &token, Duration::from_secs(30))
+        .await;
+    assert_ne!(new, token);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(tokens(), before + 1);
+
+    // renew --all -l: only the credentials selected.
+    let patch = serde_json::json!({"metadata": {"labels": {"team": "voice"}}});
+    f.credentials()
+        .patch("abc", &Default::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let run = cli(&["renew", "--all", "-l", "team=voice", "-n", &ns]);
+    assert_eq!(run.code, 0);
+    assert!(
+        run.stdout.contains("/abc:") && !run.stdout.contains("/bad:"),
+        "{}",
+        run.stdout
+    );
+    f.wait_new_token("abc-token", &new, Duration::from_secs(30))
+        .await;
+    // Neither a name nor --all: a usage error.
+    assert_ne!(cli(&["renew", "-n", &ns]).code, 0);
+    f.assert_no_secret_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_runs_it_as_a_plugin_with_kubectls_kubeconfig_flags() {
+    let f = world("plugin").await;
+    let ns = f.namespace().to_owned();
+    // Installed as kubectl-nscred on the PATH.
+    let dir = tempdir();
+    std::os::unix::fs::symlink(BIN, dir.join("kubectl-nscred")).unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let kubectl = control_plane::kubectl_path();
+    let plugin = |args: &[&str], kubeconfig_env: Option<&Path>| {
+        eprintln!("$ kubectl nscred {}", args.join(" "));
+        let mut command = Command::new(&kubectl);
+        command.arg("nscred").args(args).env("PATH", &path);
+        match kubeconfig_env {
+            Some(k) => command.env("KUBECONFIG", k),
+            None => command.env_remove("KUBECONFIG"),
+        };
+        finish(command.output().unwrap())
+    };
+    let admin = control_plane::admin_kubeconfig();
+    let run = plugin(&["status", "abc", "-n", &ns], Some(&admin));
+    assert_eq!(run.code, 0);
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.starts_with("abc ") && l.contains("True"))
+    );
+    // --kubeconfig and --context, as kubectl takes them, with no KUBECONFIG set.
+    let context =
+        String::from_utf8(control_plane::kubectl(&["config", "current-context"]).stdout).unwrap();
+    let kubeconfig = admin.display().to_string();
+    let run = plugin(
+        &[
+            "status",
+            "-n",
+            &ns,
+            "--kubeconfig",
+            &kubeconfig,
+            "--context",
+            context.trim(),
+        ],
+        None,
+    );
+    assert_eq!(run.code, 1, "bad is not Ready");
+    // A context that does not exist is an error, not a fallback to another cluster.
+    let run = plugin(
+        &[
+            "status",
+            "-n",
+            &ns,
+            "--kubeconfig",
+            &kubeconfig,
+            "--context",
+            "nope",
+        ],
+        None,
+    );
+    assert_eq!(run.code, 2);
+    // Without -n, the context's namespace.
+    let own = dir.join("kubeconfig");
+    std::fs::copy(&admin, &own).unwrap();
+    let own_path = own.display().to_string();
+    let status = Command::new(&kubectl)
+        .args(["config", "set-context", "--current", "--namespace", &ns])
+        .args(["--kubeconfig", &own_path])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let run = plugin(&["status"], Some(&own));
+    assert!(
+        run.stdout.lines().any(|l| l.starts_with("abc ")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.lines().any(|l| l.starts_with("bad ")),
+        "{}",
+        run.stdout
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(control_plane::unique_name("nscred-plugin"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
