@@ -18,6 +18,7 @@ mod control_plane;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use control_plane::TestNamespace;
 use nsapi_token_operator::schedule::parse_duration;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -59,6 +60,16 @@ fn stdout_of(program: &str, args: &[&str], out: Output) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+fn kubectl_ok(args: &[&str]) -> String {
+    stdout_of("kubectl", args, control_plane::kubectl(args))
+}
+
+fn kubectl_json(args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    serde_json::from_str(&kubectl_ok(&all)).unwrap()
+}
+
 /// Every object of a multi-document YAML stream.
 fn objects(yaml: &str) -> Vec<Value> {
     serde_yaml::Deserializer::from_str(yaml)
@@ -87,6 +98,10 @@ fn the<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
         kinds(objects)
     );
     found[0]
+}
+
+fn pod_spec(objects: &[Value]) -> &Value {
+    &the(objects, "Deployment")["spec"]["template"]["spec"]
 }
 
 fn args_of(deployment: &Value) -> Vec<String> {
@@ -120,6 +135,10 @@ impl Drop for ValuesFile {
     }
 }
 
+/// Tests on the shared control plane hold a read lock; a test on a private one the write lock,
+/// since every `control_plane` helper follows a private plane while one runs.
+static PLANE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// `helm template` of `chart` as release "x" in namespace "nsapi-system" with `values`; returns
 /// helm's output whatever the exit status.
 fn template_of(chart: &str, values: &Value) -> Output {
@@ -152,6 +171,90 @@ fn refused(values: &Value) -> String {
     let out = template_of(&chart(), values);
     assert!(!out.status.success(), "{values} was accepted");
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A release installed into a test namespace of the shared control plane (named after it), with
+/// `crds.enabled=false`; `helm uninstall` when dropped, so a failed test leaves no cluster-wide
+/// object behind. The namespace goes after the release.
+struct Installed {
+    release: String,
+    fullname: String,
+    _namespace: TestNamespace,
+}
+
+impl Installed {
+    /// Installs the chart with `values`; panics with helm's error if it fails.
+    async fn new(prefix: &str, values: &Value) -> Installed {
+        let installed = Self::attempt(prefix, values).await;
+        match installed {
+            (installed, Ok(_)) => installed,
+            (_, Err(e)) => panic!("helm install with {values} failed: {e}"),
+        }
+    }
+
+    /// Installs the chart with `values`; the release (to uninstall) and helm's verdict.
+    async fn attempt(prefix: &str, values: &Value) -> (Installed, Result<String, String>) {
+        let client = control_plane::admin_client().await;
+        let namespace = TestNamespace::create(&client, prefix).await;
+        let release = namespace.name.clone();
+        let file = ValuesFile::new(values);
+        let (values_path, kubeconfig) = (
+            file.path(),
+            control_plane::admin_kubeconfig().display().to_string(),
+        );
+        let chart = chart();
+        let out = helm(&[
+            "install",
+            &release,
+            &chart,
+            "--namespace",
+            &release,
+            "--kubeconfig",
+            &kubeconfig,
+            "-f",
+            &values_path,
+            "--set",
+            "crds.enabled=false",
+        ]);
+        let verdict = if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        };
+        let installed = Installed {
+            fullname: format!("{release}-nsapi-token-operator"),
+            release,
+            _namespace: namespace,
+        };
+        (installed, verdict)
+    }
+
+    /// A namespaced object of the release, as the API server stores it.
+    fn get(&self, kind: &str, name: &str) -> Value {
+        kubectl_json(&["get", "-n", &self.release, kind, name])
+    }
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        let kubeconfig = control_plane::admin_kubeconfig().display().to_string();
+        let out = helm(&[
+            "uninstall",
+            &self.release,
+            "--namespace",
+            &self.release,
+            "--kubeconfig",
+            &kubeconfig,
+            "--ignore-not-found",
+        ]);
+        if !out.status.success() {
+            eprintln!(
+                "helm uninstall {} failed: {}",
+                self.release,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -344,5 +447,219 @@ fn schema_refuses_durations_the_binary_rejects_and_accepts_prometheus_ones_for_t
                 "{interval}"
             );
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The pod: extraArgs, extraEnv, extraVolumes/extraVolumeMounts, topologySpreadConstraints.
+
+/// The operator's arguments with the default values.
+const DEFAULT_ARGS: [&str; 8] = [
+    "run",
+    "--http-addr=0.0.0.0:8080",
+    "--log-format=json",
+    "--api-timeout=15s",
+    "--kube-api-timeout=10s",
+    "--api-rate-limit=10",
+    "--api-burst=20",
+    "--concurrency=16",
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn extra_args_come_after_the_charts_own() {
+    let _plane = PLANE.read().await;
+    let extra = ["--ca-file=/etc/nsapi/ca/ca.crt", "--x=a b,\"c\" {{ d }}"];
+    let values = json!({"extraArgs": extra, "leaderElection": {"enabled": true}});
+    let objs = render(&values);
+    let args = args_of(the(&objs, "Deployment"));
+    assert_eq!(args[..DEFAULT_ARGS.len()], DEFAULT_ARGS);
+    assert_eq!(args[args.len() - 2..], extra, "{args:?}");
+    assert!(args.contains(&"--leader-election".to_owned()), "{args:?}");
+    assert_eq!(
+        args_of(the(&render(&json!({})), "Deployment")),
+        DEFAULT_ARGS
+    );
+
+    let installed = Installed::new("chart-extra-args", &values).await;
+    let live = installed.get("deployment", &installed.fullname);
+    assert_eq!(args_of(&live)[args.len() - 2..], extra);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn extra_env_carries_a_proxy_after_the_charts_own_variables() {
+    let _plane = PLANE.read().await;
+    let extra = json!([
+        {"name": "HTTPS_PROXY", "value": "http://proxy.internal:3128"},
+        {"name": "NO_PROXY", "value": "10.0.0.1,.svc,.cluster.local"},
+        {"name": "PROXY_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "proxy", "key": "password"}}},
+    ]);
+    let values = json!({"extraEnv": extra});
+    let objs = render(&values);
+    let env = &pod_spec(&objs)["containers"][0]["env"];
+    let names: Vec<&str> = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "POD_NAME",
+            "RUST_LOG",
+            "HTTPS_PROXY",
+            "NO_PROXY",
+            "PROXY_PASSWORD"
+        ]
+    );
+    assert_eq!(env.as_array().unwrap()[2..], extra.as_array().unwrap()[..]);
+
+    let installed = Installed::new("chart-extra-env", &values).await;
+    let live = installed.get("deployment", &installed.fullname);
+    let live_env = &live["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert_eq!(
+        live_env.as_array().unwrap()[2..],
+        extra.as_array().unwrap()[..]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn extra_volumes_mount_a_private_ca_bundle() {
+    let _plane = PLANE.read().await;
+    let volumes = json!([{"name": "private-ca", "configMap": {"name": "private-ca"}}]);
+    let mounts = json!([{"name": "private-ca", "mountPath": "/etc/nsapi/ca", "readOnly": true}]);
+    let values = json!({
+        "extraVolumes": volumes,
+        "extraVolumeMounts": mounts,
+        "extraArgs": ["--ca-file=/etc/nsapi/ca/ca.crt"],
+    });
+    let objs = render(&values);
+    let pod = pod_spec(&objs);
+    assert_eq!(pod["volumes"], volumes);
+    assert_eq!(pod["containers"][0]["volumeMounts"], mounts);
+    // None by default: the pod has no volume but the service-account token.
+    let default = render(&json!({}));
+    assert!(pod_spec(&default).get("volumes").is_none());
+    assert!(
+        pod_spec(&default)["containers"][0]
+            .get("volumeMounts")
+            .is_none()
+    );
+
+    let installed = Installed::new("chart-extra-volumes", &values).await;
+    let live = installed.get("deployment", &installed.fullname);
+    let live_pod = &live["spec"]["template"]["spec"];
+    assert_eq!(live_pod["volumes"][0]["configMap"]["name"], "private-ca");
+    assert_eq!(live_pod["containers"][0]["volumeMounts"], mounts);
+
+    // The install is a real check: the API server refuses a mount of a volume that is not there.
+    let (_failed, verdict) = Installed::attempt(
+        "chart-extra-volumes-bad",
+        &json!({"extraVolumeMounts": [{"name": "nowhere", "mountPath": "/x"}]}),
+    )
+    .await;
+    let error = verdict.expect_err("a mount without its volume was accepted");
+    assert!(
+        error.contains("volumeMounts[0].name") && error.contains("Not found"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn topology_spread_constraints_default_their_selector_to_the_releases_pods() {
+    let _plane = PLANE.read().await;
+    let values = json!({
+        "replicaCount": 2,
+        "leaderElection": {"enabled": true},
+        "topologySpreadConstraints": [
+            {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+             "whenUnsatisfiable": "ScheduleAnyway"},
+            {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+             "whenUnsatisfiable": "DoNotSchedule",
+             "labelSelector": {"matchLabels": {"team": "telephony"}}},
+        ],
+    });
+    let objs = render(&values);
+    let deployment = the(&objs, "Deployment");
+    let constraints = &deployment["spec"]["template"]["spec"]["topologySpreadConstraints"];
+    assert_eq!(
+        constraints[0]["labelSelector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"],
+        "a constraint without a selector counts this release's pods"
+    );
+    assert_eq!(constraints[0]["topologyKey"], "topology.kubernetes.io/zone");
+    assert_eq!(
+        constraints[1]["labelSelector"],
+        json!({"matchLabels": {"team": "telephony"}})
+    );
+    assert!(
+        pod_spec(&render(&json!({})))
+            .get("topologySpreadConstraints")
+            .is_none()
+    );
+
+    let installed = Installed::new("chart-topology", &values).await;
+    let live = installed.get("deployment", &installed.fullname);
+    let live_constraints = &live["spec"]["template"]["spec"]["topologySpreadConstraints"];
+    assert_eq!(live_constraints.as_array().unwrap().len(), 2);
+    assert_eq!(
+        live_constraints[0]["labelSelector"]["matchLabels"]["app.kubernetes.io/instance"],
+        installed.release
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The schema: a bad value of each new key fails `helm template` (and so install and upgrade).
+
+#[test]
+fn schema_refuses_bad_values_of_every_new_key() {
+    let cases = [
+        (json!({"extraArgs": "--ca-file=/x"}), "/extraArgs"),
+        (json!({"extraArgs": [""]}), "/extraArgs/0"),
+        (json!({"extraArgs": [7]}), "/extraArgs/0"),
+        (
+            json!({"extraVolumes": [{"configMap": {"name": "ca"}}]}),
+            "/extraVolumes/0",
+        ),
+        (json!({"extraVolumes": [{"name": "ca"}]}), "/extraVolumes/0"), // no source
+        (
+            json!({"extraVolumes": [{"name": "Private_CA", "emptyDir": {}}]}),
+            "/extraVolumes/0/name",
+        ),
+        (
+            json!({"extraVolumeMounts": [{"name": "ca"}]}),
+            "/extraVolumeMounts/0",
+        ),
+        (
+            json!({"extraVolumeMounts": [{"name": "ca", "mountPath": "etc/ca"}]}),
+            "/extraVolumeMounts/0/mountPath",
+        ),
+        (
+            json!({"extraVolumeMounts": [{"name": "ca", "mountPath": "/ca", "readonly": true}]}),
+            "/extraVolumeMounts/0",
+        ),
+        (
+            json!({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone"}]}),
+            "/topologySpreadConstraints/0",
+        ),
+        (
+            json!({"topologySpreadConstraints": [{"maxSkew": 0, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"}]}),
+            "/topologySpreadConstraints/0/maxSkew",
+        ),
+        (
+            json!({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "Never"}]}),
+            "/topologySpreadConstraints/0/whenUnsatisfiable",
+        ),
+        (json!({"crds": {"enabled": "yes"}}), "/crds/enabled"),
+        (json!({"crds": {"keep": null}}), "/crds"),
+        (json!({"crds": {"upgrade": true}}), "/crds"),
+    ];
+    for (values, at) in cases {
+        let stderr = refused(&values);
+        assert!(
+            stderr.contains("don't meet the specifications of the schema")
+                && stderr.contains(&format!("at '{at}'")),
+            "{values}: expected a schema error at {at}, got: {stderr}"
+        );
     }
 }
