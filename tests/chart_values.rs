@@ -609,6 +609,78 @@ async fn topology_spread_constraints_default_their_selector_to_the_releases_pods
 }
 
 // ---------------------------------------------------------------------------------------------
+// podDisruptionBudget
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pod_disruption_budget_lets_one_of_two_replicas_go_at_a_time() {
+    let _plane = PLANE.read().await;
+    assert!(of_kind(&render(&json!({})), "PodDisruptionBudget").is_empty());
+    let two = json!({"replicaCount": 2, "leaderElection": {"enabled": true}});
+    let values = json!({
+        "replicaCount": 2,
+        "leaderElection": {"enabled": true},
+        "podDisruptionBudget": {"enabled": true},
+    });
+    let objs = render(&values);
+    let pdb = the(&objs, "PodDisruptionBudget");
+    assert_eq!(pdb["apiVersion"], "policy/v1");
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    assert!(pdb["spec"].get("minAvailable").is_none(), "{pdb}");
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"],
+        the(&objs, "Deployment")["spec"]["selector"]["matchLabels"]
+    );
+    // minAvailable, when set, replaces maxUnavailable; a percentage stays a string.
+    for (min, expected) in [(json!(1), json!(1)), (json!("50%"), json!("50%"))] {
+        let mut v = two.clone();
+        v["podDisruptionBudget"] = json!({"enabled": true, "minAvailable": min});
+        let objs = render(&v);
+        let spec = &the(&objs, "PodDisruptionBudget")["spec"];
+        assert_eq!(spec["minAvailable"], expected);
+        assert!(spec.get("maxUnavailable").is_none(), "{spec}");
+    }
+    // A budget no eviction can meet would block every node drain: refused.
+    for (replicas, budget) in [
+        (1, json!({"enabled": true, "minAvailable": 1})),
+        (2, json!({"enabled": true, "minAvailable": 2})),
+        (2, json!({"enabled": true, "minAvailable": "51%"})), // rounds up to 2
+        (1, json!({"enabled": true, "minAvailable": "100%"})),
+        (2, json!({"enabled": true, "maxUnavailable": 0})),
+    ] {
+        let stderr = refused(&json!({
+            "replicaCount": replicas,
+            "leaderElection": {"enabled": true},
+            "podDisruptionBudget": budget,
+        }));
+        assert!(
+            stderr.contains("would block every node drain"),
+            "{budget}: {stderr}"
+        );
+    }
+    let stderr = refused(
+        &json!({"podDisruptionBudget": {"enabled": true, "minAvailable": "", "maxUnavailable": ""}}),
+    );
+    assert!(
+        stderr.contains("set minAvailable or maxUnavailable"),
+        "{stderr}"
+    );
+    // One replica with the default maxUnavailable: 1 is allowed (a drain may evict it).
+    let objs = render(&json!({"podDisruptionBudget": {"enabled": true}}));
+    assert_eq!(
+        the(&objs, "PodDisruptionBudget")["spec"]["maxUnavailable"],
+        1
+    );
+
+    let installed = Installed::new("chart-pdb", &values).await;
+    let live = installed.get("poddisruptionbudget", &installed.fullname);
+    assert_eq!(live["spec"]["maxUnavailable"], 1);
+    assert_eq!(
+        live["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"],
+        installed.release
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // The schema: a bad value of each new key fails `helm template` (and so install and upgrade).
 
 #[test]
@@ -649,6 +721,26 @@ fn schema_refuses_bad_values_of_every_new_key() {
         (
             json!({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "Never"}]}),
             "/topologySpreadConstraints/0/whenUnsatisfiable",
+        ),
+        (
+            json!({"podDisruptionBudget": {"enabled": "true"}}),
+            "/podDisruptionBudget/enabled",
+        ),
+        (
+            json!({"podDisruptionBudget": {"enabled": true, "maxUnavailable": "150%"}}),
+            "/podDisruptionBudget/maxUnavailable",
+        ),
+        (
+            json!({"podDisruptionBudget": {"enabled": true, "minAvailable": -1}}),
+            "/podDisruptionBudget/minAvailable",
+        ),
+        (
+            json!({"podDisruptionBudget": {"enabled": true, "minAvailable": "one"}}),
+            "/podDisruptionBudget/minAvailable",
+        ),
+        (
+            json!({"podDisruptionBudget": {"minReplicas": 1}}),
+            "/podDisruptionBudget",
         ),
         (json!({"crds": {"enabled": "yes"}}), "/crds/enabled"),
         (json!({"crds": {"keep": null}}), "/crds"),
