@@ -179,6 +179,8 @@ fn refused(values: &Value) -> String {
 struct Installed {
     release: String,
     fullname: String,
+    /// What helm printed, NOTES included.
+    notes: String,
     _namespace: TestNamespace,
 }
 
@@ -216,14 +218,16 @@ impl Installed {
             "--set",
             "crds.enabled=false",
         ]);
+        let notes = String::from_utf8_lossy(&out.stdout).into_owned();
         let verdict = if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+            Ok(notes.clone())
         } else {
             Err(String::from_utf8_lossy(&out.stderr).into_owned())
         };
         let installed = Installed {
             fullname: format!("{release}-nsapi-token-operator"),
             release,
+            notes,
             _namespace: namespace,
         };
         (installed, verdict)
@@ -681,6 +685,143 @@ async fn pod_disruption_budget_lets_one_of_two_replicas_go_at_a_time() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// networkPolicy
+
+/// The egress rules of a NetworkPolicy as (ports, peers) pairs, in order.
+fn egress_rules(policy: &Value) -> Vec<(Value, Value)> {
+    policy["spec"]["egress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|rule| {
+            (
+                rule["ports"].clone(),
+                rule.get("to").cloned().unwrap_or(Value::Null),
+            )
+        })
+        .collect()
+}
+
+fn tcp(ports: &[u16]) -> Value {
+    ports
+        .iter()
+        .map(|p| json!({"protocol": "TCP", "port": p}))
+        .collect()
+}
+
+fn kube_dns() -> Value {
+    json!([{
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+    }])
+}
+
+fn dns_ports() -> Value {
+    json!([{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn network_policy_allows_the_api_server_netsapiens_dns_and_metrics_scrapes_only() {
+    let _plane = PLANE.read().await;
+    assert!(of_kind(&render(&json!({})), "NetworkPolicy").is_empty());
+
+    // Enabled with the defaults: the ports to any address, DNS to kube-dns, no ingress.
+    let objs = render(&json!({"networkPolicy": {"enabled": true}}));
+    let policy = the(&objs, "NetworkPolicy");
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"],
+        the(&objs, "Deployment")["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    assert_eq!(policy["spec"]["ingress"], json!([]));
+    assert_eq!(
+        egress_rules(policy),
+        [
+            (tcp(&[443, 6443]), Value::Null),
+            (tcp(&[443]), Value::Null),
+            (dns_ports(), kube_dns()),
+        ]
+    );
+
+    // A cluster whose API server is 10.0.0.1:6443, two NetSapiens networks, Prometheus.
+    let prometheus = json!([
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+         "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}},
+        {"ipBlock": {"cidr": "192.0.2.0/24"}},
+    ]);
+    let values = json!({"networkPolicy": {
+        "enabled": true,
+        "apiServerCIDRs": ["10.0.0.1/32"],
+        "apiServerPorts": [6443],
+        "nsapiCIDRs": ["203.0.113.10/32", "2001:db8::/64"],
+        "metricsFrom": prometheus,
+    }, "httpPort": 9090});
+    let objs = render(&values);
+    let policy = the(&objs, "NetworkPolicy");
+    assert_eq!(
+        policy["spec"]["ingress"],
+        json!([{"from": prometheus, "ports": tcp(&[9090])}])
+    );
+    let block = |cidr: &str| json!({"ipBlock": {"cidr": cidr}});
+    assert_eq!(
+        egress_rules(policy),
+        [
+            (tcp(&[6443]), json!([block("10.0.0.1/32")])),
+            (
+                tcp(&[443]),
+                json!([block("203.0.113.10/32"), block("2001:db8::/64")])
+            ),
+            (dns_ports(), kube_dns()),
+        ]
+    );
+    // Other DNS peers, e.g. NodeLocal DNSCache.
+    let objs = render(&json!({"networkPolicy": {
+        "enabled": true, "dnsPeers": [{"ipBlock": {"cidr": "169.254.20.10/32"}}],
+    }}));
+    assert_eq!(
+        egress_rules(the(&objs, "NetworkPolicy"))[2].1,
+        json!([block("169.254.20.10/32")])
+    );
+
+    // The API server stores it as rendered (nothing dropped, nothing defaulted differently).
+    let installed = Installed::new("chart-netpol", &values).await;
+    let live = installed.get("networkpolicy", &installed.fullname);
+    let mut expected = policy["spec"].clone();
+    expected["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] = json!(installed.release);
+    assert_eq!(live["spec"], expected);
+    assert!(
+        !installed.notes.contains("WARNING: networkPolicy"),
+        "{}",
+        installed.notes
+    );
+
+    // On the host network a NetworkPolicy does nothing: NOTES say so.
+    let file = ValuesFile::new(&json!({"networkPolicy": {"enabled": true}, "hostNetwork": true}));
+    let (path, kubeconfig) = (
+        file.path(),
+        control_plane::admin_kubeconfig().display().to_string(),
+    );
+    let chart = chart();
+    let args = [
+        "install",
+        "x",
+        &chart,
+        "--dry-run=client",
+        "--kubeconfig",
+        &kubeconfig,
+        "-f",
+        &path,
+        "--set",
+        "crds.enabled=false",
+    ];
+    let notes = stdout_of("helm", &args, helm(&args));
+    assert!(
+        notes.contains("WARNING: networkPolicy.enabled has no effect on a pod on the host network"),
+        "{notes}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // The schema: a bad value of each new key fails `helm template` (and so install and upgrade).
 
 #[test]
@@ -742,6 +883,51 @@ fn schema_refuses_bad_values_of_every_new_key() {
             json!({"podDisruptionBudget": {"minReplicas": 1}}),
             "/podDisruptionBudget",
         ),
+        (
+            json!({"networkPolicy": {"enabled": 1}}),
+            "/networkPolicy/enabled",
+        ),
+        (
+            json!({"networkPolicy": {"enabled": true, "apiServerCIDRs": ["10.0.0.1"]}}),
+            "/networkPolicy/apiServerCIDRs/0",
+        ),
+        (
+            json!({"networkPolicy": {"enabled": true, "apiServerCIDRs": ["10.0.0.0/33"]}}),
+            "/networkPolicy/apiServerCIDRs/0",
+        ),
+        (
+            json!({"networkPolicy": {"enabled": true, "nsapiCIDRs": ["portal.example.com/32"]}}),
+            "/networkPolicy/nsapiCIDRs/0",
+        ),
+        (
+            json!({"networkPolicy": {"enabled": true, "apiServerPorts": [0]}}),
+            "/networkPolicy/apiServerPorts/0",
+        ),
+        (
+            json!({"networkPolicy": {"enabled": true, "nsapiPorts": []}}),
+            "/networkPolicy/nsapiPorts",
+        ),
+        (
+            json!({"networkPolicy": {"enabled": true, "nsapiPorts": ["https"]}}),
+            "/networkPolicy/nsapiPorts/0",
+        ),
+        (
+            json!({"networkPolicy": {"enabled": true, "metricsFrom": [{}]}}),
+            "/networkPolicy/metricsFrom/0",
+        ),
+        (
+            json!({"networkPolicy": {"enabled": true, "metricsFrom": [{"namespace": "monitoring"}]}}),
+            "/networkPolicy/metricsFrom/0",
+        ),
+        (
+            json!({"networkPolicy": {"enabled": true, "metricsFrom": [{"podSelector": {"app": "prometheus"}}]}}),
+            "/networkPolicy/metricsFrom/0/podSelector",
+        ),
+        (
+            json!({"networkPolicy": {"enabled": true, "dnsPeers": [{"ipBlock": {"cidr": "169.254.20.10/32"}, "podSelector": {}}]}}),
+            "/networkPolicy/dnsPeers/0",
+        ),
+        (json!({"networkPolicy": {"egress": []}}), "/networkPolicy"),
         (json!({"crds": {"enabled": "yes"}}), "/crds/enabled"),
         (json!({"crds": {"keep": null}}), "/crds"),
         (json!({"crds": {"upgrade": true}}), "/crds"),
