@@ -17,8 +17,9 @@ mod control_plane;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
-use control_plane::TestNamespace;
+use control_plane::{PrivatePlane, TestNamespace};
 use nsapi_token_operator::schedule::parse_duration;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -822,6 +823,175 @@ async fn network_policy_allows_the_api_server_netsapiens_dns_and_metrics_scrapes
 }
 
 // ---------------------------------------------------------------------------------------------
+// aggregateClusterRoles
+
+/// Whether the API server lets `user` `verb` NsApiCredentials in `namespace`
+/// (a SubjectAccessReview, as `kubectl auth can-i` makes).
+fn can(user: &str, verb: &str, namespace: &str) -> bool {
+    let review = json!({
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {"user": user, "resourceAttributes": {
+            "namespace": namespace, "verb": verb, "group": "nsapi.io", "resource": "nsapicredentials",
+        }},
+    });
+    let args = ["create", "-f", "-", "-o", "json"];
+    let out = control_plane::kubectl_stdin(&args, &review.to_string());
+    let answer: Value = serde_json::from_str(&stdout_of("kubectl", &args, out)).unwrap();
+    answer["status"]["allowed"] == true
+}
+
+/// ClusterRoles other than `ours` that aggregate rules on NsApiCredentials into view or edit
+/// (say, left behind by a killed run).
+fn other_aggregated_credential_roles(ours: &[String]) -> Vec<String> {
+    let mut names = Vec::new();
+    for label in ["aggregate-to-view", "aggregate-to-edit"] {
+        let selector = format!("rbac.authorization.k8s.io/{label}=true");
+        let roles = kubectl_json(&["get", "clusterroles", "-l", &selector]);
+        for role in roles["items"].as_array().unwrap() {
+            let name = role["metadata"]["name"].as_str().unwrap().to_owned();
+            if role["rules"].to_string().contains("nsapicredentials") && !ours.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aggregate_cluster_roles_let_namespace_viewers_read_and_editors_manage_credentials() {
+    // On a private control plane: it always runs the ClusterRole aggregation controller (a
+    // shared one started before scripts/control-plane did may not), and the built-in roles of
+    // the shared one stay as they are.
+    let _plane = PLANE.write().await;
+    let names = |objs: &[Value]| -> Vec<String> {
+        of_kind(objs, "ClusterRole")
+            .iter()
+            .map(|r| r["metadata"]["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        names(&render(&json!({}))),
+        [
+            "x-nsapi-token-operator",
+            "x-nsapi-token-operator-namespaces"
+        ],
+        "none by default"
+    );
+    let values = json!({"aggregateClusterRoles": true});
+    let objs = render(&values);
+    let role = |name: &str| {
+        *of_kind(&objs, "ClusterRole")
+            .iter()
+            .find(|r| r["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no ClusterRole {name}"))
+    };
+    let view = role("x-nsapi-token-operator-view");
+    let edit = role("x-nsapi-token-operator-edit");
+    let aggregation = |role: &Value| -> Vec<String> {
+        let labels = role["metadata"]["labels"].as_object().unwrap();
+        labels
+            .iter()
+            .filter(|(k, _)| k.starts_with("rbac.authorization.k8s.io/aggregate-to-"))
+            .map(|(k, v)| {
+                assert_eq!(v, "true", "{k}");
+                k.rsplit('-').next().unwrap().to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(aggregation(view), ["view"]);
+    assert_eq!(aggregation(edit), ["admin", "edit"]);
+    assert_eq!(
+        view["rules"],
+        json!([{"apiGroups": ["nsapi.io"], "resources": ["nsapicredentials"],
+                "verbs": ["get", "list", "watch"]}])
+    );
+    assert_eq!(
+        edit["rules"],
+        json!([{"apiGroups": ["nsapi.io"], "resources": ["nsapicredentials"],
+                "verbs": ["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"]}])
+    );
+
+    // People holding the built-in roles in a namespace (bound before the install).
+    let _private = PrivatePlane::start().await;
+    let client = control_plane::admin_client().await;
+    let team = TestNamespace::create(&client, "chart-aggregate-team").await;
+    let user = |role: &str| format!("{role}-{}", team.name);
+    for role in ["view", "edit", "admin"] {
+        kubectl_ok(&[
+            "create",
+            "rolebinding",
+            role,
+            "-n",
+            &team.name,
+            "--clusterrole",
+            role,
+            "--user",
+            &user(role),
+        ]);
+    }
+    let installed = Installed::new("chart-aggregate", &values).await;
+    let ours = [
+        format!("{}-view", installed.fullname),
+        format!("{}-edit", installed.fullname),
+    ];
+    for name in &ours {
+        kubectl_ok(&["get", "clusterrole", name]);
+    }
+    // The aggregation controller (kube-controller-manager) copies the rules into the roles.
+    let ns = team.name.clone();
+    control_plane::eventually(
+        "view, edit and admin to grant NsApiCredentials",
+        Duration::from_secs(30),
+        || {
+            let ns = ns.clone();
+            let user = &user;
+            async move {
+                (can(&user("view"), "list", &ns)
+                    && can(&user("edit"), "create", &ns)
+                    && can(&user("admin"), "delete", &ns))
+                .then_some(())
+            }
+        },
+    )
+    .await;
+    assert!(!can(&user("view"), "create", &team.name), "view may create");
+    assert!(!can(&user("view"), "list", "default"), "beyond the binding");
+    let built_in_edit = kubectl_json(&["get", "clusterrole", "edit"]);
+    assert!(
+        built_in_edit["rules"]
+            .to_string()
+            .contains("nsapicredentials"),
+        "{built_in_edit}"
+    );
+
+    // Uninstalled, the roles go, and with them the grants (unless another role gives them).
+    drop(installed);
+    for name in &ours {
+        assert!(
+            !control_plane::kubectl(&["get", "clusterrole", name])
+                .status
+                .success()
+        );
+    }
+    let others = other_aggregated_credential_roles(&ours);
+    if others.is_empty() {
+        control_plane::eventually(
+            "edit to lose NsApiCredentials",
+            Duration::from_secs(30),
+            || {
+                let ns = ns.clone();
+                let user = &user;
+                async move { (!can(&user("edit"), "create", &ns)).then_some(()) }
+            },
+        )
+        .await;
+    } else {
+        eprintln!("not checking the grants' removal: other roles aggregate them: {others:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The schema: a bad value of each new key fails `helm template` (and so install and upgrade).
 
 #[test]
@@ -928,6 +1098,14 @@ fn schema_refuses_bad_values_of_every_new_key() {
             "/networkPolicy/dnsPeers/0",
         ),
         (json!({"networkPolicy": {"egress": []}}), "/networkPolicy"),
+        (
+            json!({"aggregateClusterRoles": "true"}),
+            "/aggregateClusterRoles",
+        ),
+        (
+            json!({"aggregateClusterRoles": {"enabled": true}}),
+            "/aggregateClusterRoles",
+        ),
         (json!({"crds": {"enabled": "yes"}}), "/crds/enabled"),
         (json!({"crds": {"keep": null}}), "/crds"),
         (json!({"crds": {"upgrade": true}}), "/crds"),
