@@ -992,6 +992,49 @@ async fn aggregate_cluster_roles_let_namespace_viewers_read_and_editors_manage_c
 }
 
 // ---------------------------------------------------------------------------------------------
+// extraObjects
+
+#[tokio::test(flavor = "multi_thread")]
+async fn extra_objects_are_rendered_with_tpl_and_installed_with_the_release() {
+    let _plane = PLANE.read().await;
+    assert!(of_kind(&render(&json!({})), "ConfigMap").is_empty());
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let values = json!({"extraObjects": [
+        // A map: every string in it goes through tpl.
+        {"apiVersion": "v1", "kind": "ConfigMap",
+         "metadata": {"name": "{{ include \"nsapi-token-operator.fullname\" . }}-ca",
+                      "labels": {"release": "{{ .Release.Name }}"}},
+         "data": {"ca.crt": pem, "port": "{{ .Values.httpPort }}"}},
+        // A string: a YAML document, tpl first.
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-plain\n  namespace: {{ .Release.Namespace }}\ndata:\n  scope: {{ .Values.scope | quote }}\n",
+    ]});
+    let objs = render(&values);
+    let maps = of_kind(&objs, "ConfigMap");
+    assert_eq!(maps.len(), 2, "{:?}", kinds(&objs));
+    assert_eq!(maps[0]["metadata"]["name"], "x-nsapi-token-operator-ca");
+    assert_eq!(maps[0]["metadata"]["labels"]["release"], "x");
+    assert_eq!(maps[0]["data"], json!({"ca.crt": pem, "port": "8080"}));
+    assert_eq!(maps[1]["metadata"]["name"], "x-plain");
+    assert_eq!(maps[1]["metadata"]["namespace"], "nsapi-system");
+    assert_eq!(maps[1]["data"], json!({"scope": "cluster"}));
+
+    let installed = Installed::new("chart-extra-objects", &values).await;
+    let ca = installed.get("configmap", &format!("{}-ca", installed.fullname));
+    assert_eq!(ca["data"]["ca.crt"], pem);
+    assert_eq!(
+        ca["metadata"]["labels"]["release"],
+        json!(installed.release)
+    );
+    assert_eq!(
+        ca["metadata"]["annotations"]["meta.helm.sh/release-name"],
+        json!(installed.release),
+        "part of the release"
+    );
+    let plain = installed.get("configmap", &format!("{}-plain", installed.release));
+    assert_eq!(plain["data"]["scope"], "cluster");
+}
+
+// ---------------------------------------------------------------------------------------------
 // The schema: a bad value of each new key fails `helm template` (and so install and upgrade).
 
 #[test]
@@ -1105,6 +1148,19 @@ fn schema_refuses_bad_values_of_every_new_key() {
         (
             json!({"aggregateClusterRoles": {"enabled": true}}),
             "/aggregateClusterRoles",
+        ),
+        (
+            json!({"extraObjects": {"kind": "ConfigMap"}}),
+            "/extraObjects",
+        ),
+        (json!({"extraObjects": [""]}), "/extraObjects/0"),
+        (
+            json!({"extraObjects": [{"kind": "ConfigMap", "metadata": {"name": "a"}}]}),
+            "/extraObjects/0",
+        ),
+        (
+            json!({"extraObjects": [["apiVersion: v1"]]}),
+            "/extraObjects/0",
         ),
         (json!({"crds": {"enabled": "yes"}}), "/crds/enabled"),
         (json!({"crds": {"keep": null}}), "/crds"),
