@@ -456,6 +456,224 @@ fn schema_refuses_durations_the_binary_rejects_and_accepts_prometheus_ones_for_t
 }
 
 // ---------------------------------------------------------------------------------------------
+// crds.enabled, crds.keep
+
+const CRD_NAME: &str = "nsapicredentials.nsapi.io";
+const CRD_FILE: &str = "nsapi.io_nsapicredentials.yaml";
+
+fn source_crd() -> Value {
+    let path = repo().join("deploy/crds").join(CRD_FILE);
+    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The top-level description of the CRD's schema.
+fn crd_description(crd: &Value) -> &str {
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["description"]
+        .as_str()
+        .unwrap()
+}
+
+#[test]
+fn crds_render_from_deploy_crds_with_the_keep_policy_and_can_be_left_out() {
+    let objs = render(&json!({}));
+    let crd = the(&objs, "CustomResourceDefinition");
+    let source = source_crd();
+    for key in ["apiVersion", "kind", "spec"] {
+        assert_eq!(crd[key], source[key], "{key}");
+    }
+    assert_eq!(crd["metadata"]["name"], CRD_NAME);
+    assert_eq!(
+        crd["metadata"]["annotations"],
+        json!({"helm.sh/resource-policy": "keep"})
+    );
+    assert_eq!(crd["metadata"]["labels"]["app.kubernetes.io/instance"], "x");
+    // Helm's crds/ is gone: nothing would upgrade a CRD there.
+    assert!(!Path::new(&chart()).join("crds").exists());
+
+    let objs = render(&json!({"crds": {"keep": false}}));
+    let crd = the(&objs, "CustomResourceDefinition");
+    assert!(crd["metadata"].get("annotations").is_none(), "{crd}");
+    assert_eq!(crd["spec"], source["spec"]);
+
+    let objs = render(&json!({"crds": {"enabled": false}}));
+    assert!(of_kind(&objs, "CustomResourceDefinition").is_empty());
+}
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Copies of the chart in a temp dir: `old`, laid out as before this change (the CRD in crds/,
+/// which Helm installs once and never upgrades), `new` as it is, and `changed`, whose CRD has
+/// another description.
+fn chart_layouts() -> (TempDir, String, String, String, String) {
+    let dir = TempDir(std::env::temp_dir().join(control_plane::unique_name("chart-layouts")));
+    let source = Path::new(&chart()).to_owned();
+    let old = dir.0.join("old/nsapi-token-operator");
+    copy_dir(&source, &old);
+    std::fs::remove_file(old.join("templates/crd.yaml")).unwrap();
+    std::fs::create_dir_all(old.join("crds")).unwrap();
+    std::fs::rename(
+        old.join("files").join(CRD_FILE),
+        old.join("crds").join(CRD_FILE),
+    )
+    .unwrap();
+    let new = dir.0.join("new/nsapi-token-operator");
+    copy_dir(&source, &new);
+    let changed = dir.0.join("changed/nsapi-token-operator");
+    copy_dir(&source, &changed);
+    let description = format!(
+        "Changed by the upgrade test {}.",
+        control_plane::unique_name("run")
+    );
+    let file = changed.join("files").join(CRD_FILE);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let original = format!("        description: {}\n", crd_description(&source_crd()));
+    assert!(text.contains(&original));
+    std::fs::write(
+        &file,
+        text.replacen(
+            &original,
+            &format!("        description: {description}\n"),
+            1,
+        ),
+    )
+    .unwrap();
+    let path = |p: &Path| p.display().to_string();
+    (dir, path(&old), path(&new), path(&changed), description)
+}
+
+/// The CRD as the API server serves it, if it exists.
+fn served_crd() -> Option<Value> {
+    let out = control_plane::kubectl(&["get", "crd", CRD_NAME, "-o", "json"]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crd_upgrades_with_the_release_and_outlives_it_unless_told_otherwise() {
+    // A control plane of its own: this test replaces and deletes the cluster-wide CRD.
+    let _plane = PLANE.write().await;
+    let _private = PrivatePlane::start().await;
+    let (_dir, old, new, changed, description) = chart_layouts();
+    let original = crd_description(&source_crd()).to_owned();
+    let kubeconfig = control_plane::admin_kubeconfig().display().to_string();
+    let helm_in = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--namespace", "ops", "--kubeconfig", &kubeconfig]);
+        helm(&all)
+    };
+    let ok = |args: &[&str]| {
+        let out = helm_in(args);
+        stdout_of("helm", args, out)
+    };
+    let revisions = || -> usize {
+        let history: Value = serde_json::from_str(&ok(&["history", "r", "-o", "json"])).unwrap();
+        history.as_array().unwrap().len()
+    };
+    let credential_exists = || {
+        control_plane::kubectl(&["get", "nscred", "abc-company", "-n", "team"])
+            .status
+            .success()
+    };
+
+    // The earlier layout: Helm installs crds/ untracked, so the CRD belongs to no release.
+    ok(&["install", "r", &old, "--create-namespace"]);
+    let crd = served_crd().expect("the CRD from crds/");
+    assert!(crd["metadata"].get("annotations").is_none(), "{crd}");
+    kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        &format!("crd/{CRD_NAME}"),
+    ]);
+    kubectl_ok(&["create", "namespace", "team"]);
+    let example = repo()
+        .join("examples/nsapicredential.yaml")
+        .display()
+        .to_string();
+    kubectl_ok(&["apply", "-n", "team", "-f", &example]);
+    assert!(credential_exists());
+
+    // Upgrading to the templated CRD: Helm refuses to adopt an object it does not own...
+    let out = helm_in(&["upgrade", "r", &new]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "adopted without --take-ownership");
+    assert!(
+        stderr.contains(CRD_NAME) && stderr.contains("invalid ownership metadata"),
+        "{stderr}"
+    );
+    assert_eq!(revisions(), 1, "the failed upgrade changed the release");
+    assert!(
+        served_crd().unwrap()["metadata"]
+            .get("annotations")
+            .is_none()
+    );
+    // ...unless told to (docs/install.md): the CRD is the release's from then on.
+    ok(&["upgrade", "r", &new, "--take-ownership"]);
+    let crd = served_crd().unwrap();
+    let annotations = &crd["metadata"]["annotations"];
+    assert_eq!(annotations["meta.helm.sh/release-name"], "r");
+    assert_eq!(annotations["helm.sh/resource-policy"], "keep");
+    assert_eq!(crd_description(&crd), original);
+
+    // A chart whose CRD changed: `helm upgrade` changes the served CRD.
+    ok(&["upgrade", "r", &changed]);
+    assert_eq!(crd_description(&served_crd().unwrap()), description);
+    assert_eq!(revisions(), 3);
+    assert!(credential_exists());
+
+    // crds.keep (the default): the CRD and every NsApiCredential outlive the release.
+    let out = ok(&["uninstall", "r"]);
+    assert!(out.contains(CRD_NAME), "{out}");
+    assert!(served_crd().is_some(), "helm uninstall deleted the CRD");
+    assert!(
+        credential_exists(),
+        "helm uninstall deleted an NsApiCredential"
+    );
+
+    // Installed again under the same name, the release takes its kept CRD back without
+    // --take-ownership (its annotations name it), and brings the chart's own version back.
+    ok(&["install", "r", &new]);
+    assert_eq!(crd_description(&served_crd().unwrap()), original);
+
+    // crds.keep=false: uninstall deletes the CRD, and with it every NsApiCredential.
+    ok(&["upgrade", "r", &new, "--set", "crds.keep=false"]);
+    let crd = served_crd().unwrap();
+    assert!(
+        crd["metadata"]["annotations"]
+            .get("helm.sh/resource-policy")
+            .is_none(),
+        "{crd}"
+    );
+    ok(&["uninstall", "r"]);
+    control_plane::eventually("the CRD to be deleted", Duration::from_secs(60), || async {
+        served_crd().is_none().then_some(())
+    })
+    .await;
+    assert!(!credential_exists());
+}
+
+// ---------------------------------------------------------------------------------------------
 // The pod: extraArgs, extraEnv, extraVolumes/extraVolumeMounts, topologySpreadConstraints.
 
 /// The operator's arguments with the default values.
