@@ -597,7 +597,14 @@ async fn crd_upgrades_with_the_release_and_outlives_it_unless_told_otherwise() {
     };
 
     // The earlier layout: Helm installs crds/ untracked, so the CRD belongs to no release.
-    ok(&["install", "r", &old, "--create-namespace"]);
+    ok(&[
+        "install",
+        "r",
+        &old,
+        "--create-namespace",
+        "--set",
+        "allowedApiHosts={portal.example.com}",
+    ]);
     let crd = served_crd().expect("the CRD from crds/");
     assert!(crd["metadata"].get("annotations").is_none(), "{crd}");
     kubectl_ok(&[
@@ -628,8 +635,16 @@ async fn crd_upgrades_with_the_release_and_outlives_it_unless_told_otherwise() {
             .get("annotations")
             .is_none()
     );
-    // ...unless told to (docs/install.md): the CRD is the release's from then on.
-    ok(&["upgrade", "r", &new, "--take-ownership"]);
+    // ...unless told to, with the command of docs/install.md: the CRD is the release's from then
+    // on, and the values given before are kept.
+    ok(&[
+        "upgrade",
+        "r",
+        &new,
+        "--reset-then-reuse-values",
+        "--take-ownership",
+    ]);
+    assert!(ok(&["get", "values", "r"]).contains("portal.example.com"));
     let crd = served_crd().unwrap();
     let annotations = &crd["metadata"]["annotations"];
     assert_eq!(annotations["meta.helm.sh/release-name"], "r");
