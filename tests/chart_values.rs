@@ -6,10 +6,12 @@
 //! Installs into the shared control plane go into a namespace of their own, as a release named
 //! after it (so cluster-wide objects get names unique to the run), with `crds.enabled=false`: the
 //! CRD there belongs to no release (tests apply it with kubectl). They are uninstalled when the
-//! test ends, even on failure. The CRD's own life cycle (install, upgrade from the earlier layout
-//! with the CRD in crds/, uninstall with and without `crds.keep`) runs on a private control plane,
-//! since it changes and deletes a cluster-wide object that other tests use; while it runs, no
-//! other test of this file talks to a control plane (`PLANE`).
+//! test ends, even on failure. Two tests run on a private control plane: the CRD's own life cycle
+//! (install, upgrade from the earlier layout with the CRD in crds/, uninstall with and without
+//! `crds.keep`), since it changes and deletes a cluster-wide object that other tests use, and
+//! the aggregated roles, which need the ClusterRole aggregation controller (a shared control plane
+//! started before scripts/control-plane ran it has none). While one runs, no other test of this
+//! file talks to a control plane (`PLANE`).
 //!
 //! helm is the project's pinned one: `$NSAPI_HELM` (scripts/test exports it), else `scripts/helm`.
 
