@@ -75,6 +75,8 @@ fn node_values(plane: &PrivatePlane, http_port: u16) -> Vec<String> {
         "extraEnv[0].value=127.0.0.1".to_owned(),
         "extraEnv[1].name=KUBERNETES_SERVICE_PORT".to_owned(),
         format!("extraEnv[1].value={api_port}"),
+        // The fixture applied the CRD with kubectl: the release must not own it.
+        "crds.enabled=false".to_owned(),
     ]
     .to_vec()
 }
