@@ -19,9 +19,15 @@
 //! reconciler writes the output Secret, the Events, the metrics and the status.
 //! ```
 //!
+//! After a new token, `consumers` restarts the workloads that read it only at start and names
+//! pods that never see a new one; `record` then writes the metrics, the Events and the status.
+//!
 //! Around it: `crd` (the resource's types), `conditions` (condition types and reasons),
-//! `leader` (Lease election), `admin` (health and metrics server), `metrics`, `telemetry`
-//! (logging), `clock` (where `now` comes from), `text` (string helpers).
+//! `controller` (watches, the Secret `index`, error policy), `namespaces` (namespaces being
+//! deleted), `ratelimit` (per-host request budget), `kube_client` (request deadlines), `leader`
+//! (Lease election), `admin` (health and metrics server), `metrics`, `telemetry` (logging),
+//! `clock` (where `now` comes from), `text` (string helpers), `cli` (the command line for
+//! people).
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -68,7 +74,15 @@ pub enum Error {
 }
 
 impl Error {
-    /// A low-cardinality label for metrics.
+    /// Every value of [`Error::metric_label`].
+    pub const METRIC_LABELS: [&'static str; 4] = [
+        "crd_not_installed",
+        "kube_api",
+        "kube_client",
+        "missing_field",
+    ];
+
+    /// A low-cardinality label for metrics (one of [`Error::METRIC_LABELS`]).
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::CrdNotInstalled(_) => "crd_not_installed",

@@ -108,6 +108,12 @@ impl Default for Metrics {
         let reconciles = Counter::default();
         registry.register("reconciles", "Reconcile passes", reconciles.clone());
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        // Every series at 0 from the start, so that rates and alerts see the first error.
+        for label in crate::Error::METRIC_LABELS {
+            let _ = reconcile_errors.get_or_create(&ErrorLabels {
+                error: label.to_owned(),
+            });
+        }
         registry.register(
             "reconcile_errors",
             "Reconcile passes that failed on the Kubernetes API, by error",

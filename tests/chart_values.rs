@@ -15,53 +15,17 @@
 //!
 //! helm is the project's pinned one: `$NSAPI_HELM` (scripts/test exports it), else `scripts/helm`.
 
+mod chart;
 mod control_plane;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use chart::{chart, helm, kinds, objects, of_kind, repo, stdout_of};
 use control_plane::{PrivatePlane, TestNamespace};
 use nsapi_token_operator::schedule::parse_duration;
-use serde::Deserialize;
 use serde_json::{Value, json};
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn chart() -> String {
-    repo()
-        .join("charts/nsapi-token-operator")
-        .display()
-        .to_string()
-}
-
-fn helm_command() -> Command {
-    match std::env::var_os("NSAPI_HELM").filter(|v| !v.is_empty()) {
-        Some(helm) => Command::new(helm),
-        None => Command::new(repo().join("scripts/helm")),
-    }
-}
-
-/// Runs helm; returns its output whatever the exit status.
-fn helm(args: &[&str]) -> Output {
-    helm_command()
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run helm: {e}"))
-}
-
-/// The stdout of a finished `program args...`; panics with its stderr if it failed.
-fn stdout_of(program: &str, args: &[&str], out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "{program} {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn kubectl_ok(args: &[&str]) -> String {
     stdout_of("kubectl", args, control_plane::kubectl(args))
@@ -71,25 +35,6 @@ fn kubectl_json(args: &[&str]) -> Value {
     let mut all = args.to_vec();
     all.extend(["-o", "json"]);
     serde_json::from_str(&kubectl_ok(&all)).unwrap()
-}
-
-/// Every object of a multi-document YAML stream.
-fn objects(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
-        .map(|doc| Value::deserialize(doc).expect("valid YAML"))
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
-fn kinds(objects: &[Value]) -> Vec<&str> {
-    objects
-        .iter()
-        .map(|o| o["kind"].as_str().unwrap())
-        .collect()
-}
-
-fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    objects.iter().filter(|o| o["kind"] == kind).collect()
 }
 
 fn the<'a>(objects: &'a [Value], kind: &str) -> &'a Value {

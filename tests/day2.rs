@@ -2,6 +2,7 @@
 //! revocation checks, rollout restarts of consumers, pods that cannot see a new token, and the
 //! metrics the alerts are built on. The operator runs as a real process (see `fixture`).
 
+mod chart;
 mod control_plane;
 mod fixture;
 
@@ -398,33 +399,33 @@ async fn restart_targets_restart_once_per_token_and_static_readers_are_named() {
     f.assert_no_secret_leaked().await;
 }
 
-/// The chart's namespaced rules for the operator identity, in the test's namespace only (so no
-/// other test's cluster-wide grants are touched), optionally with the opt-in ones.
+/// The chart's Role and RoleBinding for the operator identity with scope=namespace, in the
+/// test's namespace only (so no other test's cluster-wide grants are touched), with or without
+/// `rolloutRestart.enabled`.
 async fn grant_in_namespace(f: &Fixture, restarts: bool) {
-    let mut rules = vec![
-        json!({"apiGroups": ["nsapi.io"], "resources": ["nsapicredentials"], "verbs": ["get", "list", "watch"]}),
-        json!({"apiGroups": ["nsapi.io"], "resources": ["nsapicredentials/status"], "verbs": ["patch"]}),
-        json!({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]}),
-        json!({"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}),
-    ];
-    if restarts {
-        rules.push(json!({"apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "daemonsets"], "verbs": ["get", "patch"]}));
-    }
-    let role: Role =
-        serde_json::from_value(json!({"metadata": {"name": "operator"}, "rules": rules})).unwrap();
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": "operator"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "operator"},
-        "subjects": [{"kind": "ServiceAccount", "name": "nsapi-token-operator", "namespace": "nsapi-system"}]
-    }))
-    .unwrap();
+    let watch = format!("watchNamespaces={{{}}}", f.namespace());
+    let restarts = format!("rolloutRestart.enabled={restarts}");
+    let objects = chart::render(
+        "nsapi-token-operator",
+        "nsapi-system",
+        &[
+            "scope=namespace",
+            &watch,
+            &restarts,
+            "fullnameOverride=nsapi-token-operator",
+        ],
+    );
     let params = PatchParams::apply("nsapi-test").force();
+    let name = "nsapi-token-operator";
+    let role: Role = serde_json::from_value(chart::of_kind(&objects, "Role")[0].clone()).unwrap();
+    let binding: RoleBinding =
+        serde_json::from_value(chart::of_kind(&objects, "RoleBinding")[0].clone()).unwrap();
     Api::<Role>::namespaced(f.client.clone(), f.namespace())
-        .patch("operator", &params, &Patch::Apply(&role))
+        .patch(name, &params, &Patch::Apply(&role))
         .await
         .unwrap();
     Api::<RoleBinding>::namespaced(f.client.clone(), f.namespace())
-        .patch("operator", &params, &Patch::Apply(&binding))
+        .patch(name, &params, &Patch::Apply(&binding))
         .await
         .unwrap();
     tokio::time::sleep(secs(2)).await;

@@ -12,13 +12,15 @@
 //! Those objects carry the label `nsapi-token-operator.test/rbac=true`, should a killed run leave
 //! one behind: `kubectl delete clusterrolebinding,clusterrole -l nsapi-token-operator.test/rbac`.
 
+mod chart;
 mod control_plane;
 mod fixture;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use chart::{chart, helm, helm_ok, kinds, objects, of_kind, render, repo, stdout_of};
 use control_plane::TestNamespace;
 use fixture::{CLIENT_SECRET_NAME, Fixture, SUBSCRIBER_SECRET_NAME, data};
 use k8s_openapi::api::core::v1::Secret;
@@ -26,7 +28,6 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use nsapi_sim::SimConfig;
 use nsapi_token_operator::crd::NsApiCredential;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 const RELEASE_NAMESPACE: &str = "nsapi-system";
@@ -41,69 +42,8 @@ const ROTATION_TIMEOUT: Duration = Duration::from_secs(60);
 /// The RBAC tests bind the one static operator identity: one at a time.
 static OPERATOR_IDENTITY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn chart() -> String {
-    repo()
-        .join("charts/nsapi-token-operator")
-        .display()
-        .to_string()
-}
-
-fn helm_command() -> Command {
-    match std::env::var_os("NSAPI_HELM").filter(|v| !v.is_empty()) {
-        Some(helm) => Command::new(helm),
-        None => Command::new(repo().join("scripts/helm")),
-    }
-}
-
-/// Runs helm; returns its output whatever the exit status.
-fn helm(args: &[&str]) -> Output {
-    helm_command()
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run helm: {e}"))
-}
-
-/// The stdout of a finished `program args...`; panics with its stderr if it failed.
-fn stdout_of(program: &str, args: &[&str], out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "{program} {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Runs helm and returns its stdout; panics with its stderr if it fails.
-fn helm_ok(args: &[&str]) -> String {
-    stdout_of("helm", args, helm(args))
-}
-
 fn kubectl_ok(args: &[&str]) -> String {
     stdout_of("kubectl", args, control_plane::kubectl(args))
-}
-
-/// Every object of a multi-document YAML stream.
-fn objects(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
-        .map(|doc| Value::deserialize(doc).expect("valid YAML"))
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
-fn kinds(objects: &[Value]) -> Vec<&str> {
-    objects
-        .iter()
-        .map(|o| o["kind"].as_str().unwrap())
-        .collect()
-}
-
-fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    objects.iter().filter(|o| o["kind"] == kind).collect()
 }
 
 fn deployment_args(objects: &[Value]) -> Vec<String> {
@@ -114,16 +54,6 @@ fn deployment_args(objects: &[Value]) -> Vec<String> {
         .iter()
         .map(|a| a.as_str().unwrap().to_owned())
         .collect()
-}
-
-/// `helm template` of the chart as `release` in `namespace` with `--set` values.
-fn render(release: &str, namespace: &str, set: &[&str]) -> Vec<Value> {
-    let chart = chart();
-    let mut args = vec!["template", release, &chart, "--namespace", namespace];
-    for s in set {
-        args.extend(["--set", s]);
-    }
-    objects(&helm_ok(&args))
 }
 
 /// The rules every (Cluster)Role of the chart grants: exactly the operator's API calls.
@@ -319,6 +249,83 @@ fn chart_lints_and_renders_with_default_and_namespace_scoped_values() {
     let monitor = of_kind(&objs, "ServiceMonitor");
     assert_eq!(monitor.len(), 1);
     assert_eq!(monitor[0]["spec"]["endpoints"][0]["path"], "/metrics");
+    assert_eq!(monitor[0]["spec"]["endpoints"][0]["honorLabels"], true);
+}
+
+#[test]
+fn day2_extras_are_opt_in() {
+    // Off by default: no rule beyond the operator's own, no alerts, no dashboard.
+    let objs = render("ops", "operators", &[]);
+    for kind in ["PrometheusRule", "ConfigMap"] {
+        assert!(
+            of_kind(&objs, kind).is_empty(),
+            "{kind} rendered by default"
+        );
+    }
+    // Restarting rollout targets and checking consumers each add one rule, in every role.
+    let mut with_restarts = expected_rules();
+    with_restarts.as_array_mut().unwrap().push(json!(
+        {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "daemonsets"], "verbs": ["get", "patch"]}
+    ));
+    let mut with_both = with_restarts.clone();
+    with_both.as_array_mut().unwrap().push(json!(
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}
+    ));
+    let objs = render("ops", "operators", &["rolloutRestart.enabled=true"]);
+    assert_eq!(of_kind(&objs, "ClusterRole")[0]["rules"], with_restarts);
+    let objs = render(
+        "ops",
+        "operators",
+        &[
+            "scope=namespace",
+            "watchNamespaces={telephony,billing}",
+            "rolloutRestart.enabled=true",
+            "consumerCheck.enabled=true",
+        ],
+    );
+    let roles = of_kind(&objs, "Role");
+    assert_eq!(roles.len(), 2);
+    for role in roles {
+        assert_eq!(role["rules"], with_both);
+    }
+    // The alerts and the dashboard, where asked for.
+    let objs = render(
+        "ops",
+        "operators",
+        &[
+            "prometheusRule.enabled=true",
+            "prometheusRule.labels.release=kube-prometheus",
+            "grafanaDashboard.enabled=true",
+            "grafanaDashboard.namespace=monitoring",
+        ],
+    );
+    let rule = of_kind(&objs, "PrometheusRule")[0];
+    assert_eq!(rule["metadata"]["labels"]["release"], "kube-prometheus");
+    let alerts: Vec<&str> = rule["spec"]["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["alert"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        alerts,
+        [
+            "NsApiTokenExpiringSoon",
+            "NsApiCredentialNotReady",
+            "NsApiTokenRefreshFailing",
+            "NsApiTokenOperatorDown"
+        ]
+    );
+    let dashboard = of_kind(&objs, "ConfigMap")[0];
+    assert_eq!(dashboard["metadata"]["namespace"], "monitoring");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let json: Value = serde_json::from_str(
+        dashboard["data"]["nsapi-token-operator.json"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json["uid"], "nsapi-token-operator");
 }
 
 #[test]
@@ -340,6 +347,20 @@ fn chart_schema_rejects_bad_values() {
         ("hostNetwork=yes", "/hostNetwork"),
         ("extraEnv[0].value=127.0.0.1", "/extraEnv/0"), // an env var needs a name
         ("replicas=1", "additional properties 'replicas'"), // a typo is an error too
+        ("rolloutRestart.enabled=yes", "/rolloutRestart/enabled"),
+        ("consumerCheck.enabled=1", "/consumerCheck/enabled"),
+        (
+            "prometheusRule.notReadyFor=ten minutes",
+            "/prometheusRule/notReadyFor",
+        ),
+        (
+            "prometheusRule.refreshFailures=0",
+            "/prometheusRule/refreshFailures",
+        ),
+        (
+            "grafanaDashboard.namespace=Monitoring",
+            "/grafanaDashboard/namespace",
+        ),
     ] {
         let out = helm(&["template", "x", &chart, "--set", set]);
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -474,3 +474,132 @@ async fn a_rolling_upgrade_to_two_replicas_loses_no_token_and_the_leader_hands_o
         helm(&plane, &["uninstall", RELEASE, "-n", OPERATOR_NS, "--wait"]),
     );
 }
+
+/// The Deployment `reporter` of consumers that read the token through an env var.
+fn env_deployment(secret: &str) -> k8s_openapi::api::apps::v1::Deployment {
+    let pod = consumer("unused", secret, "env");
+    serde_json::from_value(json!({
+        "metadata": {"name": "reporter"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "reporter"}},
+            "template": {"metadata": {"labels": {"app": "reporter"}}, "spec": pod.spec},
+        }
+    }))
+    .unwrap()
+}
+
+/// The hashes of the tokens that the Running pods of `reporter` print.
+async fn reporter_hashes(f: &Fixture) -> Vec<String> {
+    let pods: Api<Pod> = Api::namespaced(f.client.clone(), f.namespace());
+    let list = pods
+        .list(&ListParams::default().labels("app=reporter"))
+        .await
+        .unwrap();
+    list.items
+        .iter()
+        .filter(|p| {
+            p.metadata.deletion_timestamp.is_none()
+                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        })
+        .flat_map(|p| consumer_changes(f.namespace(), p.metadata.name.as_ref().unwrap()))
+        .map(|(_, hash)| hash)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_target_that_reads_an_env_var_starts_again_with_each_new_token() {
+    let plane = PrivatePlane::start_with_node().await;
+    // Tokens of 4 minutes rotate 1 to 2 minutes after they are issued: more than the minute
+    // the operator leaves between two restarts of one workload.
+    let f = Fixture::new("node-restart", SimConfig::new().token_ttl(secs(240))).await;
+    f.create_input_secrets().await;
+    let http_port = free_port();
+    install(
+        &plane,
+        http_port,
+        &[
+            "--set",
+            "rolloutRestart.enabled=true",
+            "--set",
+            "consumerCheck.enabled=true",
+        ],
+    )
+    .await;
+    f.create_credential("abc", |spec| {
+        spec["rolloutRestartTargets"] = json!([{"kind": "Deployment", "name": "reporter"}])
+    })
+    .await;
+    f.wait_ready("abc", secs(120)).await;
+    let first = data(&f.token_secret("abc-token").await.unwrap(), "access_token").unwrap();
+    // Created after the token: it starts with it, and is not restarted for it.
+    Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(f.client.clone(), f.namespace())
+        .create(&PostParams::default(), &env_deployment("abc-token"))
+        .await
+        .unwrap();
+    // A bare pod that reads it the same way, covered by no target.
+    let pods: Api<Pod> = Api::namespaced(f.client.clone(), f.namespace());
+    pods.create(
+        &PostParams::default(),
+        &consumer("dialer", "abc-token", "env"),
+    )
+    .await
+    .unwrap();
+    let first_hash = short_hash(&first);
+    control_plane::eventually("the reporter to run with the token", secs(120), || async {
+        reporter_hashes(&f)
+            .await
+            .contains(&first_hash)
+            .then_some(())
+    })
+    .await;
+
+    // The rotation restarts the Deployment; its new pod starts with the new token.
+    let second = f.wait_new_token("abc-token", &first, secs(180)).await;
+    let rotated = Instant::now();
+    let second_hash = short_hash(&second);
+    control_plane::eventually("a reporter pod with the new token", secs(120), || async {
+        reporter_hashes(&f)
+            .await
+            .contains(&second_hash)
+            .then_some(())
+    })
+    .await;
+    eprintln!(
+        "measure: new token to a restarted env-var consumer running with it: {:?}",
+        rotated.elapsed()
+    );
+    let cred = f
+        .wait_condition(
+            "abc",
+            "RolloutRestart",
+            "True",
+            Some("RolloutRestarted"),
+            secs(30),
+        )
+        .await;
+    let status = cred.status.unwrap();
+    assert_eq!(status.restarts.len(), 1);
+    // The bare pod keeps the first token, and the credential names it.
+    let condition = status
+        .condition("ConsumersCannotRefresh")
+        .expect("the consumer check ran");
+    assert_eq!(condition.status, "True");
+    assert!(
+        condition.message.starts_with("1 pod(s)") && condition.message.contains("dialer"),
+        "{}",
+        condition.message
+    );
+    let dialer: Vec<String> = consumer_changes(f.namespace(), "dialer")
+        .into_iter()
+        .map(|(_, h)| h)
+        .collect();
+    assert_eq!(dialer, [first_hash]);
+
+    let logs = operator_pod_logs();
+    f.assert_no_secret_leaked_with(&logs).await;
+    ok(
+        "helm uninstall",
+        helm(&plane, &["uninstall", RELEASE, "-n", OPERATOR_NS, "--wait"]),
+    );
+}

@@ -88,4 +88,18 @@ whether granted by a ClusterRole or by a Role per watched namespace.
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+{{- if .Values.rolloutRestart.enabled }}
+# rolloutRestart.enabled: spec.rolloutRestartTargets. get: a target's pod template (when it was
+# last restarted); patch: its restartedAt annotation, as `kubectl rollout restart` does.
+- apiGroups: [apps]
+  resources: [deployments, statefulsets, daemonsets]
+  verbs: [get, patch]
+{{- end }}
+{{- if .Values.consumerCheck.enabled }}
+# consumerCheck.enabled: after each new token, one list of the credential's namespace's pods, to
+# name those that read the token through env vars or subPath mounts (ConsumersCannotRefresh).
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list]
+{{- end }}
 {{- end }}
