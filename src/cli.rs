@@ -39,6 +39,48 @@ pub struct Connection {
     pub namespace: Option<String>,
 }
 
+/// How `check` and `inspect` reach the API, as the operator's flags of the same names.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ApiAccess {
+    /// Allow an http:// API base URL.
+    #[arg(long)]
+    pub allow_insecure_http: bool,
+    /// PEM CA certificates to trust beside the system's (and the credential's spec.caBundle).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl ApiAccess {
+    /// The client for a credential: the system's roots, `--ca-file`, and its CA bundle.
+    async fn client(
+        &self,
+        cluster: &Cluster,
+        credential: &NsApiCredential,
+    ) -> Result<Result<NsApiClient, String>, Box<dyn std::error::Error>> {
+        let mut extra_roots = Vec::new();
+        if let Some(path) = &self.ca_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("--ca-file {}: {e}", path.display()))?;
+            extra_roots = crate::nsapi::tls::parse_pem_bundle(&text)
+                .map_err(|e| format!("--ca-file {}: {e}", path.display()))?;
+        }
+        let config = NsApiClientConfig {
+            extra_roots,
+            ..NsApiClientConfig::default()
+        };
+        let base = NsApiClient::new(config, Arc::new(SystemClock))?;
+        let reference = credential.spec.ca_bundle.as_ref();
+        Ok(
+            match crate::trust::load(&cluster.client, &cluster.namespace, reference).await? {
+                Err(problem) => Err(format!("{}: {}", problem.reason, problem.message)),
+                Ok(bundle) => crate::trust::TrustedClients::default()
+                    .client_for(&base, bundle.as_ref())
+                    .map_err(|problem| format!("{}: {}", problem.reason, problem.message)),
+            },
+        )
+    }
+}
+
 type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
 
 struct Cluster {
@@ -240,16 +282,16 @@ pub async fn renew(
 
 /// `check NAME`: obtains a token with the credential's inputs, writing nothing, and says what
 /// the operator would do now. The exit code says whether the API accepted the inputs.
-pub async fn check(c: &Connection, name: &str, allow_insecure_http: bool) -> CliResult {
+pub async fn check(c: &Connection, name: &str, access: &ApiAccess) -> CliResult {
     let cluster = connect(c).await?;
     let credentials: Api<NsApiCredential> =
         Api::namespaced(cluster.client.clone(), &cluster.namespace);
-    let secrets: Api<Secret> = Api::namespaced(cluster.client, &cluster.namespace);
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
     let credential = credentials.get(name).await?;
     let spec = &credential.spec;
     let policy = Policy {
         allowed_api_hosts: Vec::new(),
-        allow_insecure_http,
+        allow_insecure_http: access.allow_insecure_http,
     };
     let valid = match validate(spec, &policy) {
         Ok(valid) => valid,
@@ -268,17 +310,35 @@ pub async fn check(c: &Connection, name: &str, allow_insecure_http: bool) -> Cli
         Err(problem) => return fail(&format!("{}: {}", problem.reason, problem.message)),
     };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let nsapi = NsApiClient::new(NsApiClientConfig::default(), clock.clone())?;
-    println!(
-        "Asking {} for a token with the inputs of {}/{name} (nothing is written)...",
-        valid.base_url, cluster.namespace
-    );
-    let grant = match nsapi
-        .password_grant(&valid.base_url, valid.token_api, &client, &subscriber)
-        .await
-    {
-        Ok(grant) => grant,
-        Err(error) => return fail(&format!("the API refused: {error}")),
+    let nsapi = match access.client(&cluster, &credential).await? {
+        Ok(nsapi) => nsapi,
+        Err(problem) => return fail(&problem),
+    };
+    // The nodes in order, as the operator tries them, until one answers.
+    let nodes: Vec<&ApiBaseUrl> = valid.nodes().collect();
+    let mut answer = None;
+    for (i, node) in nodes.iter().enumerate() {
+        println!(
+            "Asking {node} for a token with the inputs of {}/{name} (nothing is written)...",
+            cluster.namespace
+        );
+        let result = nsapi
+            .password_grant(node, valid.token_api, &client, &subscriber)
+            .await;
+        match result {
+            Err(error) if crate::nodes::fails_over(&error) && i + 1 < nodes.len() => {
+                println!("  that node failed ({error}); trying the next one");
+            }
+            other => {
+                answer = Some(other);
+                break;
+            }
+        }
+    }
+    let grant = match answer {
+        Some(Ok(grant)) => grant,
+        Some(Err(error)) => return fail(&format!("the API refused: {error}")),
+        None => return fail("no API node answered"),
     };
     println!(
         "OK: a {} token from the {} password grant, scope {:?}, domain {:?}, valid {} s.",
@@ -356,11 +416,11 @@ fn describe(decision: Decision, suspended: bool) -> String {
 }
 
 /// `inspect NAME`: what the API says about the token in the credential's output Secret.
-pub async fn inspect(c: &Connection, name: &str, allow_insecure_http: bool) -> CliResult {
+pub async fn inspect(c: &Connection, name: &str, access: &ApiAccess) -> CliResult {
     let cluster = connect(c).await?;
     let credentials: Api<NsApiCredential> =
         Api::namespaced(cluster.client.clone(), &cluster.namespace);
-    let secrets: Api<Secret> = Api::namespaced(cluster.client, &cluster.namespace);
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
     let credential = credentials.get(name).await?;
     let Some(secret) = secrets.get_opt(&credential.spec.token_secret.name).await? else {
         return fail(&format!(
@@ -372,8 +432,11 @@ pub async fn inspect(c: &Connection, name: &str, allow_insecure_http: bool) -> C
         Ok(token) => token,
         Err(why) => return fail(&format!("the output Secret holds no token: {why}")),
     };
-    let base = ApiBaseUrl::parse(&token.api_base_url, allow_insecure_http)?;
-    let nsapi = NsApiClient::new(NsApiClientConfig::default(), Arc::new(SystemClock))?;
+    let base = ApiBaseUrl::parse(&token.api_base_url, access.allow_insecure_http)?;
+    let nsapi = match access.client(&cluster, &credential).await? {
+        Ok(nsapi) => nsapi,
+        Err(problem) => return fail(&problem),
+    };
     match nsapi.read_token(&base, &token.access_token).await {
         Ok(info) => {
             println!(

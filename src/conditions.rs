@@ -52,6 +52,10 @@ pub enum Reason {
     ApiUnavailable,
     /// The NetSapiens API refused the request as configured (wrong URL or token API).
     ApiRequestRejected,
+    /// The API's TLS certificate is not trusted (a private CA missing from the trust).
+    TlsUntrusted,
+    /// `spec.caBundle` names a missing object or key, or holds no usable certificate.
+    CaBundleInvalid,
     /// A new token was asked for with the renewal annotation.
     RenewRequested,
     /// The API refused the token in place before it expired (revoked on the portal).
@@ -89,6 +93,8 @@ impl Reason {
             Reason::MfaRequired => "MfaRequired",
             Reason::ApiUnavailable => "ApiUnavailable",
             Reason::ApiRequestRejected => "ApiRequestRejected",
+            Reason::TlsUntrusted => "TlsUntrusted",
+            Reason::CaBundleInvalid => "CaBundleInvalid",
             Reason::RenewRequested => "RenewRequested",
             Reason::TokenRevoked => "TokenRevoked",
             Reason::RolloutRestarted => "RolloutRestarted",

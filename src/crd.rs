@@ -60,6 +60,12 @@ pub const FIELD_MANAGER: &str = "nsapi-token-operator";
 #[x_kube(validation = Rule::new(
     "self.tokenSecret.name != self.clientSecretRef.name && self.tokenSecret.name != self.subscriberSecretRef.name"
 ).message("tokenSecret.name must differ from the input Secrets (clientSecretRef, subscriberSecretRef)"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.fallbackApiBaseUrls) || !(self.apiBaseUrl in self.fallbackApiBaseUrls)"
+).message("fallbackApiBaseUrls must not repeat apiBaseUrl"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.caBundle) || !has(self.caBundle.kind) || self.caBundle.kind != 'Secret' || self.caBundle.name != self.tokenSecret.name"
+).message("caBundle must not name the output Secret"))]
 #[serde(rename_all = "camelCase")]
 pub struct NsApiCredentialSpec {
     /// Base URL of the NetSapiens API, e.g. `https://portal.example.com/ns-api/`. The `/ns-api/`
@@ -68,6 +74,21 @@ pub struct NsApiCredentialSpec {
     #[schemars(length(max = 2048), regex(pattern = BASE_URL))]
     #[x_kube(validation = Rule::new("isURL(self)").message("apiBaseUrl must be an absolute URL such as https://portal.example.com/ns-api/"))]
     pub api_base_url: String,
+
+    /// Other nodes of the same NetSapiens cluster (geo-redundant API nodes), in order. When a
+    /// node fails transiently (no connection, a timeout, a 5xx, a web firewall's block), the
+    /// request goes to the next one; a refused login is never tried on another node. After a
+    /// failure, the primary (`apiBaseUrl`) is probed again a minute later, not on every request.
+    /// The same rules as `apiBaseUrl` apply to each (https, the allow-list).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4), inner(length(max = 2048), regex(pattern = BASE_URL)))]
+    #[x_kube(validation = Rule::new("self.all(u, isURL(u))").message("each fallbackApiBaseUrls entry must be an absolute URL"))]
+    pub fallback_api_base_urls: Vec<String>,
+
+    /// PEM CA certificates to trust beside the system's (and the operator's `--ca-file`) for
+    /// this credential's API nodes: for portals with a certificate from a private CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<CaBundleRef>,
 
     /// The Secret, in this namespace, holding the OAuth client id and client secret issued by the
     /// service provider.
@@ -115,6 +136,37 @@ pub struct NsApiCredentialSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub rollout_restart_targets: Vec<RolloutRestartTarget>,
+}
+
+/// Where a credential's CA bundle is.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CaBundleRef {
+    /// `ConfigMap` (the default) or `Secret`, in the NsApiCredential's namespace. A Secret is
+    /// watched, so a change applies at once; a ConfigMap is read at each attempt.
+    #[serde(default)]
+    pub kind: CaBundleKind,
+    /// Its name.
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
+    pub name: String,
+    /// The key holding one or more PEM certificates.
+    #[serde(default = "default_ca_bundle_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY))]
+    pub key: String,
+}
+
+fn default_ca_bundle_key() -> String {
+    "ca.crt".to_owned()
+}
+
+/// The kind of object a CA bundle is in.
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum CaBundleKind {
+    #[default]
+    ConfigMap,
+    Secret,
 }
 
 /// A workload to restart after each new token.
@@ -278,6 +330,10 @@ pub struct NsApiCredentialStatus {
     /// whole seconds): the planned rotation, or the next retry after a failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_refresh_at: Option<Time>,
+    /// The API node that issued the current token (`apiBaseUrl`, or one of
+    /// `fallbackApiBaseUrls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_by: Option<String>,
     /// The grant that produced the current token: `password` or `refresh_token`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_grant: Option<String>,

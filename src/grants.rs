@@ -5,10 +5,12 @@
 use jiff::Timestamp;
 use tracing::{debug, info};
 
+use crate::clock::Clock;
 use crate::metrics::Metrics;
+use crate::nodes::{NodeHealth, fails_over};
 use crate::nsapi::{
-    ClientCredentials, ErrorKind, Grant, NsApiClient, NsApiError, SubscriberCredentials,
-    TokenGrant, TokenInfo,
+    ApiBaseUrl, ClientCredentials, ErrorKind, Grant, NsApiClient, NsApiError,
+    SubscriberCredentials, TokenGrant, TokenInfo,
 };
 use crate::policy::ValidSpec;
 use crate::ratelimit::RateLimiter;
@@ -35,6 +37,8 @@ pub struct Minted {
     pub info: Option<TokenInfo>,
     /// The refusal of the refresh grant, when the password grant stood in.
     pub fallback_from: Option<NsApiError>,
+    /// The API node that issued it.
+    pub served_by: ApiBaseUrl,
 }
 
 /// What obtaining a token for one credential needs.
@@ -43,6 +47,8 @@ pub struct Grants<'a> {
     pub sessions: &'a Sessions,
     pub metrics: &'a Metrics,
     pub limiter: &'a RateLimiter,
+    pub health: &'a NodeHealth,
+    pub clock: &'a dyn Clock,
     /// The credential's UID: the key of its session.
     pub uid: &'a str,
     /// When the credential's token expires (now, when it has none): its place in the queue of
@@ -52,7 +58,8 @@ pub struct Grants<'a> {
 
 impl Grants<'_> {
     /// Gets a token: the refresh grant when this operator holds a refresh token for these
-    /// inputs, else (or when the refresh is refused) the password grant.
+    /// inputs, else (or when the refresh is refused) the password grant. Each request goes to
+    /// the API nodes in turn (see `nodes`) until one answers.
     pub async fn obtain(
         &self,
         valid: &ValidSpec,
@@ -68,11 +75,14 @@ impl Grants<'_> {
             .filter(|s| s.inputs_fingerprint == fingerprint && !why.needs_password_grant());
         let mut fallback_from = None;
         if let Some(session) = session {
-            self.wait_turn(valid).await;
+            // One node only: a refresh token that may have been consumed (a timeout, a 5xx)
+            // is never sent again, not even to another node.
+            let node = self.order(valid)[0];
+            self.wait_turn(node).await;
             let started = std::time::Instant::now();
             let result = nsapi
                 .refresh_grant(
-                    &valid.base_url,
+                    node,
                     session.api,
                     valid.refresh_method,
                     client,
@@ -84,6 +94,7 @@ impl Grants<'_> {
                 result.as_ref().err(),
                 started.elapsed(),
             );
+            self.record(node, result.as_ref().err());
             match result {
                 Ok(grant) => {
                     match &grant.refresh_token {
@@ -96,6 +107,7 @@ impl Grants<'_> {
                         grant,
                         info: None,
                         fallback_from: None,
+                        served_by: node.clone(),
                     });
                 }
                 Err(e)
@@ -107,25 +119,29 @@ impl Grants<'_> {
                     info!(error = %e, "refresh grant refused; falling back to the password grant");
                     fallback_from = Some(e);
                 }
+                // Another node may answer a password grant.
+                Err(e) if !valid.fallbacks.is_empty() && fails_over(&e) => {
+                    info!(error = %e, "refresh grant failed; a password grant goes to the next node");
+                }
                 // The refresh token may or may not have been consumed: it is not sent again.
                 Err(e) => return Err(e),
             }
         }
-        self.wait_turn(valid).await;
-        let started = std::time::Instant::now();
-        let result = nsapi
-            .password_grant(&valid.base_url, valid.token_api, client, subscriber)
-            .await;
-        metrics.token_request(Grant::Password, result.as_ref().err(), started.elapsed());
-        let grant = result?;
+        let (grant, node) = self
+            .on_nodes(valid, Grant::Password, |node| async move {
+                nsapi
+                    .password_grant(&node, valid.token_api, client, subscriber)
+                    .await
+            })
+            .await?;
         self.remember(&grant, fingerprint);
         // Inspect the new token for status (territory, uid) when the grant did not say them
         // (v1 answers often do not); a failure here costs nothing.
         let info = if grant.territory.is_some() && grant.uid.is_some() {
             None
         } else {
-            self.wait_turn(valid).await;
-            match nsapi.read_token(&valid.base_url, &grant.access_token).await {
+            self.wait_turn(&node).await;
+            match nsapi.read_token(&node, &grant.access_token).await {
                 Ok(info) => Some(info),
                 Err(e) => {
                     debug!(error = %e, "token inspection failed; status lacks territory and uid");
@@ -137,17 +153,19 @@ impl Grants<'_> {
             grant,
             info,
             fallback_from,
+            served_by: node,
         })
     }
 
-    /// Asks the API about the token in place (`spec.verifyInterval`).
+    /// Asks the API about the token in place (`spec.verifyInterval`), on the nodes in turn.
     pub async fn check_token(&self, valid: &ValidSpec, token: &StoredToken) -> TokenCheck {
-        self.wait_turn(valid).await;
-        match self
-            .nsapi
-            .read_token(&valid.base_url, &token.access_token)
-            .await
-        {
+        let nsapi = self.nsapi;
+        let result = self
+            .on_nodes(valid, None, |node| async move {
+                nsapi.read_token(&node, &token.access_token).await
+            })
+            .await;
+        match result {
             Ok(_) => TokenCheck::Accepted,
             Err(error) if error.kind() == ErrorKind::Authentication => {
                 info!(%error, "the API refused the token in place");
@@ -160,12 +178,60 @@ impl Grants<'_> {
         }
     }
 
+    /// Sends one request to the API nodes in turn until one answers, or fails in a way every
+    /// node would: its result, and the node that gave it. `grant` names the request in the
+    /// metrics (`None`: not a token request).
+    async fn on_nodes<T, F, Fut>(
+        &self,
+        valid: &ValidSpec,
+        grant: impl Into<Option<Grant>>,
+        mut send: F,
+    ) -> Result<(T, ApiBaseUrl), NsApiError>
+    where
+        F: FnMut(ApiBaseUrl) -> Fut,
+        Fut: Future<Output = Result<T, NsApiError>>,
+    {
+        let grant = grant.into();
+        let order = self.order(valid);
+        let last = order.len() - 1;
+        for (i, node) in order.into_iter().enumerate() {
+            self.wait_turn(node).await;
+            let started = std::time::Instant::now();
+            let result = send(node.clone()).await;
+            if let Some(grant) = grant {
+                self.metrics
+                    .token_request(grant, result.as_ref().err(), started.elapsed());
+            }
+            self.record(node, result.as_ref().err());
+            match result {
+                Ok(value) => return Ok((value, node.clone())),
+                Err(error) if i < last && fails_over(&error) => {
+                    info!(node = %node, %error, "API node failed; trying the next one");
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        unreachable!("a spec has at least one API node")
+    }
+
+    /// The nodes to try, in order.
+    fn order<'v>(&self, valid: &'v ValidSpec) -> Vec<&'v ApiBaseUrl> {
+        let nodes: Vec<&ApiBaseUrl> = valid.nodes().collect();
+        self.health.order(&nodes, self.clock.now())
+    }
+
+    /// Remembers how a node did (only where there are other nodes to prefer).
+    fn record(&self, node: &ApiBaseUrl, error: Option<&NsApiError>) {
+        match error {
+            None => self.health.answered(node),
+            Some(error) if fails_over(error) => self.health.failed(node, self.clock.now()),
+            Some(_) => self.health.answered(node),
+        }
+    }
+
     /// Waits for the rate limit of the API host.
-    async fn wait_turn(&self, valid: &ValidSpec) {
-        let waited = self
-            .limiter
-            .acquire(valid.base_url.host(), self.deadline)
-            .await;
+    async fn wait_turn(&self, node: &ApiBaseUrl) {
+        let waited = self.limiter.acquire(node.host(), self.deadline).await;
         self.metrics.rate_limit_wait(waited);
     }
 

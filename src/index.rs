@@ -1,7 +1,7 @@
 //! Which credentials use which Secret, kept current from the credential watch: an event about a
 //! Secret costs one hash lookup, however many credentials and Secrets the cluster holds.
-//! A credential uses the Secrets it names as inputs and output, and the output Secret it wrote
-//! under an earlier name (until the token has moved).
+//! A credential uses the Secrets it names as inputs, output and CA bundle, and the output Secret
+//! it wrote under an earlier name (until the token has moved).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
@@ -165,6 +165,14 @@ fn secret_names(credential: &NsApiCredential) -> Vec<String> {
         .and_then(|s| s.token_secret_name.clone())
     {
         names.push(previous);
+    }
+    // A CA bundle in a Secret (one in a ConfigMap is read at each attempt).
+    if let Some(bundle) = spec
+        .ca_bundle
+        .as_ref()
+        .filter(|b| b.kind == crate::crd::CaBundleKind::Secret)
+    {
+        names.push(bundle.name.clone());
     }
     names
 }

@@ -142,6 +142,30 @@ pub fn fingerprint(
     format!("v1:{hex}")
 }
 
+/// A digest of everything an attempt depends on: the token's inputs (`fingerprint`), and what
+/// reaches the API without changing the token (the fallback nodes, the CA bundle's digest).
+/// Kept in the status, it lets a fix of any of them retry at once, past a backoff, without
+/// replacing a valid token. Without either, it is the token's own fingerprint.
+pub fn attempt_fingerprint(fingerprint: &str, spec: &ValidSpec, ca_digest: Option<&str>) -> String {
+    if spec.fallbacks.is_empty() && ca_digest.is_none() {
+        return fingerprint.to_owned();
+    }
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let fallbacks = spec.fallbacks.iter().map(|u| u.as_str());
+    for part in std::iter::once(fingerprint)
+        .chain(fallbacks)
+        .chain(std::iter::once(ca_digest.unwrap_or("")))
+    {
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part.as_bytes());
+    }
+    let hex: String = ctx.finish().as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("a1:{hex}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

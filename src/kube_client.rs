@@ -16,9 +16,29 @@ use tokio::time::{Instant, Sleep};
 use tower::{BoxError, Layer, Service};
 
 /// Builds a client from `config` whose non-watch requests time out after `timeout`.
-pub fn build(config: kube::Config, timeout: Duration) -> Result<kube::Client, kube::Error> {
+pub fn build(mut config: kube::Config, timeout: Duration) -> Result<kube::Client, kube::Error> {
+    ignore_environment_proxy(&mut config);
     let builder = kube::client::ClientBuilder::try_from(config)?;
     Ok(builder.with_layer(&DeadlineLayer { timeout }).build())
+}
+
+/// `HTTPS_PROXY` is for the NetSapiens API (a cluster's egress proxy); the Kubernetes API is
+/// reached directly, in a pod and outside. The kubeconfig loader takes the variable as the
+/// API server's proxy when the kubeconfig names none: that proxy is dropped here. A
+/// `proxy-url` in the kubeconfig itself is kept (and refused by the client, which has no proxy
+/// support).
+fn ignore_environment_proxy(config: &mut kube::Config) {
+    let from_env = ["HTTPS_PROXY", "https_proxy"]
+        .iter()
+        .filter_map(|name| std::env::var(name).ok())
+        .find(|v| !v.trim().is_empty())
+        .and_then(|v| v.parse::<http::Uri>().ok());
+    if from_env.is_some() && config.proxy_url == from_env {
+        tracing::debug!(
+            "HTTPS_PROXY is used for the NetSapiens API only, not for the Kubernetes API"
+        );
+        config.proxy_url = None;
+    }
 }
 
 /// Builds a client from the environment (in-cluster config or KUBECONFIG), as `kubectl` would.

@@ -44,6 +44,7 @@ pub mod kube_client;
 pub mod leader;
 pub mod metrics;
 pub mod namespaces;
+pub mod nodes;
 pub mod nsapi;
 pub mod output_secret;
 pub mod policy;
@@ -58,6 +59,7 @@ pub mod status;
 pub mod telemetry;
 pub mod text;
 pub mod token_secret;
+pub mod trust;
 
 /// Errors that end a reconcile pass early; it is retried. Problems with a credential itself
 /// (bad spec, missing Secret, refused login) are not errors: they become conditions.

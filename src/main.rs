@@ -76,18 +76,16 @@ enum Command {
     /// what the operator would do now. Exits 1 when the API refuses.
     Check {
         name: String,
-        /// Allow an http:// API base URL (as the operator's flag of the same name).
-        #[arg(long)]
-        allow_insecure_http: bool,
+        #[command(flatten)]
+        access: cli::ApiAccess,
         #[command(flatten)]
         connection: cli::Connection,
     },
     /// Ask the API what it knows about the token in a credential's output Secret.
     Inspect {
         name: String,
-        /// Allow an http:// API base URL (as the operator's flag of the same name).
-        #[arg(long)]
-        allow_insecure_http: bool,
+        #[command(flatten)]
+        access: cli::ApiAccess,
         #[command(flatten)]
         connection: cli::Connection,
     },
@@ -151,6 +149,10 @@ struct RunArgs {
     /// Requests allowed at once to each API host before the rate applies.
     #[arg(long, default_value = "20", env = "NSAPI_API_BURST")]
     api_burst: u32,
+    /// PEM CA certificates to trust, beside the system's, for every NetSapiens API host (e.g. a
+    /// private CA; a credential can add its own with spec.caBundle).
+    #[arg(long, value_name = "FILE", env = "NSAPI_CA_FILE")]
+    ca_file: Option<std::path::PathBuf>,
     /// How many credentials are reconciled at the same time.
     #[arg(long, default_value = "16", value_parser = clap::value_parser!(u16).range(1..=1024))]
     concurrency: u16,
@@ -200,14 +202,14 @@ async fn main() -> ExitCode {
         } => report(cli::renew(&connection, name.as_deref(), all, selector.as_deref()).await),
         Command::Check {
             name,
-            allow_insecure_http,
+            access,
             connection,
-        } => report(cli::check(&connection, &name, allow_insecure_http).await),
+        } => report(cli::check(&connection, &name, &access).await),
         Command::Inspect {
             name,
-            allow_insecure_http,
+            access,
             connection,
-        } => report(cli::inspect(&connection, &name, allow_insecure_http).await),
+        } => report(cli::inspect(&connection, &name, &access).await),
         Command::Run(args) => {
             telemetry::init(args.log_format);
             match run(*args).await {
@@ -219,6 +221,18 @@ async fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The certificates of `--ca-file`; a bad file stops the operator at start.
+fn read_ca_file(
+    path: &std::path::Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, Box<dyn std::error::Error>> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("--ca-file {}: {e}", path.display()))?;
+    let certs = nsapi_token_operator::nsapi::tls::parse_pem_bundle(&text)
+        .map_err(|e| format!("--ca-file {}: {e}", path.display()))?;
+    info!(file = %path.display(), certificates = certs.len(), "trusting the CA certificates of --ca-file");
+    Ok(certs)
 }
 
 /// A CLI command's outcome: its exit code, or its error on stderr and exit code 2.
@@ -267,9 +281,14 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     controller::ensure_crd_served(&client, &scope).await?;
 
     let clock = Arc::new(SystemClock);
+    let extra_roots = match &args.ca_file {
+        None => Vec::new(),
+        Some(path) => read_ca_file(path)?,
+    };
     let nsapi = NsApiClient::new(
         NsApiClientConfig {
             timeout: args.api_timeout,
+            extra_roots,
             ..NsApiClientConfig::default()
         },
         clock.clone(),

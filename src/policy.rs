@@ -68,7 +68,10 @@ fn split_port(entry: &str) -> (&str, Option<&str>) {
 /// A spec the operator can act on.
 #[derive(Clone, Debug)]
 pub struct ValidSpec {
+    /// The primary API node (`spec.apiBaseUrl`).
     pub base_url: ApiBaseUrl,
+    /// The other nodes, in order (`spec.fallbackApiBaseUrls`).
+    pub fallbacks: Vec<ApiBaseUrl>,
     pub refresh_before: SignedDuration,
     /// How often to check the token with the API (`spec.verifyInterval`), at least a minute.
     pub verify_interval: Option<SignedDuration>,
@@ -76,9 +79,23 @@ pub struct ValidSpec {
     pub refresh_method: RefreshMethod,
 }
 
+impl ValidSpec {
+    /// Every API node, the primary first.
+    pub fn nodes(&self) -> impl Iterator<Item = &ApiBaseUrl> {
+        std::iter::once(&self.base_url).chain(&self.fallbacks)
+    }
+}
+
 /// Checks a spec against the operator's policy, and parses what the schema leaves as text.
 pub fn validate(spec: &NsApiCredentialSpec, policy: &Policy) -> Result<ValidSpec, Problem> {
     let base_url = policy.check_url("spec.apiBaseUrl", &spec.api_base_url)?;
+    let mut fallbacks = Vec::new();
+    for (i, url) in spec.fallback_api_base_urls.iter().enumerate() {
+        let url = policy.check_url(&format!("spec.fallbackApiBaseUrls[{i}]"), url)?;
+        if url != base_url && !fallbacks.contains(&url) {
+            fallbacks.push(url);
+        }
+    }
     let refresh_before = parse_duration(&spec.refresh_before)
         .map_err(|e| Problem::new(Reason::InvalidSpec, format!("spec.refreshBefore: {e}")))?;
     let verify_interval = match spec.verify_interval.as_deref() {
@@ -100,6 +117,7 @@ pub fn validate(spec: &NsApiCredentialSpec, policy: &Policy) -> Result<ValidSpec
     };
     Ok(ValidSpec {
         base_url,
+        fallbacks,
         refresh_before,
         verify_interval,
         token_api: match spec.token_api {

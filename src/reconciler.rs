@@ -22,6 +22,7 @@ use crate::grants::{Grants, Minted, TokenCheck};
 use crate::inputs;
 use crate::metrics::Metrics;
 use crate::namespaces::{NamespacePhases, is_namespace_terminating};
+use crate::nodes::NodeHealth;
 use crate::nsapi::{ClientCredentials, NsApiClient, SubscriberCredentials};
 use crate::output_secret::{self, InPlace, OutputSecret};
 use crate::policy::{self, Policy, ValidSpec};
@@ -31,11 +32,15 @@ use crate::schedule::{self, CurrentToken, Decision, MintReason, TokenTimes, Wait
 use crate::sessions::{HeldToken, Sessions};
 use crate::status::{self, Extras, Obtained, Outcome};
 use crate::token_secret::{StoredToken, rfc3339};
+use crate::trust::{self, TrustedClients};
 use crate::{Error, Result};
 
 /// After a token check that neither passed nor failed (an outage), the next one is tried this
 /// much later.
 const UNKNOWN_CHECK_RETRY: SignedDuration = SignedDuration::from_secs(60);
+
+/// How soon a credential whose CA bundle is missing or unusable is looked at again.
+const CA_BUNDLE_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What every reconcile shares.
 pub struct Context {
@@ -50,6 +55,10 @@ pub struct Context {
     pub namespaces: NamespacePhases,
     /// The self-imposed rate limit of NetSapiens requests, per API host.
     pub limiter: RateLimiter,
+    /// Which API nodes answer (for `spec.fallbackApiBaseUrls`).
+    pub health: NodeHealth,
+    /// The NetSapiens clients for credentials' CA bundles.
+    pub trusted: TrustedClients,
 }
 
 impl Context {
@@ -73,6 +82,8 @@ impl Context {
             sessions: Sessions::default(),
             kube_retries: KubeRetries::default(),
             limiter: RateLimiter::new(rate),
+            health: NodeHealth::default(),
+            trusted: TrustedClients::default(),
         }
     }
 
@@ -177,6 +188,27 @@ impl<'a> Reconcile<'a> {
             }
         };
         let fingerprint = inputs::fingerprint(&valid, &client, &subscriber);
+        // The CA bundle, and the client that trusts it.
+        let trusted = trust::load(&self.ctx.client, &self.namespace, spec.ca_bundle.as_ref())
+            .await?
+            .and_then(|bundle| {
+                let nsapi = self
+                    .ctx
+                    .trusted
+                    .client_for(&self.ctx.nsapi, bundle.as_ref())?;
+                Ok((nsapi, bundle.map(|b| b.digest)))
+            });
+        let (nsapi, ca_digest) = match trusted {
+            Ok(trusted) => trusted,
+            Err(problem) => {
+                self.report(times, Outcome::Blocked(&problem), Extras::default())
+                    .await?;
+                // A ConfigMap is not watched: look again in a while.
+                return Ok(Action::requeue(CA_BUNDLE_RECHECK));
+            }
+        };
+        // What the status records of this attempt: a change to it lifts a backoff.
+        let attempt = inputs::attempt_fingerprint(&fingerprint, &valid, ca_digest.as_deref());
 
         // The newest token obtained for these inputs, if it is still valid and not older than
         // the one in place: a token whose write failed is written now without a new grant, and
@@ -198,7 +230,7 @@ impl<'a> Reconcile<'a> {
                     &in_place,
                     &valid,
                     (stored, minted),
-                    &fingerprint,
+                    &attempt,
                     Extras::default(),
                 )
                 .await;
@@ -211,7 +243,7 @@ impl<'a> Reconcile<'a> {
         });
         let seed = schedule::token_seed(&self.uid, times);
         let renew = status::renew_request(self.credential);
-        let failure = status::failure_gate(self.status(), &fingerprint);
+        let failure = status::failure_gate(self.status(), &attempt);
         let mut extras = Extras::default();
         let mut decision = schedule::decide(
             now,
@@ -231,7 +263,9 @@ impl<'a> Reconcile<'a> {
             Some(token),
             Some(interval),
         ) = (decision, token, valid.verify_interval)
-            && self.verify(&valid, token, interval, &mut extras).await
+            && self
+                .verify(&nsapi, &valid, token, interval, &mut extras)
+                .await
         {
             decision = Decision::Mint(MintReason::Revoked);
         }
@@ -268,14 +302,14 @@ impl<'a> Reconcile<'a> {
                 info!(?why, "obtaining a token");
                 extras.renew_honoured = renew.as_deref();
                 match self
-                    .grants(times.map_or(now, |t| t.expires_at))
+                    .grants(&nsapi, times.map_or(now, |t| t.expires_at))
                     .obtain(&valid, &client, &subscriber, &fingerprint, why)
                     .await
                 {
                     Ok(minted) => {
                         let stored = StoredToken::from_grant(
                             &minted.grant,
-                            valid.base_url.as_str(),
+                            minted.served_by.as_str(),
                             &fingerprint,
                         );
                         // Held before the write: if the write fails, the next pass writes this
@@ -284,20 +318,13 @@ impl<'a> Reconcile<'a> {
                             .sessions
                             .hold_unwritten(&self.uid, stored.clone(), minted.clone());
                         let obtained = (&stored, &minted);
-                        self.write_obtained(
-                            &output,
-                            &in_place,
-                            &valid,
-                            obtained,
-                            &fingerprint,
-                            extras,
-                        )
-                        .await
+                        self.write_obtained(&output, &in_place, &valid, obtained, &attempt, extras)
+                            .await
                     }
                     Err(error) => {
                         let failed = Outcome::Failed {
                             error: &error,
-                            fingerprint: &fingerprint,
+                            fingerprint: &attempt,
                             seed,
                         };
                         self.report(times, failed, extras).await
@@ -313,6 +340,7 @@ impl<'a> Reconcile<'a> {
     /// later, if shorter).
     async fn verify(
         &self,
+        nsapi: &NsApiClient,
         valid: &ValidSpec,
         token: &StoredToken,
         interval: SignedDuration,
@@ -330,7 +358,7 @@ impl<'a> Reconcile<'a> {
             return false;
         }
         let check = self
-            .grants(token.times.expires_at)
+            .grants(nsapi, token.times.expires_at)
             .check_token(valid, token)
             .await;
         let retry_at =
@@ -383,6 +411,7 @@ impl<'a> Reconcile<'a> {
             times: stored.times,
             next_refresh_at,
             fingerprint,
+            served_by: minted.served_by.as_str(),
             token_secret: &self.credential.spec.token_secret.name,
         });
         let times = in_place.token.as_ref().map(|t| t.times);
@@ -393,12 +422,14 @@ impl<'a> Reconcile<'a> {
         Consumers::new(self.ctx.client.clone(), &self.namespace)
     }
 
-    fn grants(&self, deadline: Timestamp) -> Grants<'_> {
+    fn grants<'g>(&'g self, nsapi: &'g NsApiClient, deadline: Timestamp) -> Grants<'g> {
         Grants {
-            nsapi: &self.ctx.nsapi,
+            nsapi,
             sessions: &self.ctx.sessions,
             metrics: &self.ctx.metrics,
             limiter: &self.ctx.limiter,
+            health: &self.ctx.health,
+            clock: self.ctx.clock.as_ref(),
             uid: &self.uid,
             deadline,
         }

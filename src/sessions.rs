@@ -177,6 +177,8 @@ mod tests {
             },
             info: None,
             fallback_from: None,
+            served_by: crate::nsapi::ApiBaseUrl::parse("https://portal.example.com/", false)
+                .unwrap(),
         }
     }
 

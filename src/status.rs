@@ -87,6 +87,8 @@ pub struct Obtained<'a> {
     pub times: TokenTimes,
     pub next_refresh_at: Timestamp,
     pub fingerprint: &'a str,
+    /// The API node that issued it.
+    pub served_by: &'a str,
     pub token_secret: &'a str,
 }
 
@@ -239,6 +241,7 @@ impl Step<'_> {
         s.issued_at = Some(whole_seconds(o.times.issued_at));
         s.expires_at = Some(whole_seconds(o.times.expires_at));
         s.next_refresh_at = Some(whole_seconds(o.next_refresh_at));
+        s.served_by = Some(o.served_by.to_owned());
         s.last_grant = Some(grant.grant.as_str().to_owned());
         s.token_api = Some(grant.api.as_str().to_owned());
         s.scope = either(&grant.scope, |i| &i.scope);
@@ -516,6 +519,9 @@ fn failure_reason(kind: ErrorKind) -> (Reason, FailureClass, &'static str) {
         // The client's messages for these already say what to change.
         ErrorKind::MfaRequired => (Reason::MfaRequired, FailureClass::Refused, ""),
         ErrorKind::Permanent => (Reason::ApiRequestRejected, FailureClass::Refused, ""),
+        // The handshake fails before any credential is sent: retrying costs the account
+        // nothing, and a fixed CA bundle is picked up soon.
+        ErrorKind::TlsUntrusted => (Reason::TlsUntrusted, FailureClass::Transient, ""),
     }
 }
 
@@ -744,6 +750,7 @@ mod tests {
                 times: new_times,
                 next_refresh_at: ts("2026-01-01T11:39:40Z"),
                 fingerprint: FP,
+                served_by: "https://portal.example.com/ns-api/",
                 token_secret: "abc-token",
             })
         };
@@ -1168,6 +1175,7 @@ mod tests {
                 times,
                 next_refresh_at: ts("2026-01-01T11:40:00Z"),
                 fingerprint,
+                served_by: "https://portal.example.com/ns-api/",
                 token_secret: "abc-token",
             })
         };
@@ -1256,6 +1264,7 @@ mod tests {
                 times: hour_token(),
                 next_refresh_at: ts("2026-01-01T10:50:00Z"),
                 fingerprint: FP,
+                served_by: "https://portal.example.com/ns-api/",
                 token_secret: "abc-token",
             }),
         );

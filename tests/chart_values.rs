@@ -751,6 +751,62 @@ async fn extra_volumes_mount_a_private_ca_bundle() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn ca_bundle_and_proxy_values_reach_the_operator_as_ca_file_and_proxy_variables() {
+    let _plane = PLANE.read().await;
+    let values = json!({
+        "caBundle": {"configMap": "portal-ca"},
+        "proxy": {"https": "http://proxy.internal:3128", "noProxy": [".internal.example.com", "10.0.0.0/8"]},
+    });
+    let objs = render(&values);
+    let pod = pod_spec(&objs);
+    let container = &pod["containers"][0];
+    assert!(
+        args_of(of_kind(&objs, "Deployment")[0])
+            .contains(&"--ca-file=/etc/nsapi-token-operator/ca/ca.crt".to_owned())
+    );
+    assert_eq!(
+        pod["volumes"],
+        json!([{"name": "ca-bundle", "configMap": {"name": "portal-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}])
+    );
+    assert_eq!(
+        container["volumeMounts"],
+        json!([{"name": "ca-bundle", "mountPath": "/etc/nsapi-token-operator/ca", "readOnly": true}])
+    );
+    let env = container["env"].as_array().unwrap();
+    assert!(env.contains(&json!({"name": "HTTPS_PROXY", "value": "http://proxy.internal:3128"})));
+    assert!(
+        env.contains(&json!({"name": "NO_PROXY", "value": ".internal.example.com,10.0.0.0/8"}))
+    );
+    assert!(
+        !env.iter().any(|e| e["name"] == "HTTP_PROXY"),
+        "unset values add nothing"
+    );
+    // A Secret instead, with another key, beside extra volumes.
+    let secret = render(&json!({
+        "caBundle": {"secret": "portal-ca", "key": "bundle.pem"},
+        "extraVolumes": [{"name": "x", "emptyDir": {}}],
+    }));
+    let volumes = &pod_spec(&secret)["volumes"];
+    assert_eq!(volumes[0]["secret"]["secretName"], "portal-ca");
+    assert_eq!(volumes[0]["secret"]["items"][0]["key"], "bundle.pem");
+    assert_eq!(volumes[1]["name"], "x");
+    // Both at once is refused.
+    let error = refused(&json!({"caBundle": {"configMap": "a", "secret": "b"}}));
+    assert!(error.contains("/caBundle"), "{error}");
+    let error = refused(&json!({"proxy": {"https": "proxy.internal:3128"}}));
+    assert!(error.contains("/proxy/https"), "{error}");
+
+    let installed = Installed::new("chart-ca-proxy", &values).await;
+    let live = installed.get("deployment", &installed.fullname);
+    let live_pod = &live["spec"]["template"]["spec"];
+    assert_eq!(live_pod["volumes"][0]["configMap"]["name"], "portal-ca");
+    let live_env = live_pod["containers"][0]["env"].as_array().unwrap().clone();
+    assert!(
+        live_env.contains(&json!({"name": "HTTPS_PROXY", "value": "http://proxy.internal:3128"}))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn topology_spread_constraints_default_their_selector_to_the_releases_pods() {
     let _plane = PLANE.read().await;
     let values = json!({

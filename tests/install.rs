@@ -63,6 +63,7 @@ fn expected_rules() -> Value {
         {"apiGroups": ["nsapi.io"], "resources": ["nsapicredentials/status"], "verbs": ["patch"]},
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]},
     ])
 }
 

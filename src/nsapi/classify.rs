@@ -453,6 +453,11 @@ pub(crate) fn classify_transport(
             retry_after: None,
             label: "network",
         },
+        TransportFailure::UntrustedCertificate(certificate) => NsApiError::TlsUntrusted {
+            message: format!(
+                "the NetSapiens API at {endpoint} presented a certificate that is not trusted ({certificate}): add the CA that issued it to spec.caBundle, or to the operator's --ca-file"
+            ),
+        },
         TransportFailure::InvalidRequest => NsApiError::Permanent {
             message: format!(
                 "the {what} to {endpoint} could not be built ({detail}): a credential value probably contains characters not allowed in HTTP (such as a newline); fix the Secret"
@@ -463,11 +468,13 @@ pub(crate) fn classify_transport(
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum TransportFailure {
     Timeout,
     Network,
     InvalidRequest,
+    /// The server's certificate was refused; the description names it.
+    UntrustedCertificate(String),
 }
 
 fn retry_hint(retry_after: Option<Duration>) -> String {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
 use reqwest::redirect;
+use rustls::pki_types::CertificateDer;
 use serde_json::json;
 
 use super::base_url::ApiBaseUrl;
@@ -19,6 +20,7 @@ use super::classify::{
 use super::credentials::{ClientCredentials, Confidential, SubscriberCredentials};
 use super::error::NsApiError;
 use super::redact::{redact_url, render_error_chain};
+use super::tls;
 use super::token::{
     Grant, RefreshMethod, TokenApi, TokenGrant, TokenInfo, body_is_json, parse_grant_body,
     parse_token_info,
@@ -35,6 +37,8 @@ pub struct NsApiClientConfig {
     pub timeout: Duration,
     /// Default `nsapi-token-operator/<version> (+<repository URL>)`.
     pub user_agent: String,
+    /// CA certificates trusted beside the system's (the operator's `--ca-file`).
+    pub extra_roots: Vec<CertificateDer<'static>>,
 }
 
 impl Default for NsApiClientConfig {
@@ -46,6 +50,7 @@ impl Default for NsApiClientConfig {
                 env!("CARGO_PKG_VERSION"),
                 env!("CARGO_PKG_REPOSITORY")
             ),
+            extra_roots: Vec::new(),
         }
     }
 }
@@ -56,6 +61,9 @@ pub struct NsApiClient {
     http: reqwest::Client,
     clock: Arc<dyn Clock>,
     timeout: Duration,
+    user_agent: String,
+    /// The roots this client trusts: the system's, `extra_roots`, and a CA bundle's.
+    roots: Arc<Vec<CertificateDer<'static>>>,
 }
 
 impl fmt::Debug for NsApiClient {
@@ -134,29 +142,57 @@ impl NsApiClient {
     /// Installs rustls' ring provider as the process default if none is installed yet.
     pub fn new(config: NsApiClientConfig, clock: Arc<dyn Clock>) -> Result<Self, NsApiError> {
         crate::install_crypto_provider();
+        let mut roots = tls::system_roots();
+        roots.extend(config.extra_roots);
+        Self::build(clock, config.timeout, config.user_agent, Arc::new(roots))
+    }
+
+    /// The same client trusting the certificates of a CA bundle too (`spec.caBundle`). It has
+    /// its own connection pool.
+    pub fn with_ca_bundle(&self, bundle: &[CertificateDer<'static>]) -> Result<Self, NsApiError> {
+        let mut roots = (*self.roots).clone();
+        roots.extend(bundle.iter().cloned());
+        Self::build(
+            self.clock.clone(),
+            self.timeout,
+            self.user_agent.clone(),
+            Arc::new(roots),
+        )
+    }
+
+    fn build(
+        clock: Arc<dyn Clock>,
+        timeout: Duration,
+        user_agent: String,
+        roots: Arc<Vec<CertificateDer<'static>>>,
+    ) -> Result<Self, NsApiError> {
+        let setup_failed = |detail: String| NsApiError::Permanent {
+            message: format!(
+                "could not set up the HTTP client for the NetSapiens API ({detail}): check the configured user agent and the TLS setup (--ca-file, spec.caBundle)"
+            ),
+            status: None,
+            label: "client_setup",
+        };
+        let tls = tls::client_config(tls::root_store(&roots)).map_err(setup_failed)?;
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         let http = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout)
+            .timeout(timeout)
+            .connect_timeout(timeout)
             // A redirect could carry the credentials to another host: never follow one.
             .redirect(redirect::Policy::none())
             .referer(false)
-            .user_agent(config.user_agent.as_str())
+            .user_agent(user_agent.as_str())
             .default_headers(headers)
+            .tls_backend_preconfigured(tls)
             .build()
-            .map_err(|err| NsApiError::Permanent {
-                message: format!(
-                    "could not set up the HTTP client for the NetSapiens API ({}): check the configured user agent and the TLS setup",
-                    render_error_chain(&err.without_url())
-                ),
-                status: None,
-                label: "client_setup",
-            })?;
+            .map_err(|err| setup_failed(render_error_chain(&err.without_url())))?;
         Ok(Self {
             http,
             clock,
-            timeout: config.timeout,
+            timeout,
+            user_agent,
+            roots,
         })
     }
 
@@ -371,7 +407,9 @@ impl NsApiClient {
             }
             Err(err) => {
                 let err = err.without_url();
-                let failure = if err.is_timeout() {
+                let failure = if let Some(untrusted) = tls::untrusted_in(&err) {
+                    TransportFailure::UntrustedCertificate(untrusted.to_string())
+                } else if err.is_timeout() {
                     TransportFailure::Timeout
                 } else if err.is_builder() {
                     TransportFailure::InvalidRequest

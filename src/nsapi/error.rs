@@ -23,6 +23,8 @@ pub enum ErrorKind {
     MfaRequired,
     /// Cannot work as configured: report, and wait for a change.
     Permanent,
+    /// The server's TLS certificate is not trusted: a CA is missing (report, retry rarely).
+    TlsUntrusted,
 }
 
 impl ErrorKind {
@@ -33,6 +35,7 @@ impl ErrorKind {
             ErrorKind::RefreshRejected => "refresh_rejected",
             ErrorKind::MfaRequired => "mfa_required",
             ErrorKind::Permanent => "permanent",
+            ErrorKind::TlsUntrusted => "tls_untrusted",
         }
     }
 }
@@ -72,6 +75,9 @@ pub enum NsApiError {
     /// The answer was an `mfa_required` intermediate token, not a usable one.
     #[error("{message}")]
     MfaRequired { message: String },
+    /// The server's certificate is not trusted; the message names it.
+    #[error("{message}")]
+    TlsUntrusted { message: String },
     /// Can never work as configured (wrong URL, endpoint absent, unsupported request).
     #[error("{message}")]
     Permanent {
@@ -91,6 +97,7 @@ impl NsApiError {
             NsApiError::RefreshRejected { .. } => ErrorKind::RefreshRejected,
             NsApiError::MfaRequired { .. } => ErrorKind::MfaRequired,
             NsApiError::Permanent { .. } => ErrorKind::Permanent,
+            NsApiError::TlsUntrusted { .. } => ErrorKind::TlsUntrusted,
         }
     }
 
@@ -111,6 +118,7 @@ impl NsApiError {
             | NsApiError::RefreshRejected { status, .. }
             | NsApiError::Permanent { status, .. } => *status,
             NsApiError::MfaRequired { .. } => Some(200),
+            NsApiError::TlsUntrusted { .. } => None,
         }
     }
 
@@ -122,6 +130,7 @@ impl NsApiError {
             | NsApiError::Permanent { label, .. } => label,
             NsApiError::RefreshRejected { .. } => "refresh_rejected",
             NsApiError::MfaRequired { .. } => "mfa_required",
+            NsApiError::TlsUntrusted { .. } => "tls_untrusted",
         }
     }
 }

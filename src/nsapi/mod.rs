@@ -14,6 +14,7 @@ mod client;
 mod credentials;
 mod error;
 mod redact;
+pub mod tls;
 pub(crate) mod token;
 
 pub use base_url::{ApiBaseUrl, BaseUrlError};

@@ -88,6 +88,11 @@ whether granted by a ClusterRole or by a Role per watched namespace.
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+# A credential's spec.caBundle in a ConfigMap, read when a token is requested (one in a Secret is
+# read under the Secret rule).
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get]
 {{- if .Values.rolloutRestart.enabled }}
 # rolloutRestart.enabled: spec.rolloutRestartTargets. get: a target's pod template (when it was
 # last restarted); patch: its restartedAt annotation, as `kubectl rollout restart` does.
@@ -102,4 +107,9 @@ whether granted by a ClusterRole or by a Role per watched namespace.
   resources: [pods]
   verbs: [list]
 {{- end }}
+{{- end }}
+
+{{/* "true" when caBundle names a ConfigMap or a Secret for --ca-file (not both: the schema). */}}
+{{- define "nsapi-token-operator.caSource" -}}
+{{- if or .Values.caBundle.configMap .Values.caBundle.secret }}true{{ end }}
 {{- end }}

@@ -1,0 +1,137 @@
+//! Which API nodes to try, in what order (`spec.apiBaseUrl`, then `spec.fallbackApiBaseUrls`):
+//! a node that failed transiently is skipped for a while, then one request probes it again
+//! (claimed, so that only one caller probes at a time); a success makes it preferred again.
+//! Shared by every credential of this operator: one outage is learned once. In memory only.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::nsapi::{ApiBaseUrl, ErrorKind, NsApiError};
+
+/// How long a node that failed is passed over before a request probes it again.
+pub const PROBE_AFTER: SignedDuration = SignedDuration::from_secs(60);
+
+/// Whether another node might answer where this one failed: the node is unreachable, slow,
+/// failing (5xx), blocking us (a firewall page) or presents a certificate we refuse. A refused
+/// login, MFA, a request that can never work, and a 429 (slow down) are the same on every node
+/// of a cluster: trying another would only lock the account faster, or hammer the cluster.
+pub fn fails_over(error: &NsApiError) -> bool {
+    match error.kind() {
+        ErrorKind::Transient => error.metric_label() != "rate_limited",
+        ErrorKind::TlsUntrusted => true,
+        ErrorKind::Authentication
+        | ErrorKind::RefreshRejected
+        | ErrorKind::MfaRequired
+        | ErrorKind::Permanent => false,
+    }
+}
+
+/// The health of API nodes, by base URL.
+#[derive(Debug, Default)]
+pub struct NodeHealth(Mutex<HashMap<String, Timestamp>>);
+
+impl NodeHealth {
+    /// The order to try `nodes` in (the primary first): those passed over come last. A node
+    /// whose time out is over is tried in its place, and passed over by everyone else for
+    /// another [`PROBE_AFTER`] unless it answers.
+    pub fn order<'n>(&self, nodes: &[&'n ApiBaseUrl], now: Timestamp) -> Vec<&'n ApiBaseUrl> {
+        if nodes.len() < 2 {
+            return nodes.to_vec();
+        }
+        let mut down = self.lock();
+        let (mut ready, mut passed_over) = (Vec::new(), Vec::new());
+        for node in nodes {
+            match down.get_mut(node.as_str()) {
+                Some(until) if *until > now => passed_over.push(*node),
+                Some(until) => {
+                    // Its time out is over: this caller probes it.
+                    *until = now + PROBE_AFTER;
+                    ready.push(*node);
+                }
+                None => ready.push(*node),
+            }
+        }
+        ready.extend(passed_over);
+        ready
+    }
+
+    /// A node failed in a way another node might not.
+    pub fn failed(&self, node: &ApiBaseUrl, now: Timestamp) {
+        self.lock()
+            .insert(node.as_str().to_owned(), now + PROBE_AFTER);
+    }
+
+    /// A node answered.
+    pub fn answered(&self, node: &ApiBaseUrl) {
+        let mut down = self.lock();
+        if !down.is_empty() {
+            down.remove(node.as_str());
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Timestamp>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> ApiBaseUrl {
+        ApiBaseUrl::parse(s, false).unwrap()
+    }
+
+    #[test]
+    fn a_failed_node_is_passed_over_then_probed_by_one_caller() {
+        let (ny, dal) = (
+            url("https://ny.example.com/"),
+            url("https://dal.example.com/"),
+        );
+        let nodes = [&ny, &dal];
+        let health = NodeHealth::default();
+        let t0: Timestamp = "2026-01-01T10:00:00Z".parse().unwrap();
+        assert_eq!(health.order(&nodes, t0), [&ny, &dal]);
+        health.failed(&ny, t0);
+        // Passed over (tried last) during its time out.
+        assert_eq!(
+            health.order(&nodes, t0 + SignedDuration::from_secs(30)),
+            [&dal, &ny]
+        );
+        // Then one caller probes it; the next caller still passes it over.
+        let later = t0 + PROBE_AFTER;
+        assert_eq!(health.order(&nodes, later), [&ny, &dal]);
+        assert_eq!(health.order(&nodes, later), [&dal, &ny]);
+        // It answered: preferred again.
+        health.answered(&ny);
+        assert_eq!(health.order(&nodes, later), [&ny, &dal]);
+    }
+
+    #[test]
+    fn only_failures_another_node_might_not_have_fail_over() {
+        let transient = |label| NsApiError::Transient {
+            message: String::new(),
+            status: None,
+            retry_after: None,
+            label,
+        };
+        assert!(fails_over(&transient("timeout")));
+        assert!(fails_over(&transient("network")));
+        assert!(fails_over(&transient("server_error")));
+        assert!(fails_over(&transient("firewall")));
+        assert!(!fails_over(&transient("rate_limited")));
+        assert!(fails_over(&NsApiError::TlsUntrusted {
+            message: String::new()
+        }));
+        assert!(!fails_over(&NsApiError::Authentication {
+            message: String::new(),
+            status: Some(401),
+            label: "authentication",
+        }));
+        assert!(!fails_over(&NsApiError::MfaRequired {
+            message: String::new()
+        }));
+    }
+}
