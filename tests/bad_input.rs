@@ -227,6 +227,13 @@ async fn every_bad_input_ends_in_a_rejection_or_a_named_condition() {
         ("label value of 64 characters", set("/tokenSecret/labels", json!({"team": "v".repeat(64)})), Expect::Rejected("labels")),
         ("annotation key with a slash too many", set("/tokenSecret/annotations", json!({"a/b/c": "x"})), Expect::Rejected("annotation keys")),
         ("65 labels", set("/tokenSecret/labels", json!((0..65).map(|i| (format!("l{i}"), json!("v"))).collect::<serde_json::Map<_, _>>())), Expect::Rejected("labels")),
+        ("fallback repeating the primary", set("/fallbackApiBaseUrls", json!([sim])), Expect::Rejected("must not repeat apiBaseUrl")),
+        ("five fallbacks", set("/fallbackApiBaseUrls", json!(["https://a.example/", "https://b.example/", "https://c.example/", "https://d.example/", "https://e.example/"])), Expect::Rejected("fallbackApiBaseUrls")),
+        ("fallback that is no URL", set("/fallbackApiBaseUrls", json!(["dal.portal.example.com"])), Expect::Rejected("fallbackApiBaseUrls")),
+        ("CA bundle in the output Secret", Box::new(|spec: &mut Value| { let output = spec["tokenSecret"]["name"].clone(); spec["caBundle"] = json!({"kind": "Secret", "name": output}); }), Expect::Rejected("caBundle must not name the output Secret")),
+        ("CA bundle of an unknown kind", set("/caBundle", json!({"kind": "File", "name": "ca"})), Expect::Rejected("caBundle")),
+        ("verifyInterval in days", set("/verifyInterval", json!("1d")), Expect::Rejected("verifyInterval")),
+        ("restart target of an unknown kind", set("/rolloutRestartTargets", json!([{"kind": "Job", "name": "x"}])), Expect::Rejected("rolloutRestartTargets")),
         // Named conditions, each with an Event.
         ("missing client Secret", set("/clientSecretRef/name", json!("absent")), cond("Ready", "False", "SecretMissing")),
         ("missing subscriber Secret", set("/subscriberSecretRef/name", json!("absent-too")), cond("Ready", "False", "SecretMissing")),
@@ -252,6 +259,10 @@ async fn every_bad_input_ends_in_a_rejection_or_a_named_condition() {
         ("wrong API path", set("/apiBaseUrl", json!(sim_path("/wrong/"))), cond("Ready", "False", "ApiRequestRejected")),
         ("nothing listening", set("/apiBaseUrl", json!("http://127.0.0.1:1/ns-api/")), cond("Ready", "False", "ApiUnavailable")),
         ("suspended before the first token", set("/suspend", json!(true)), cond("Ready", "False", "Suspended")),
+        ("fallback outside the allow-list", set("/fallbackApiBaseUrls", json!(["https://dal.example.com/ns-api/"])), cond("Ready", "False", "ApiHostNotAllowed")),
+        ("CA bundle that does not exist", set("/caBundle", json!({"name": "absent-ca"})), cond("Ready", "False", "CaBundleInvalid")),
+        ("CA bundle without a certificate", set("/caBundle", json!({"kind": "Secret", "name": "everything", "key": "username"})), cond("Ready", "False", "CaBundleInvalid")),
+        ("verifyInterval under a minute", set("/verifyInterval", json!("30s")), cond("Ready", "False", "InvalidSpec")),
     ];
     let rejections = cases
         .iter()
