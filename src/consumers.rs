@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Pod, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
-use tracing::debug;
+use tracing::warn;
 
 use crate::crd::{
     FIELD_MANAGER, NsApiCredential, RESTARTED_AT_ANNOTATION, RolloutRestartTarget, WorkloadKind,
@@ -185,19 +185,23 @@ impl Consumers {
         }
     }
 
-    /// After a new token: the restarts, and the pods that will keep the old token (when the
-    /// operator may list pods).
+    /// After a new token: the restarts, and (with `check_pods`, the operator's
+    /// `--consumer-check`) the pods that will keep the old token.
     pub async fn after_new_token(
         &self,
         credential: &NsApiCredential,
         issued: Timestamp,
         now: Timestamp,
+        check_pods: bool,
     ) -> (RestartReport, Option<Vec<String>>) {
         let restarts = self.restart_if_due(credential, issued, now).await;
         let spec = &credential.spec;
-        let stale = self
-            .stale(&spec.token_secret.name, &spec.rollout_restart_targets)
-            .await;
+        let stale = if check_pods {
+            self.stale(&spec.token_secret.name, &spec.rollout_restart_targets)
+                .await
+        } else {
+            None
+        };
         (restarts, stale)
     }
 
@@ -348,7 +352,7 @@ impl Consumers {
     }
 
     /// The pods of the namespace that read `secret` and never see a new token; `None` when the
-    /// operator may not list pods (the check is optional: the chart grants it on request).
+    /// list fails (the chart grants it with `consumerCheck.enabled`, with the flag).
     pub async fn stale(
         &self,
         secret: &str,
@@ -358,7 +362,7 @@ impl Consumers {
         match pods.list(&ListParams::default()).await {
             Ok(list) => Some(stale_consumers(&list.items, secret, targets)),
             Err(error) => {
-                debug!(%error, "cannot list pods; consumers are not checked");
+                warn!(%error, "cannot list pods; consumers are not checked (--consumer-check needs list on pods)");
                 None
             }
         }

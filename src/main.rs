@@ -153,6 +153,11 @@ struct RunArgs {
     /// private CA; a credential can add its own with spec.caBundle).
     #[arg(long, value_name = "FILE", env = "NSAPI_CA_FILE")]
     ca_file: Option<std::path::PathBuf>,
+    /// After each new token, list the pods of the credential's namespace and name those that read
+    /// it through env vars or subPath mounts (condition ConsumersCannotRefresh). Needs `list` on
+    /// pods (the chart's consumerCheck.enabled sets both).
+    #[arg(long, env = "NSAPI_CONSUMER_CHECK")]
+    consumer_check: bool,
     /// How many credentials are reconciled at the same time.
     #[arg(long, default_value = "16", value_parser = clap::value_parser!(u16).range(1..=1024))]
     concurrency: u16,
@@ -321,9 +326,9 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         per_second: args.api_rate_limit,
         burst: args.api_burst.max(1),
     });
-    let ctx = Arc::new(Context::new(
-        client, nsapi, clock, policy, reporter, metrics, rate,
-    ));
+    let mut ctx = Context::new(client, nsapi, clock, policy, reporter, metrics, rate);
+    ctx.consumer_check = args.consumer_check;
+    let ctx = Arc::new(ctx);
     // A standby replica is healthy and ready too: it serves and takes over when the leader goes.
     ready.store(true, Ordering::Relaxed);
     let concurrency = args.concurrency;

@@ -59,6 +59,8 @@ pub struct Context {
     pub health: NodeHealth,
     /// The NetSapiens clients for credentials' CA bundles.
     pub trusted: TrustedClients,
+    /// Whether to name the pods that read a token statically (`--consumer-check`).
+    pub consumer_check: bool,
 }
 
 impl Context {
@@ -84,6 +86,7 @@ impl Context {
             limiter: RateLimiter::new(rate),
             health: NodeHealth::default(),
             trusted: TrustedClients::default(),
+            consumer_check: false,
         }
     }
 
@@ -395,7 +398,12 @@ impl<'a> Reconcile<'a> {
         let now = self.ctx.clock.now();
         let (restarts, stale) = self
             .consumers()
-            .after_new_token(self.credential, stored.times.issued_at, now)
+            .after_new_token(
+                self.credential,
+                stored.times.issued_at,
+                now,
+                self.ctx.consumer_check,
+            )
             .await;
         extras.restarts = Some(&restarts);
         extras.stale_consumers = stale.as_deref();

@@ -282,7 +282,7 @@ async fn restart_targets_restart_once_per_token_and_static_readers_are_named() {
     };
     pods.create(&PostParams::default(), &owned).await.unwrap();
 
-    f.start_operator();
+    f.start_operator_as(&control_plane::admin_kubeconfig(), &["--consumer-check"]);
     f.create_credential("abc", |spec| {
         spec["rolloutRestartTargets"] = json!([
             {"kind": "Deployment", "name": "reporter"},
@@ -460,7 +460,7 @@ async fn restarts_the_operator_may_not_make_are_a_condition_until_granted() {
         .message;
     assert!(message.contains("rolloutRestart.enabled"), "{message}");
     assert_eq!(status_of(&cred).condition("Ready").unwrap().status, "True");
-    // Without the opt-in pod listing, consumers are not checked (no condition, no error).
+    // Without --consumer-check, consumers are not checked (no condition, no pod list).
     assert!(
         status_of(&cred)
             .condition("ConsumersCannotRefresh")

@@ -289,6 +289,9 @@ fn day2_extras_are_opt_in() {
     for role in roles {
         assert_eq!(role["rules"], with_both);
     }
+    assert!(deployment_args(&objs).contains(&"--consumer-check".to_owned()));
+    let default = render("ops", "operators", &[]);
+    assert!(!deployment_args(&default).contains(&"--consumer-check".to_owned()));
     // The alerts and the dashboard, where asked for.
     let objs = render(
         "ops",

@@ -314,21 +314,27 @@ async fn the_chart_runs_the_operator_in_a_pod_and_mounted_tokens_rotate() {
         },
     )
     .await;
+    // Rotations of 30 s tokens come 7.5 to 15 s apart (the jitter is up to half the lead),
+    // about as often as the kubelet syncs a mounted Secret (every 10 s here): a token that
+    // was replaced before the next sync is never seen, which harms nothing, since the file
+    // always holds a valid one. Lags are measured over the tokens the pod saw.
     let seen = consumer_changes(f.namespace(), "volume");
     let mut lags: Vec<f64> = written[1..]
         .iter()
-        .map(|(at, token)| {
+        .filter_map(|(at, token)| {
             let hash = short_hash(token);
-            let (seen_at, _) = seen
-                .iter()
-                .find(|(_, h)| *h == hash)
-                .unwrap_or_else(|| panic!("the pod never saw a rotated token"));
-            seen_at.duration_since(*at).as_secs_f64().max(0.0)
+            let (seen_at, _) = seen.iter().find(|(_, h)| *h == hash)?;
+            Some(seen_at.duration_since(*at).as_secs_f64().max(0.0))
         })
         .collect();
+    assert!(
+        lags.len() >= 3,
+        "the pod saw {} of 5 rotated tokens",
+        lags.len()
+    );
     lags.sort_by(f64::total_cmp);
     eprintln!(
-        "measure: kubelet propagation lag over {} rotations: min {:.1} s, median {:.1} s, max {:.1} s",
+        "measure: kubelet propagation lag over {} of 5 rotations seen: min {:.1} s, median {:.1} s, max {:.1} s",
         lags.len(),
         lags[0],
         lags[lags.len() / 2],
