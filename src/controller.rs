@@ -12,11 +12,12 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, PartialObjectMeta};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{Predicate, PredicateConfig, predicates};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
-use crate::crd::NsApiCredential;
+use crate::crd::{NsApiCredential, NsApiCredentialStatus};
 use crate::index::SecretIndex;
 use crate::reconciler::{Context, reconcile};
 use crate::schedule::{self, FailureClass};
@@ -105,7 +106,16 @@ pub async fn run(
                 let (index, ctx) = (index.clone(), ctx.clone());
                 move |event| track(&index, &ctx, event)
             })
-            .touched_objects();
+            .touched_objects()
+            // What the user changes (spec, labels, annotations) starts a pass; the operator's
+            // own status writes do not (each would cost a pass that finds nothing to do).
+            // Deletions are handled by `track`, and timers by the requeue of each pass.
+            .predicate_filter(
+                predicates::generation
+                    .combine(predicates::labels)
+                    .combine(predicates::annotations),
+                PredicateConfig::default(),
+            );
         // Metadata only: the operator never holds the data of Secrets it does not own.
         let secret_changes = watcher(
             secrets,
@@ -115,8 +125,14 @@ pub async fn run(
         .touched_objects();
         Controller::for_stream(credential_events, reader)
             .with_config(controller::Config::default().concurrency(concurrency))
-            .watches_stream(secret_changes, move |secret| {
-                credentials_using(&index, &secret)
+            .watches_stream(secret_changes, {
+                let ctx = ctx.clone();
+                move |secret| {
+                    if ctx.own_writes.is_own(&secret.metadata) {
+                        return Vec::new();
+                    }
+                    credentials_using(&index, &secret)
+                }
             })
             .graceful_shutdown_on(shutdown.clone())
             .run(reconcile, error_policy, ctx.clone())
@@ -137,6 +153,19 @@ fn slim(credential: &mut NsApiCredential) {
     credential
         .annotations_mut()
         .remove("kubectl.kubernetes.io/last-applied-configuration");
+    // A pass reads the credential afresh from the API server; the cached copy only names it
+    // and the Secrets it uses (for the index). Its status is most of its size.
+    let spec = &mut credential.spec;
+    spec.token_secret.labels.clear();
+    spec.token_secret.annotations.clear();
+    spec.fallback_api_base_urls.clear();
+    spec.rollout_restart_targets.clear();
+    if let Some(status) = credential.status.take() {
+        credential.status = Some(NsApiCredentialStatus {
+            token_secret_name: status.token_secret_name,
+            ..NsApiCredentialStatus::default()
+        });
+    }
 }
 
 /// Keeps the index current, and forgets what the operator holds for a deleted credential

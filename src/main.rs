@@ -159,7 +159,7 @@ struct RunArgs {
     #[arg(long, env = "NSAPI_CONSUMER_CHECK")]
     consumer_check: bool,
     /// How many credentials are reconciled at the same time.
-    #[arg(long, default_value = "16", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(long, default_value = "64", value_parser = clap::value_parser!(u16).range(1..=1024))]
     concurrency: u16,
 }
 

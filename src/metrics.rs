@@ -134,7 +134,7 @@ impl Default for Metrics {
         let condition = Family::<ConditionLabels, Gauge>::default();
         registry.register(
             "credential_condition",
-            "1 for the status a credential's condition has (True, False or Unknown), 0 for the others",
+            "1, with the status a credential's condition has (True, False or Unknown) as a label; one series per condition",
             condition.clone(),
         );
         let failures = Family::<CredentialLabels, Gauge>::default();
@@ -250,10 +250,10 @@ impl Metrics {
         self.failures
             .get_or_create(&labels)
             .set(i64::from(status.consecutive_failures));
+        // One series per condition, for the status it has (a fleet of thousands keeps a third
+        // of the series that 0-valued ones for the other statuses would need).
         for type_ in CONDITIONS {
-            let Some(condition) = status.condition(type_) else {
-                continue;
-            };
+            let current = status.condition(type_).map(|c| c.status.as_str());
             for value in STATUSES {
                 let series = ConditionLabels {
                     namespace: namespace.clone(),
@@ -261,9 +261,11 @@ impl Metrics {
                     condition: type_.to_owned(),
                     status: value.to_owned(),
                 };
-                self.condition
-                    .get_or_create(&series)
-                    .set(i64::from(condition.status == value));
+                if current == Some(value) {
+                    self.condition.get_or_create(&series).set(1);
+                } else {
+                    self.condition.remove(&series);
+                }
             }
         }
     }

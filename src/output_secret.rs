@@ -3,7 +3,11 @@
 //! token, which creates, patches or leaves the Secret as its content requires. What the Secret
 //! should contain is decided in `token_secret.rs`.
 
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use tracing::{info, warn};
@@ -23,16 +27,72 @@ pub struct InPlace {
     previous: Option<Secret>,
 }
 
+/// The versions of output Secrets that this operator wrote itself, so that the watch event of
+/// its own write starts no pass (that pass would find nothing to do). The last few per Secret;
+/// an event that arrives before its write is recorded starts a pass, which is harmless.
+#[derive(Default)]
+pub struct OwnWrites(Mutex<HashMap<(String, String), VecDeque<String>>>);
+
+/// Versions remembered per Secret (a creation is followed by an apply).
+const OWN_VERSIONS: usize = 3;
+
+impl OwnWrites {
+    fn record(&self, secret: &Secret) {
+        let (Some(ns), Some(rv)) = (secret.namespace(), secret.resource_version()) else {
+            return;
+        };
+        let mut writes = self.lock();
+        let versions = writes.entry((ns, secret.name_any())).or_default();
+        if versions.len() == OWN_VERSIONS {
+            versions.pop_front();
+        }
+        versions.push_back(rv);
+    }
+
+    /// Whether the object in a watch event is as this operator wrote it.
+    pub fn is_own(&self, meta: &ObjectMeta) -> bool {
+        let (Some(ns), Some(name), Some(rv)) =
+            (&meta.namespace, &meta.name, &meta.resource_version)
+        else {
+            return false;
+        };
+        let mut writes = self.lock();
+        let key = (ns.clone(), name.clone());
+        match writes.get(&key) {
+            Some(versions) if versions.contains(rv) => true,
+            Some(_) if meta.deletion_timestamp.is_some() => {
+                writes.remove(&key);
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// Forgets a Secret (its credential is gone).
+    pub fn forget(&self, namespace: &str, name: &str) {
+        self.lock().remove(&(namespace.to_owned(), name.to_owned()));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), VecDeque<String>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// One credential's output Secret.
 pub struct OutputSecret<'a> {
     api: Api<Secret>,
     credential: &'a NsApiCredential,
+    own: &'a OwnWrites,
 }
 
 impl<'a> OutputSecret<'a> {
     /// `api` is the Secrets of the credential's namespace.
-    pub fn new(api: Api<Secret>, credential: &'a NsApiCredential) -> Self {
-        Self { api, credential }
+    pub fn new(api: Api<Secret>, credential: &'a NsApiCredential, own: &'a OwnWrites) -> Self {
+        Self {
+            api,
+            credential,
+            own,
+        }
     }
 
     /// The token in place, or `None` when a Secret with the output name belongs to someone
@@ -109,6 +169,7 @@ impl<'a> OutputSecret<'a> {
                     .api
                     .create(&params, &token_secret::creation_secret(&desired))
                     .await?;
+                self.own.record(&created);
                 info!(secret = %name, "output Secret created");
                 &created
             }
@@ -117,13 +178,15 @@ impl<'a> OutputSecret<'a> {
             let mut patch = desired;
             // Optimistic concurrency: fail rather than overwrite a Secret changed since read.
             patch.metadata.resource_version = existing.metadata.resource_version.clone();
-            self.api
+            let written = self
+                .api
                 .patch(
                     name,
                     &PatchParams::apply(FIELD_MANAGER).force(),
                     &Patch::Apply(&patch),
                 )
                 .await?;
+            self.own.record(&written);
             info!(secret = %name, "output Secret updated");
         }
         if let Some(previous) = previous {

@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::namespaces::{NamespacePhases, is_namespace_terminating};
 use crate::nodes::NodeHealth;
 use crate::nsapi::{ClientCredentials, NsApiClient, SubscriberCredentials};
-use crate::output_secret::{self, InPlace, OutputSecret};
+use crate::output_secret::{self, InPlace, OutputSecret, OwnWrites};
 use crate::policy::{self, Policy, ValidSpec};
 use crate::ratelimit::{Rate, RateLimiter};
 use crate::record::Record;
@@ -61,6 +61,8 @@ pub struct Context {
     pub trusted: TrustedClients,
     /// Whether to name the pods that read a token statically (`--consumer-check`).
     pub consumer_check: bool,
+    /// The output Secret versions this operator wrote (their watch events start no pass).
+    pub own_writes: OwnWrites,
 }
 
 impl Context {
@@ -87,12 +89,16 @@ impl Context {
             health: NodeHealth::default(),
             trusted: TrustedClients::default(),
             consumer_check: false,
+            own_writes: OwnWrites::default(),
         }
     }
 
     /// Forgets what the operator holds for a credential that is deleted or going away: its
     /// session, its retry count and its metric series.
     pub fn forget(&self, credential: &NsApiCredential) {
+        let namespace = credential.namespace().unwrap_or_default();
+        self.own_writes
+            .forget(&namespace, &credential.spec.token_secret.name);
         self.forget_by_name(
             &credential.namespace().unwrap_or_default(),
             &credential.name_any(),
@@ -160,7 +166,7 @@ impl<'a> Reconcile<'a> {
         let now = self.ctx.clock.now();
         let spec = &self.credential.spec;
 
-        let output = OutputSecret::new(self.secrets.clone(), self.credential);
+        let output = OutputSecret::new(self.secrets.clone(), self.credential, &self.ctx.own_writes);
         let Some(in_place) = output.find().await? else {
             let conflict = output_secret::conflict(self.credential);
             return self

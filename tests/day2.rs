@@ -577,6 +577,8 @@ async fn the_metrics_alerts_need_follow_each_credential() {
             .any(|l| l.contains(&bad) && l.contains("status=\"False\"") && l.ends_with(" 1")),
         "{ready_series:?}"
     );
+    // Only the status a condition has: no series for the others.
+    assert_eq!(ready_series.len(), 2, "{ready_series:?}");
     let version = env!("CARGO_PKG_VERSION");
     assert!(
         metrics.contains(&format!("{p}build_info{{version=\"{version}\"}} 1")),
