@@ -356,11 +356,32 @@ mod tests {
         for line in [
             r#"nsapi_token_operator_credential_ready{namespace="ns",name="abc"} 0"#,
             r#"nsapi_token_operator_credential_condition{namespace="ns",name="abc",condition="Ready",status="False"} 1"#,
-            r#"nsapi_token_operator_credential_condition{namespace="ns",name="abc",condition="Ready",status="True"} 0"#,
             r#"nsapi_token_operator_credential_consecutive_failures{namespace="ns",name="abc"} 3"#,
         ] {
             assert!(text.contains(line), "{line} missing from {text}");
         }
+        // Only the status a condition has is a series; when it changes, the old one leaves.
+        assert!(
+            !text.contains(r#"condition="Ready",status="True""#),
+            "{text}"
+        );
+        let ready: NsApiCredentialStatus = serde_json::from_value(serde_json::json!({
+            "conditions": [
+                {"type": "Ready", "status": "True", "reason": "TokenIssued", "message": "",
+                 "lastTransitionTime": "2026-01-01T00:01:00Z"}
+            ],
+        }))
+        .unwrap();
+        m.credential_status(&credential, &ready);
+        let text = m.encode();
+        assert!(
+            text.contains(r#"condition="Ready",status="True"} 1"#),
+            "{text}"
+        );
+        assert!(
+            !text.contains(r#"condition="Ready",status="False""#),
+            "{text}"
+        );
         m.forget("ns", "abc");
         assert!(!m.encode().contains("name=\"abc\""));
     }

@@ -647,7 +647,7 @@ const DEFAULT_ARGS: [&str; 8] = [
     "--kube-api-timeout=10s",
     "--api-rate-limit=10",
     "--api-burst=20",
-    "--concurrency=16",
+    "--concurrency=64",
 ];
 
 #[tokio::test(flavor = "multi_thread")]

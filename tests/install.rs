@@ -155,7 +155,7 @@ fn chart_lints_and_renders_with_default_and_namespace_scoped_values() {
             "--kube-api-timeout=10s",
             "--api-rate-limit=10",
             "--api-burst=20",
-            "--concurrency=16"
+            "--concurrency=64"
         ]
     );
     let service = of_kind(&objs, "Service")[0];

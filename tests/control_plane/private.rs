@@ -121,6 +121,24 @@ impl PrivatePlane {
             },
         )
         .await;
+        // A Go process's main thread can be a zombie while its other threads still hold the
+        // listening socket: wait until the port is free, or the new server cannot bind it.
+        let port: u16 = self
+            .server()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("the API server's port");
+        eventually(
+            "the API server's port to be free",
+            Duration::from_secs(30),
+            || async {
+                std::net::TcpListener::bind(("127.0.0.1", port))
+                    .ok()
+                    .map(drop)
+            },
+        )
+        .await;
         tokio::time::sleep(pause).await;
         // Through a shell that exits at once, so that init (not this test) reaps the process,
         // and `scripts/control-plane down` finds and stops it by its pid file.
