@@ -692,18 +692,19 @@ async fn extra_env_carries_a_proxy_after_the_charts_own_variables() {
         [
             "POD_NAME",
             "RUST_LOG",
+            "MALLOC_ARENA_MAX",
             "HTTPS_PROXY",
             "NO_PROXY",
             "PROXY_PASSWORD"
         ]
     );
-    assert_eq!(env.as_array().unwrap()[2..], extra.as_array().unwrap()[..]);
+    assert_eq!(env.as_array().unwrap()[3..], extra.as_array().unwrap()[..]);
 
     let installed = Installed::new("chart-extra-env", &values).await;
     let live = installed.get("deployment", &installed.fullname);
     let live_env = &live["spec"]["template"]["spec"]["containers"][0]["env"];
     assert_eq!(
-        live_env.as_array().unwrap()[2..],
+        live_env.as_array().unwrap()[3..],
         extra.as_array().unwrap()[..]
     );
 }

@@ -134,7 +134,8 @@ pub fn writes(plane: &PrivatePlane) -> Writes {
 }
 
 /// The operator binary, run as the operator identity on the fixture's namespace (or, with
-/// `cluster_wide`, on every namespace, as the chart's default does), logging at info.
+/// `cluster_wide`, on every namespace, as the chart's default does), logging at info, with the
+/// allocator setting the chart gives it.
 pub fn start_operator(
     f: &Fixture,
     plane: &PrivatePlane,
@@ -155,7 +156,13 @@ pub fn start_operator(
         "json",
     ]);
     args.extend_from_slice(extra);
-    Operator::start_logging(&control_plane::operator_kubeconfig(), &args, &log, "info")
+    Operator::start_with(
+        &control_plane::operator_kubeconfig(),
+        &args,
+        &log,
+        "info",
+        &[("MALLOC_ARENA_MAX", "2")],
+    )
 }
 
 /// GETs a path of an operator's HTTP server.
