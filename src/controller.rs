@@ -12,7 +12,6 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, PartialObjectMeta};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{Predicate, PredicateConfig, predicates};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tracing::{debug, info, warn};
@@ -106,16 +105,10 @@ pub async fn run(
                 let (index, ctx) = (index.clone(), ctx.clone());
                 move |event| track(&index, &ctx, event)
             })
-            .touched_objects()
-            // What the user changes (spec, labels, annotations) starts a pass; the operator's
-            // own status writes do not (each would cost a pass that finds nothing to do).
-            // Deletions are handled by `track`, and timers by the requeue of each pass.
-            .predicate_filter(
-                predicates::generation
-                    .combine(predicates::labels)
-                    .combine(predicates::annotations),
-                PredicateConfig::default(),
-            );
+            .try_filter_map({
+                let mut triggers = Triggers::default();
+                move |event| futures::future::ready(Ok(triggers.select(event)))
+            });
         // Metadata only: the operator never holds the data of Secrets it does not own.
         let secret_changes = watcher(
             secrets,
@@ -165,6 +158,46 @@ fn slim(credential: &mut NsApiCredential) {
             token_secret_name: status.token_secret_name,
             ..NsApiCredentialStatus::default()
         });
+    }
+}
+
+/// Which credential events start a pass. What the user changes (spec, so the generation;
+/// labels; annotations) does; the operator's own status writes do not (each would cost a pass
+/// that finds nothing to do). Every credential of a re-list does: a re-list follows a watch
+/// that broke, and a credential waiting out a Kubernetes error is then looked at again at once
+/// rather than at the end of its backoff. Timers are the requeue of each pass.
+#[derive(Default)]
+struct Triggers(HashMap<String, u64>);
+
+impl Triggers {
+    fn select(&mut self, event: watcher::Event<NsApiCredential>) -> Option<NsApiCredential> {
+        match event {
+            watcher::Event::Apply(credential) => {
+                let seen = Self::user_part(&credential);
+                let before = self.0.insert(credential.uid().unwrap_or_default(), seen);
+                (before != Some(seen)).then_some(credential)
+            }
+            watcher::Event::InitApply(credential) => {
+                let seen = Self::user_part(&credential);
+                self.0.insert(credential.uid().unwrap_or_default(), seen);
+                Some(credential)
+            }
+            watcher::Event::Delete(credential) => {
+                self.0.remove(&credential.uid().unwrap_or_default());
+                Some(credential)
+            }
+            watcher::Event::Init | watcher::Event::InitDone => None,
+        }
+    }
+
+    /// A hash of what the user writes.
+    fn user_part(credential: &NsApiCredential) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        credential.metadata.generation.hash(&mut hasher);
+        credential.labels().hash(&mut hasher);
+        credential.annotations().hash(&mut hasher);
+        hasher.finish()
     }
 }
 
@@ -262,6 +295,58 @@ fn error_policy(credential: Arc<NsApiCredential>, error: &Error, ctx: Arc<Contex
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn credential(generation: i64, labels: &[(&str, &str)], ready: &str) -> NsApiCredential {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "nsapi.io/v1alpha1", "kind": "NsApiCredential",
+            "metadata": {"name": "abc", "namespace": "ns", "uid": "u1", "generation": generation,
+                         "labels": labels.iter().copied().collect::<HashMap<_, _>>()},
+            "spec": {"apiBaseUrl": "https://p.example.com", "clientSecretRef": {"name": "a"},
+                     "subscriberSecretRef": {"name": "b"}, "tokenSecret": {"name": "c"}},
+            "status": {"conditions": [{"type": "Ready", "status": ready, "reason": "R",
+                       "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn user_changes_and_relists_start_a_pass_and_status_writes_do_not() {
+        use watcher::Event::*;
+        let mut t = Triggers::default();
+        let started = |t: &mut Triggers, e| t.select(e).is_some();
+        assert!(started(&mut t, Apply(credential(1, &[], "False"))), "new");
+        assert!(
+            !started(&mut t, Apply(credential(1, &[], "True"))),
+            "own status write"
+        );
+        assert!(
+            started(&mut t, Apply(credential(2, &[], "True"))),
+            "spec changed"
+        );
+        assert!(
+            started(&mut t, Apply(credential(2, &[("a", "b")], "True"))),
+            "labels"
+        );
+        assert!(
+            !started(&mut t, Apply(credential(2, &[("a", "b")], "True"))),
+            "unchanged"
+        );
+        assert!(!started(&mut t, Init));
+        assert!(
+            started(&mut t, InitApply(credential(2, &[("a", "b")], "True"))),
+            "re-list"
+        );
+        assert!(!started(&mut t, InitDone));
+        assert!(!started(
+            &mut t,
+            Apply(credential(2, &[("a", "b")], "False"))
+        ));
+        assert!(started(
+            &mut t,
+            Delete(credential(2, &[("a", "b")], "False"))
+        ));
+        assert!(t.0.is_empty(), "a deleted credential is forgotten");
+    }
 
     #[test]
     fn kube_retries_count_per_credential_and_clear() {

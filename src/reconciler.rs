@@ -396,9 +396,10 @@ impl<'a> Reconcile<'a> {
             return self.write_failed(error, times).await;
         }
         self.ctx.sessions.written(&self.uid, stored);
-        if valid.verify_interval.is_some() {
+        if let Some(interval) = valid.verify_interval {
             // The API has just issued it: the first check is one interval from now.
             extras.verified_at = Some(stored.times.issued_at);
+            extras.next_check = Some(stored.times.issued_at + interval);
         }
         // The workloads to restart, and the pods that will keep the old token.
         let now = self.ctx.clock.now();
