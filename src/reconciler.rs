@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use tracing::{debug, info, instrument};
 
 use crate::clock::Clock;
@@ -27,7 +27,7 @@ use crate::nsapi::{ClientCredentials, NsApiClient, SubscriberCredentials};
 use crate::output_secret::{self, InPlace, OutputSecret, OwnWrites};
 use crate::policy::{self, Policy, ValidSpec};
 use crate::ratelimit::{Rate, RateLimiter};
-use crate::record::Record;
+use crate::record::{Events, Record};
 use crate::schedule::{self, CurrentToken, Decision, MintReason, TokenTimes, WaitReason};
 use crate::sessions::{HeldToken, Sessions};
 use crate::status::{self, Extras, Obtained, Outcome};
@@ -48,7 +48,7 @@ pub struct Context {
     pub nsapi: NsApiClient,
     pub clock: Arc<dyn Clock>,
     pub policy: Policy,
-    pub recorder: Recorder,
+    pub recorder: Events,
     pub metrics: Arc<Metrics>,
     pub sessions: Sessions,
     pub kube_retries: KubeRetries,
@@ -76,7 +76,7 @@ impl Context {
         rate: Option<Rate>,
     ) -> Self {
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: Events::new(client.clone(), reporter),
             namespaces: NamespacePhases::new(client.clone()),
             client,
             nsapi,

@@ -56,9 +56,10 @@ struct Session {
     check_retry_at: Option<jiff::Timestamp>,
 }
 
-/// Sessions by credential UID.
+/// Sessions by credential UID. Boxed: a session is large, and a table of a fleet keeps up to
+/// twice as many slots as sessions.
 #[derive(Default)]
-pub struct Sessions(Mutex<HashMap<String, Session>>);
+pub struct Sessions(Mutex<HashMap<String, Box<Session>>>);
 
 impl Sessions {
     /// Takes the refresh token out: whatever happens next, it is not sent twice.
@@ -128,7 +129,7 @@ impl Sessions {
         out
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Box<Session>>> {
         // A panic while holding the lock cannot leave the map half-updated: take it anyway.
         self.0
             .lock()
