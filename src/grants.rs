@@ -2,7 +2,7 @@
 //! token for the same inputs, otherwise (or when the server refuses the refresh) the password
 //! grant. Each refresh token is sent at most once; every request is counted in the metrics.
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use tracing::{debug, info};
 
 use crate::clock::Clock;
@@ -14,7 +14,7 @@ use crate::nsapi::{
 };
 use crate::policy::ValidSpec;
 use crate::ratelimit::RateLimiter;
-use crate::schedule::MintReason;
+use crate::schedule::{self, MintReason};
 use crate::sessions::{RefreshSession, Sessions};
 use crate::token_secret::StoredToken;
 
@@ -39,6 +39,20 @@ pub struct Minted {
     pub fallback_from: Option<NsApiError>,
     /// The API node that issued it.
     pub served_by: ApiBaseUrl,
+}
+
+/// After a token check that neither passed nor failed (an outage), the next one is tried this
+/// much later.
+const UNKNOWN_CHECK_RETRY: SignedDuration = SignedDuration::from_secs(60);
+
+/// What a pass's token check found.
+pub struct CheckPass {
+    /// When to check next.
+    pub next_check: Timestamp,
+    /// When the API last accepted or refused the token, if it did in this pass.
+    pub verified_at: Option<Timestamp>,
+    /// The API refused the token: it must be replaced at once.
+    pub revoked: bool,
 }
 
 /// What obtaining a token for one credential needs.
@@ -155,6 +169,38 @@ impl Grants<'_> {
             fallback_from,
             served_by: node,
         })
+    }
+
+    /// Checks the token in place with the API when a check is due (`spec.verifyInterval`,
+    /// `last`: when one last passed). A check that fails for another reason than a refusal
+    /// never replaces the token: it is tried again a minute later (or an interval later, if
+    /// shorter).
+    pub async fn check_if_due(
+        &self,
+        valid: &ValidSpec,
+        token: &StoredToken,
+        interval: SignedDuration,
+        last: Option<Timestamp>,
+    ) -> CheckPass {
+        let now = self.clock.now();
+        let retry = self.sessions.check_retry_at(self.uid);
+        let due = schedule::next_verify(last, interval, now).max(retry.unwrap_or(now));
+        if due > now || !token.times.is_valid_at(now) {
+            return CheckPass {
+                next_check: due,
+                verified_at: None,
+                revoked: false,
+            };
+        }
+        let check = self.check_token(valid, token).await;
+        let retry_at =
+            (check == TokenCheck::Unknown).then(|| now + interval.min(UNKNOWN_CHECK_RETRY));
+        self.sessions.set_check_retry(self.uid, retry_at);
+        CheckPass {
+            next_check: retry_at.unwrap_or(now + interval),
+            verified_at: (check != TokenCheck::Unknown).then_some(now),
+            revoked: check == TokenCheck::Refused,
+        }
     }
 
     /// Asks the API about the token in place (`spec.verifyInterval`), on the nodes in turn.

@@ -10,7 +10,10 @@
 //!   policy        is the spec acceptable to this operator (URL, allowed hosts)?
 //!   inputs        the credentials from the input Secrets, and their fingerprint
 //!   schedule      is a token due now, or when?                           (pure, takes `now`)
-//!   grants        refresh grant with the session's refresh token, else password grant
+//!   trust         the NetSapiens client that trusts the credential's CA bundle
+//!   grants        refresh grant with the session's refresh token, else password grant;
+//!                 a due token check (spec.verifyInterval)
+//!     nodes       which API node to ask first (fallbackApiBaseUrls)
 //!     nsapi       the HTTP calls and their typed errors                  (no Kubernetes)
 //!     sessions    the refresh token held in memory between passes
 //!   token_secret  the output Secret to write                             (pure)
@@ -20,7 +23,8 @@
 //! ```
 //!
 //! After a new token, `consumers` restarts the workloads that read it only at start and names
-//! pods that never see a new one; `record` then writes the metrics, the Events and the status.
+//! pods that never see a new one; `record` then writes the metrics, the Events (through a
+//! recorder renewed every two minutes) and the status.
 //!
 //! Around it: `crd` (the resource's types), `conditions` (condition types and reasons),
 //! `controller` (watches, the Secret `index`, error policy), `namespaces` (namespaces being

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
@@ -18,7 +18,7 @@ use crate::conditions::Problem;
 use crate::consumers::Consumers;
 use crate::controller::KubeRetries;
 use crate::crd::{NsApiCredential, NsApiCredentialSpec, NsApiCredentialStatus};
-use crate::grants::{Grants, Minted, TokenCheck};
+use crate::grants::{Grants, Minted};
 use crate::inputs;
 use crate::metrics::Metrics;
 use crate::namespaces::{NamespacePhases, is_namespace_terminating};
@@ -34,10 +34,6 @@ use crate::status::{self, Extras, Obtained, Outcome};
 use crate::token_secret::{StoredToken, rfc3339};
 use crate::trust::{self, TrustedClients};
 use crate::{Error, Result};
-
-/// After a token check that neither passed nor failed (an outage), the next one is tried this
-/// much later.
-const UNKNOWN_CHECK_RETRY: SignedDuration = SignedDuration::from_secs(60);
 
 /// How soon a credential whose CA bundle is missing or unusable is looked at again.
 const CA_BUNDLE_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
@@ -90,6 +86,26 @@ impl Context {
             trusted: TrustedClients::default(),
             consumer_check: false,
             own_writes: OwnWrites::default(),
+        }
+    }
+
+    /// The NetSapiens calls of one credential (`uid`), through `nsapi`; `deadline` is when its
+    /// token expires (its place in the rate limit's queue).
+    fn grants<'g>(
+        &'g self,
+        nsapi: &'g NsApiClient,
+        uid: &'g str,
+        deadline: Timestamp,
+    ) -> Grants<'g> {
+        Grants {
+            nsapi,
+            sessions: &self.sessions,
+            metrics: &self.metrics,
+            limiter: &self.limiter,
+            health: &self.health,
+            clock: self.clock.as_ref(),
+            uid,
+            deadline,
         }
     }
 
@@ -197,16 +213,15 @@ impl<'a> Reconcile<'a> {
             }
         };
         let fingerprint = inputs::fingerprint(&valid, &client, &subscriber);
-        // The CA bundle, and the client that trusts it.
-        let trusted = trust::load(&self.ctx.client, &self.namespace, spec.ca_bundle.as_ref())
-            .await?
-            .and_then(|bundle| {
-                let nsapi = self
-                    .ctx
-                    .trusted
-                    .client_for(&self.ctx.nsapi, bundle.as_ref())?;
-                Ok((nsapi, bundle.map(|b| b.digest)))
-            });
+        let ctx = self.ctx;
+        let trusted = trust::client_for_credential(
+            &ctx.client,
+            &ctx.trusted,
+            &ctx.nsapi,
+            &self.namespace,
+            spec.ca_bundle.as_ref(),
+        )
+        .await?;
         let (nsapi, ca_digest) = match trusted {
             Ok(trusted) => trusted,
             Err(problem) => {
@@ -272,11 +287,18 @@ impl<'a> Reconcile<'a> {
             Some(token),
             Some(interval),
         ) = (decision, token, valid.verify_interval)
-            && self
-                .verify(&nsapi, &valid, token, interval, &mut extras)
-                .await
         {
-            decision = Decision::Mint(MintReason::Revoked);
+            let last = self.status().and_then(|s| s.last_verified_at.as_ref());
+            let check = ctx
+                .grants(&nsapi, &self.uid, token.times.expires_at)
+                .check_if_due(&valid, token, interval, last.map(|t| t.0))
+                .await;
+            extras.next_check = Some(check.next_check);
+            extras.verified_at = check.verified_at;
+            extras.revoked = check.revoked;
+            if check.revoked {
+                decision = Decision::Mint(MintReason::Revoked);
+            }
         }
         match decision {
             Decision::Wait { until, reason } => {
@@ -310,8 +332,8 @@ impl<'a> Reconcile<'a> {
                 }
                 info!(?why, "obtaining a token");
                 extras.renew_honoured = renew.as_deref();
-                match self
-                    .grants(&nsapi, times.map_or(now, |t| t.expires_at))
+                match ctx
+                    .grants(&nsapi, &self.uid, times.map_or(now, |t| t.expires_at))
                     .obtain(&valid, &client, &subscriber, &fingerprint, why)
                     .await
                 {
@@ -341,44 +363,6 @@ impl<'a> Reconcile<'a> {
                 }
             }
         }
-    }
-
-    /// Checks the token in place with the API when a check is due (`spec.verifyInterval`);
-    /// true when the API refused it, and it must be replaced at once. A check that fails
-    /// otherwise never replaces the token: it is tried again a minute later (or an interval
-    /// later, if shorter).
-    async fn verify(
-        &self,
-        nsapi: &NsApiClient,
-        valid: &ValidSpec,
-        token: &StoredToken,
-        interval: SignedDuration,
-        extras: &mut Extras<'_>,
-    ) -> bool {
-        let now = self.ctx.clock.now();
-        let last = self
-            .status()
-            .and_then(|s| s.last_verified_at.as_ref())
-            .map(|t| t.0);
-        let retry = self.ctx.sessions.check_retry_at(&self.uid);
-        let due = schedule::next_verify(last, interval, now).max(retry.unwrap_or(now));
-        if due > now || !token.times.is_valid_at(now) {
-            extras.next_check = Some(due);
-            return false;
-        }
-        let check = self
-            .grants(nsapi, token.times.expires_at)
-            .check_token(valid, token)
-            .await;
-        let retry_at =
-            (check == TokenCheck::Unknown).then(|| now + interval.min(UNKNOWN_CHECK_RETRY));
-        self.ctx.sessions.set_check_retry(&self.uid, retry_at);
-        if check != TokenCheck::Unknown {
-            extras.verified_at = Some(now);
-        }
-        extras.next_check = Some(retry_at.unwrap_or(now + interval));
-        extras.revoked = check == TokenCheck::Refused;
-        extras.revoked
     }
 
     /// Writes a token obtained (in this pass or an earlier one) and reports it.
@@ -435,19 +419,6 @@ impl<'a> Reconcile<'a> {
 
     fn consumers(&self) -> Consumers {
         Consumers::new(self.ctx.client.clone(), &self.namespace)
-    }
-
-    fn grants<'g>(&'g self, nsapi: &'g NsApiClient, deadline: Timestamp) -> Grants<'g> {
-        Grants {
-            nsapi,
-            sessions: &self.ctx.sessions,
-            metrics: &self.ctx.metrics,
-            limiter: &self.ctx.limiter,
-            health: &self.ctx.health,
-            clock: self.ctx.clock.as_ref(),
-            uid: &self.uid,
-            deadline,
-        }
     }
 
     fn status(&self) -> Option<&NsApiCredentialStatus> {

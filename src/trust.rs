@@ -85,6 +85,24 @@ pub async fn load(
     Ok(bundle(reference, text.as_deref()).map(Some))
 }
 
+/// The NetSapiens client for a credential: `base`, or the one that trusts its CA bundle, with
+/// the bundle's digest (part of what an attempt was made with). A missing or unusable bundle is
+/// a problem for the user; a failed API call is an error (retried).
+pub async fn client_for_credential(
+    client: &kube::Client,
+    trusted: &TrustedClients,
+    base: &NsApiClient,
+    namespace: &str,
+    reference: Option<&CaBundleRef>,
+) -> Result<Result<(NsApiClient, Option<String>), Problem>> {
+    Ok(load(client, namespace, reference)
+        .await?
+        .and_then(|bundle| {
+            let nsapi = trusted.client_for(base, bundle.as_ref())?;
+            Ok((nsapi, bundle.map(|b| b.digest)))
+        }))
+}
+
 /// The NetSapiens clients for CA bundles, by digest.
 #[derive(Default)]
 pub struct TrustedClients(Mutex<HashMap<String, NsApiClient>>);

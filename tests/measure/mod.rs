@@ -46,6 +46,8 @@ pub async fn audited_plane() -> PrivatePlane {
                 &format!("--audit-log-path={}", log.display()),
                 "--audit-log-format=json",
                 "--audit-log-mode=blocking",
+                // Never rotated (the default rotates at 100 MB, which 10,000 credentials pass).
+                "--audit-log-maxsize=100000",
             ],
         )
         .await;
@@ -97,10 +99,28 @@ impl Writes {
     }
 }
 
-/// Reads the audit log of `plane` from the start.
+/// What was read of an audit log so far: its path, the offset read up to, and the writes.
+static AUDIT_READ: std::sync::Mutex<Option<(PathBuf, u64, Writes)>> = std::sync::Mutex::new(None);
+
+/// The writes in the audit log of `plane` since it started (only the lines added since the last
+/// call are read: the log of a fleet of 10,000 grows to hundreds of MB).
 pub fn writes(plane: &PrivatePlane) -> Writes {
-    let text = std::fs::read_to_string(plane.run_dir.join("audit.log")).unwrap_or_default();
-    let mut writes = Writes::default();
+    use std::io::{Read, Seek, SeekFrom};
+    let path = plane.run_dir.join("audit.log");
+    let mut read = AUDIT_READ.lock().unwrap_or_else(|p| p.into_inner());
+    if read.as_ref().is_none_or(|(p, _, _)| *p != path) {
+        *read = Some((path.clone(), 0, Writes::default()));
+    }
+    let (_, offset, writes) = read.as_mut().unwrap();
+    let mut added = Vec::new();
+    if let Ok(mut file) = std::fs::File::open(&path) {
+        let _ = file.seek(SeekFrom::Start(*offset));
+        let _ = file.read_to_end(&mut added);
+    }
+    // Only whole lines: the API server may be writing the last one.
+    let whole = added.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    *offset += whole as u64;
+    let text = String::from_utf8_lossy(&added[..whole]);
     for line in text.lines() {
         let Ok(event) = serde_json::from_str::<Value>(line) else {
             continue;
@@ -130,7 +150,7 @@ pub fn writes(plane: &PrivatePlane) -> Writes {
         }
         *writes.ok.entry(resource).or_default() += 1;
     }
-    writes
+    writes.clone()
 }
 
 /// The operator binary, run as the operator identity on the fixture's namespace (or, with
