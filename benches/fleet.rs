@@ -3,6 +3,7 @@
 //!
 //!   eval "$(scripts/control-plane env)"
 //!   cargo bench --bench fleet -- [--sizes 100,1000,10000] [--rate 100] [--foreign 5000]
+//!                                 (`--sizes ''`: the soak only)
 //!                                 [--soak-size 1000] [--soak-minutes 10] [--no-soak]
 //!
 //! For each size N: apply -> Ready (no rate limit); a restart with every token fresh; N more
@@ -61,7 +62,13 @@ fn options() -> Options {
     while let Some(arg) = it.next() {
         let mut value = || it.next().expect("a value").clone();
         match arg.as_str() {
-            "--sizes" => o.sizes = value().split(',').map(|s| s.parse().unwrap()).collect(),
+            "--sizes" => {
+                o.sizes = value()
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.parse().unwrap())
+                    .collect()
+            }
             "--rate" => o.rate = value().parse().unwrap(),
             "--foreign" => o.foreign = value().parse().unwrap(),
             "--soak-size" => o.soak_size = value().parse().unwrap(),
@@ -322,7 +329,9 @@ async fn soak(o: &Options) -> Soak {
     let f = Fixture::new("soak", SimConfig::new().token_ttl(secs(60))).await;
     f.create_input_secrets().await;
     fixture::grant_operator(&f, &[]).await;
-    let operator = measure::start_operator(&f, &plane, "soak", false, &[]);
+    // 1,000 tokens of 60 s need about 25 requests a second: the default 10/s cannot keep up.
+    let rate = format!("{}", o.rate);
+    let operator = measure::start_operator(&f, &plane, "soak", false, &["--api-rate-limit", &rate]);
     measure::create_credentials(&f, 0..n, 32).await;
     measure::wait_ready(&f, n, secs(300)).await;
     let before = f.sim.stats().token_requests;
