@@ -70,7 +70,10 @@ async fn a_fleet_rotates_with_one_request_and_two_writes_and_a_restart_costs_not
         (rotated >= FLEET).then_some(())
     })
     .await;
-    // Let the status writes of the last rotations land.
+    // Rotations go on (the first credentials start their second): stop the operator, which
+    // finishes and writes what is in flight, so that the requests and the writes counted
+    // below belong to the same rotations. Then let the last writes reach the audit log.
+    assert!(operator.stop_within(secs(30)), "the operator did not stop");
     tokio::time::sleep(secs(2)).await;
     let end = (f.sim.stats(), measure::writes(&plane).since(&start.1));
     let rotations = end.1.secret_patches.len() as f64;
@@ -97,5 +100,4 @@ async fn a_fleet_rotates_with_one_request_and_two_writes_and_a_restart_costs_not
         "Kubernetes writes per rotation"
     );
     fixture::revoke_operator(&f).await;
-    drop(operator);
 }
