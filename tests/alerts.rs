@@ -192,11 +192,7 @@ fn input_series(exposition: &str, scraped: i64, minutes: u32) -> Vec<Value> {
 async fn each_alert_fires_on_the_operators_real_metrics() {
     let mut f = Fixture::new("alerts", SimConfig::new()).await;
     f.create_input_secrets().await;
-    f.put_secret(
-        "wrong-subscriber",
-        &[("username", fixture::USERNAME), ("password", "wrong")],
-    )
-    .await;
+    f.create_wrong_subscriber_secret().await;
     // A second NetSapiens whose token endpoint is down.
     let down_api = Sim::start(
         SimConfig::new()

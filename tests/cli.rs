@@ -48,11 +48,7 @@ fn cli(args: &[&str]) -> Run {
 async fn world(prefix: &str) -> Fixture {
     let mut f = Fixture::new(prefix, SimConfig::new()).await;
     f.create_input_secrets().await;
-    f.put_secret(
-        "wrong-subscriber",
-        &[("username", fixture::USERNAME), ("password", "wrong")],
-    )
-    .await;
+    f.create_wrong_subscriber_secret().await;
     f.start_operator();
     f.create_credential("abc", |_| {}).await;
     f.create_credential("bad", |spec| {

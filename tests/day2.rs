@@ -495,11 +495,7 @@ fn sample(metrics: &str, name: &str, labels: &str) -> Option<f64> {
 async fn the_metrics_alerts_need_follow_each_credential() {
     let mut f = Fixture::new("alert-metrics", SimConfig::new()).await;
     f.create_input_secrets().await;
-    f.put_secret(
-        "wrong-subscriber",
-        &[("username", fixture::USERNAME), ("password", "wrong")],
-    )
-    .await;
+    f.create_wrong_subscriber_secret().await;
     f.start_operator();
     f.create_credential("good", |spec| spec["refreshBefore"] = json!("15m"))
         .await;

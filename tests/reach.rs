@@ -102,11 +102,7 @@ async fn a_failing_or_hanging_primary_fails_over_and_a_refused_login_does_not() 
     let (primary, fallback) = (f.sim.node(0), f.sim.node(1));
     let (primary_url, fallback_url) = (primary.base_url(), fallback.base_url());
     f.create_input_secrets().await;
-    f.put_secret(
-        "wrong-subscriber",
-        &[("username", fixture::USERNAME), ("password", "wrong")],
-    )
-    .await;
+    f.create_wrong_subscriber_secret().await;
     f.start_operator();
     let nodes = |spec: &mut serde_json::Value| {
         spec["apiBaseUrl"] = json!(primary_url);
