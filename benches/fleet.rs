@@ -626,7 +626,7 @@ fn report(sizes: &[SizeReport], soak: Option<&Soak>) -> String {
 
 #[tokio::main]
 async fn main() {
-    nsapi_token_operator::install_crypto_provider();
+    nsapi_token_operator::nsapi::tls::install_crypto_provider();
     let o = options();
     let mut sizes = Vec::new();
     for &n in &o.sizes {

@@ -11,18 +11,19 @@ use clap::{Parser, Subcommand};
 use kube::runtime::events::Reporter;
 use tracing::{error, info, warn};
 
-use nsapi_token_operator::admin::{self, AdminState};
-use nsapi_token_operator::cli;
-use nsapi_token_operator::clock::SystemClock;
-use nsapi_token_operator::controller::{self, Scope};
-use nsapi_token_operator::leader::{LeaderElector, LeaseConfig};
-use nsapi_token_operator::metrics::Metrics;
+use nsapi_token_operator::cluster::context::Context;
+use nsapi_token_operator::cluster::controller::{self, Scope};
+use nsapi_token_operator::cluster::kube_client;
+use nsapi_token_operator::cluster::leader::{LeaderElector, LeaseConfig};
+use nsapi_token_operator::core::clock::SystemClock;
+use nsapi_token_operator::core::policy::Policy;
+use nsapi_token_operator::core::{crd, schedule};
+use nsapi_token_operator::nsapi::ratelimit::Rate;
 use nsapi_token_operator::nsapi::{NsApiClient, NsApiClientConfig};
-use nsapi_token_operator::policy::Policy;
-use nsapi_token_operator::ratelimit::Rate;
-use nsapi_token_operator::reconciler::Context;
-use nsapi_token_operator::telemetry::{self, LogFormat};
-use nsapi_token_operator::{crd, kube_client, schedule};
+use nsapi_token_operator::ops::admin::{self, AdminState};
+use nsapi_token_operator::ops::cli;
+use nsapi_token_operator::telemetry::logging::{self, LogFormat};
+use nsapi_token_operator::telemetry::metrics::Metrics;
 
 /// After SIGTERM, running reconciles may finish: an in-flight token request gets its whole
 /// `--api-timeout` plus this much to write the result, but never more than
@@ -216,7 +217,7 @@ async fn main() -> ExitCode {
             connection,
         } => report(cli::inspect(&connection, &name, &access).await),
         Command::Run(args) => {
-            telemetry::init(args.log_format);
+            logging::init(args.log_format);
             match run(*args).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -277,7 +278,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
     });
 
-    nsapi_token_operator::install_crypto_provider();
+    nsapi_token_operator::nsapi::tls::install_crypto_provider();
     let client = kube_client::infer(args.kube_api_timeout).await?;
     let scope = Scope {
         namespaces: distinct(args.namespaces),

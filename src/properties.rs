@@ -4,10 +4,11 @@
 use proptest::prelude::*;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 
+use crate::core::base_url::ApiBaseUrl;
+use crate::core::schedule::parse_duration;
+use crate::core::token::{Grant, TokenApi};
+use crate::nsapi::answer::{parse_grant_body, parse_token_info};
 use crate::nsapi::classify::{Exchange, Operation, classify_status};
-use crate::nsapi::token::{parse_grant_body, parse_token_info};
-use crate::nsapi::{ApiBaseUrl, Grant, TokenApi};
-use crate::schedule::parse_duration;
 
 fn config() -> ProptestConfig {
     ProptestConfig {
@@ -162,7 +163,7 @@ proptest! {
         prop_assert!(!shown.contains(&client_secret), "{shown}");
         prop_assert!(!shown.contains(&password), "{shown}");
         if let Some(after) = error.retry_after() {
-            prop_assert!(after <= crate::nsapi::MAX_RETRY_AFTER);
+            prop_assert!(after <= crate::core::api_error::MAX_RETRY_AFTER);
         }
     }
 }

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use chart::{chart, helm, kinds, objects, of_kind, repo, stdout_of};
 use control_plane::{PrivatePlane, TestNamespace};
-use nsapi_token_operator::schedule::parse_duration;
+use nsapi_token_operator::core::schedule::parse_duration;
 use serde_json::{Value, json};
 
 fn kubectl_ok(args: &[&str]) -> String {

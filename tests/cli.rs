@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use fixture::{Fixture, data};
 use nsapi_sim::SimConfig;
-use nsapi_token_operator::crd::RENEW_ANNOTATION;
+use nsapi_token_operator::core::crd::RENEW_ANNOTATION;
 
 const BIN: &str = env!("CARGO_BIN_EXE_nsapi-token-operator");
 const READY_TIMEOUT: Duration = Duration::from_secs(60);

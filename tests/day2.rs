@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use nsapi_sim::{Fault, SimConfig};
-use nsapi_token_operator::crd::{NsApiCredential, RENEW_ANNOTATION, RESTARTED_AT_ANNOTATION};
+use nsapi_token_operator::core::crd::{NsApiCredential, RENEW_ANNOTATION, RESTARTED_AT_ANNOTATION};
 use serde_json::{Value, json};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -53,7 +53,7 @@ fn event_reasons(f: &Fixture) -> Vec<String> {
         .collect()
 }
 
-fn status_of(cred: &NsApiCredential) -> &nsapi_token_operator::crd::NsApiCredentialStatus {
+fn status_of(cred: &NsApiCredential) -> &nsapi_token_operator::core::crd::NsApiCredentialStatus {
     cred.status.as_ref().expect("a status")
 }
 

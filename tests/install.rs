@@ -27,7 +27,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use nsapi_sim::SimConfig;
-use nsapi_token_operator::crd::NsApiCredential;
+use nsapi_token_operator::core::crd::NsApiCredential;
 use serde_json::{Value, json};
 
 const RELEASE_NAMESPACE: &str = "nsapi-system";

@@ -6,11 +6,14 @@ use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
 use nsapi_sim::{ErrorBody, Fault, RefreshMode, Sim, SimConfig, Subscriber};
-use nsapi_token_operator::clock::Clock;
-use nsapi_token_operator::nsapi::{
-    ApiBaseUrl, ClientCredentials, Confidential, ErrorKind, FIREWALL_BACKOFF, Grant, NsApiClient,
-    NsApiClientConfig, NsApiError, RefreshMethod, SubscriberCredentials, TokenApi, TokenGrant,
+use nsapi_token_operator::core::api_error::{ErrorKind, FIREWALL_BACKOFF, NsApiError};
+use nsapi_token_operator::core::base_url::ApiBaseUrl;
+use nsapi_token_operator::core::clock::Clock;
+use nsapi_token_operator::core::credentials::{
+    ClientCredentials, Confidential, SubscriberCredentials,
 };
+use nsapi_token_operator::core::token::{Grant, RefreshMethod, TokenApi, TokenGrant};
+use nsapi_token_operator::nsapi::{NsApiClient, NsApiClientConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CLIENT_ID: &str = "operator-client";

@@ -12,8 +12,8 @@ use fixture::{CLIENT_SECRET_NAME, Fixture, SUBSCRIBER_SECRET_NAME, USERNAME, dat
 use kube::ResourceExt;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use nsapi_sim::{Fault, RefreshMode, SimConfig, Subscriber};
-use nsapi_token_operator::crd::NsApiCredential;
-use nsapi_token_operator::token_secret::rfc3339;
+use nsapi_token_operator::core::clock::rfc3339;
+use nsapi_token_operator::core::crd::NsApiCredential;
 use serde_json::json;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);

@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
 use nsapi_sim::SimConfig;
 use nsapi_sim::proxy::ConnectProxy;
-use nsapi_token_operator::crd::NsApiCredential;
+use nsapi_token_operator::core::crd::NsApiCredential;
 use serde_json::json;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -23,7 +23,7 @@ fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
-fn status(cred: &NsApiCredential) -> &nsapi_token_operator::crd::NsApiCredentialStatus {
+fn status(cred: &NsApiCredential) -> &nsapi_token_operator::core::crd::NsApiCredentialStatus {
     cred.status.as_ref().expect("a status")
 }
 

@@ -9,9 +9,10 @@ use jiff::Timestamp;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER};
 use serde_json::Value;
 
-use super::error::{FIREWALL_BACKOFF, MAX_RETRY_AFTER, NsApiError};
+use super::answer::GrantBodyError;
 use super::redact::{redact_url, scrub};
-use super::token::{GrantBodyError, TokenApi};
+use crate::core::api_error::{FIREWALL_BACKOFF, MAX_RETRY_AFTER, NsApiError};
+use crate::core::token::TokenApi;
 
 /// Which call is being classified.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -566,7 +567,7 @@ fn decode_entities(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nsapi::error::ErrorKind;
+    use crate::core::api_error::ErrorKind;
     use crate::nsapi::redact::MAX_SERVER_TEXT;
     use reqwest::header::HeaderValue;
 

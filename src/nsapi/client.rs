@@ -12,20 +12,18 @@ use reqwest::redirect;
 use rustls::pki_types::CertificateDer;
 use serde_json::json;
 
-use super::base_url::ApiBaseUrl;
+use super::answer::{body_is_json, parse_grant_body, parse_token_info};
 use super::classify::{
     Exchange, Operation, TransportFailure, classify_grant_body, classify_status,
     classify_transport, malformed, v2_absent,
 };
-use super::credentials::{ClientCredentials, Confidential, SubscriberCredentials};
-use super::error::NsApiError;
 use super::redact::{redact_url, render_error_chain};
 use super::tls;
-use super::token::{
-    Grant, RefreshMethod, TokenApi, TokenGrant, TokenInfo, body_is_json, parse_grant_body,
-    parse_token_info,
-};
-use crate::clock::Clock;
+use crate::core::api_error::NsApiError;
+use crate::core::base_url::ApiBaseUrl;
+use crate::core::clock::Clock;
+use crate::core::credentials::{ClientCredentials, Confidential, SubscriberCredentials};
+use crate::core::token::{Grant, RefreshMethod, TokenApi, TokenGrant, TokenInfo};
 
 /// Bodies are read up to this size; a token answer is a few hundred bytes.
 const MAX_BODY: usize = 64 * 1024;
@@ -141,7 +139,7 @@ impl NsApiClient {
     /// Builds the client: timeouts, no redirects, `Accept: application/json`, the User-Agent.
     /// Installs rustls' ring provider as the process default if none is installed yet.
     pub fn new(config: NsApiClientConfig, clock: Arc<dyn Clock>) -> Result<Self, NsApiError> {
-        crate::install_crypto_provider();
+        crate::nsapi::tls::install_crypto_provider();
         let mut roots = tls::system_roots();
         roots.extend(config.extra_roots);
         Self::build(clock, config.timeout, config.user_agent, Arc::new(roots))
@@ -454,7 +452,7 @@ async fn read_capped(response: &mut reqwest::Response) -> Result<Vec<u8>, reqwes
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::SystemClock;
+    use crate::core::clock::SystemClock;
 
     #[test]
     fn default_config() {

@@ -1,25 +1,29 @@
-//! The NetSapiens API client: password and refresh grants (v1 and v2), token inspection,
-//! base-URL normalisation and a typed error that says whether retrying can help.
-//! It knows nothing of Kubernetes, and never prints a secret or an unredacted URL.
+//! The NetSapiens side: everything that talks to the NetSapiens API, and nothing that talks to
+//! Kubernetes. Its values (tokens, grants, errors, credentials, base URLs) are `core`'s.
 //!
-//! - `client.rs`: builds and sends requests (the only IO here);
-//! - `token.rs`: request enums and the typed, leniently parsed answers;
-//! - `classify.rs`: answers and transport failures to [`NsApiError`] (pure);
+//! The client, which knows nothing of the operator:
+//! - `client.rs`: builds and sends requests (HTTP);
+//! - `answer.rs`: lenient parsing of the token answers (pure);
+//! - `classify.rs`: answers and transport failures to typed errors (pure);
 //! - `redact.rs`: scrubbing of server text, URLs and error chains (pure);
-//! - `error.rs`, `credentials.rs`, `base_url.rs`: the types those share.
+//! - `tls.rs`: the rustls set-up and certificate checks that name what was refused.
+//!
+//! The operator's use of it, one credential at a time:
+//! - `grants.rs`: refresh grant with the session's refresh token, else password grant; a due
+//!   token check;
+//! - `sessions.rs`: the refresh tokens held in memory between passes (each used once);
+//! - `nodes.rs`: which API node to ask first (`spec.fallbackApiBaseUrls`);
+//! - `ratelimit.rs`: the per-host request budget, earliest expiry first.
 
-mod base_url;
+pub(crate) mod answer;
 pub(crate) mod classify;
 mod client;
-mod credentials;
-mod error;
+pub mod grants;
+pub mod nodes;
+pub mod ratelimit;
 mod redact;
+pub mod sessions;
 pub mod tls;
-pub(crate) mod token;
 
-pub use base_url::{ApiBaseUrl, BaseUrlError};
 pub use client::{NsApiClient, NsApiClientConfig};
-pub use credentials::{ClientCredentials, Confidential, SubscriberCredentials};
-pub use error::{ErrorKind, FIREWALL_BACKOFF, MAX_RETRY_AFTER, NsApiError};
 pub use redact::redact_url;
-pub use token::{Grant, MAX_TOKEN_LIFETIME, RefreshMethod, TokenApi, TokenGrant, TokenInfo};

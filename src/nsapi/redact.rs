@@ -7,7 +7,7 @@ use std::error::Error as StdError;
 
 use url::Url;
 
-use crate::text::truncate;
+use crate::core::text::truncate;
 
 /// Server text in a message is cut to this many bytes.
 pub(crate) const MAX_SERVER_TEXT: usize = 200;

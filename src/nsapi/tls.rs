@@ -13,6 +13,12 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, OtherError, RootCertStore};
 
+/// Makes rustls' ring provider the process default, which the Kubernetes client and the
+/// NetSapiens client both use. Harmless when one is installed already.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// At most this many certificates are taken from one PEM bundle.
 pub const MAX_BUNDLE_CERTIFICATES: usize = 100;
 

@@ -124,7 +124,7 @@ pub async fn admin_client() -> Client {
 pub async fn client_for(kubeconfig: &Path) -> Client {
     // kube is built with rustls and the `ring` provider; install it as the process default
     // (an Err only means another test already did).
-    nsapi_token_operator::install_crypto_provider();
+    nsapi_token_operator::nsapi::tls::install_crypto_provider();
     require_kubeconfig(kubeconfig);
     let kc = Kubeconfig::read_from(kubeconfig)
         .unwrap_or_else(|e| panic!("cannot read kubeconfig {}: {e}", kubeconfig.display()));

@@ -15,7 +15,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use nsapi_token_operator::crd::NsApiCredential;
+use nsapi_token_operator::core::crd::NsApiCredential;
 use serde_json::Value;
 
 use crate::control_plane::{self, PrivatePlane};

@@ -12,9 +12,19 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::conditions::{CONSUMERS_CANNOT_REFRESH, DEGRADED, READY, ROLLOUT_RESTART};
-use crate::crd::{NsApiCredential, NsApiCredentialStatus};
-use crate::nsapi::{Grant, NsApiError};
+use crate::core::api_error::NsApiError;
+use crate::core::conditions::{CONSUMERS_CANNOT_REFRESH, DEGRADED, READY, ROLLOUT_RESTART};
+use crate::core::crd::{NsApiCredential, NsApiCredentialStatus};
+use crate::core::token::Grant;
+
+/// Every value of the `error` label of `reconcile_errors`: what `cluster::Error::metric_label`
+/// returns (a test there keeps the two equal).
+pub const RECONCILE_ERROR_LABELS: [&str; 4] = [
+    "crd_not_installed",
+    "kube_api",
+    "kube_client",
+    "missing_field",
+];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CredentialLabels {
@@ -109,7 +119,7 @@ impl Default for Metrics {
         registry.register("reconciles", "Reconcile passes", reconciles.clone());
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
         // Every series at 0 from the start, so that rates and alerts see the first error.
-        for label in crate::Error::METRIC_LABELS {
+        for label in RECONCILE_ERROR_LABELS {
             let _ = reconcile_errors.get_or_create(&ErrorLabels {
                 error: label.to_owned(),
             });

@@ -4,7 +4,7 @@
 //! One pass itself is `reconciler.rs`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt, TryStreamExt};
@@ -16,11 +16,12 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
-use crate::crd::{NsApiCredential, NsApiCredentialStatus};
-use crate::index::SecretIndex;
-use crate::reconciler::{Context, reconcile};
-use crate::schedule::{self, FailureClass};
-use crate::{Error, Result};
+use crate::cluster::context::Context;
+use crate::cluster::index::SecretIndex;
+use crate::cluster::reconciler::reconcile;
+use crate::cluster::{Error, Result};
+use crate::core::crd::{NsApiCredential, NsApiCredentialStatus};
+use crate::core::schedule::{self, FailureClass};
 
 /// Which credentials this operator instance acts on.
 #[derive(Clone, Debug, Default)]
@@ -245,30 +246,6 @@ fn credentials_using(
     refs
 }
 
-/// Consecutive passes that failed on the Kubernetes API, per credential UID, for backoff.
-#[derive(Default)]
-pub struct KubeRetries(Mutex<HashMap<String, u32>>);
-
-impl KubeRetries {
-    /// Counts one more failure and returns the count.
-    pub fn failed(&self, uid: &str) -> u32 {
-        let mut counts = self.lock();
-        let count = counts.entry(uid.to_owned()).or_insert(0);
-        *count = count.saturating_add(1);
-        *count
-    }
-
-    pub fn clear(&self, uid: &str) {
-        self.lock().remove(uid);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
 /// A pass failed on the Kubernetes API: retry soon after a conflict, otherwise back off
 /// exponentially (5 s up to 5 min), so a lasting problem (an RBAC denial, an outage) does not
 /// turn into a retry loop.
@@ -346,15 +323,5 @@ mod tests {
             Delete(credential(2, &[("a", "b")], "False"))
         ));
         assert!(t.0.is_empty(), "a deleted credential is forgotten");
-    }
-
-    #[test]
-    fn kube_retries_count_per_credential_and_clear() {
-        let retries = KubeRetries::default();
-        assert_eq!(retries.failed("a"), 1);
-        assert_eq!(retries.failed("a"), 2);
-        assert_eq!(retries.failed("b"), 1);
-        retries.clear("a");
-        assert_eq!(retries.failed("a"), 1);
     }
 }

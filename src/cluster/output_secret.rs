@@ -12,10 +12,10 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use tracing::{info, warn};
 
-use crate::Result;
-use crate::crd::FIELD_MANAGER;
-use crate::crd::NsApiCredential;
-use crate::token_secret::{self, Ownership, StoredToken};
+use crate::cluster::Result;
+use crate::core::crd::FIELD_MANAGER;
+use crate::core::crd::NsApiCredential;
+use crate::core::token_secret::{self, Ownership, StoredToken};
 
 /// What the cluster holds for a credential's token.
 pub struct InPlace {
@@ -215,21 +215,21 @@ impl<'a> OutputSecret<'a> {
 pub fn refused_as_invalid(
     credential: &NsApiCredential,
     status: &kube::core::Status,
-) -> crate::conditions::Problem {
-    crate::conditions::Problem::new(
-        crate::conditions::Reason::InvalidSpec,
+) -> crate::core::conditions::Problem {
+    crate::core::conditions::Problem::new(
+        crate::core::conditions::Reason::InvalidSpec,
         format!(
             "the API server refused the output Secret {:?} as invalid ({}): fix spec.tokenSecret",
             credential.spec.token_secret.name,
-            crate::text::truncate(&status.message, 300)
+            crate::core::text::truncate(&status.message, 300)
         ),
     )
 }
 
 /// The problem to report when a Secret with the output name belongs to someone else.
-pub fn conflict(credential: &NsApiCredential) -> crate::conditions::Problem {
-    crate::conditions::Problem::new(
-        crate::conditions::Reason::SecretConflict,
+pub fn conflict(credential: &NsApiCredential) -> crate::core::conditions::Problem {
+    crate::core::conditions::Problem::new(
+        crate::core::conditions::Reason::SecretConflict,
         format!(
             "Secret {:?} already exists and is not owned by this NsApiCredential; it is left \
              untouched. Delete it, or choose another spec.tokenSecret.name",

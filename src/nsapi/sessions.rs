@@ -12,9 +12,10 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::grants::Minted;
-use crate::nsapi::{Confidential, TokenApi};
-use crate::token_secret::StoredToken;
+use crate::core::credentials::Confidential;
+use crate::core::token::Minted;
+use crate::core::token::TokenApi;
+use crate::core::token_secret::StoredToken;
 
 /// A refresh token with what it was obtained with.
 pub struct RefreshSession {
@@ -140,8 +141,8 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nsapi::{Grant, TokenGrant};
-    use crate::schedule::TokenTimes;
+    use crate::core::schedule::TokenTimes;
+    use crate::core::token::{Grant, TokenGrant};
 
     fn stored(token: &str) -> StoredToken {
         StoredToken {
@@ -178,8 +179,11 @@ mod tests {
             },
             info: None,
             fallback_from: None,
-            served_by: crate::nsapi::ApiBaseUrl::parse("https://portal.example.com/", false)
-                .unwrap(),
+            served_by: crate::core::base_url::ApiBaseUrl::parse(
+                "https://portal.example.com/",
+                false,
+            )
+            .unwrap(),
         }
     }
 

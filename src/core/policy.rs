@@ -3,10 +3,11 @@
 
 use jiff::SignedDuration;
 
-use crate::conditions::{Problem, Reason};
-use crate::crd::{NsApiCredentialSpec, RefreshMethodSpec, TokenApiSpec};
-use crate::nsapi::{ApiBaseUrl, RefreshMethod, TokenApi};
-use crate::schedule::parse_duration;
+use crate::core::base_url::ApiBaseUrl;
+use crate::core::conditions::{Problem, Reason};
+use crate::core::crd::{NsApiCredentialSpec, RefreshMethodSpec, TokenApiSpec};
+use crate::core::schedule::parse_duration;
+use crate::core::token::{RefreshMethod, TokenApi};
 
 /// Operator-wide rules a credential must satisfy before any request is sent.
 #[derive(Clone, Debug, Default)]

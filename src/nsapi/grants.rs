@@ -5,18 +5,19 @@
 use jiff::{SignedDuration, Timestamp};
 use tracing::{debug, info};
 
-use crate::clock::Clock;
-use crate::metrics::Metrics;
-use crate::nodes::{NodeHealth, fails_over};
-use crate::nsapi::{
-    ApiBaseUrl, ClientCredentials, ErrorKind, Grant, NsApiClient, NsApiError,
-    SubscriberCredentials, TokenGrant, TokenInfo,
-};
-use crate::policy::ValidSpec;
-use crate::ratelimit::RateLimiter;
-use crate::schedule::{self, MintReason};
-use crate::sessions::{RefreshSession, Sessions};
-use crate::token_secret::StoredToken;
+use crate::core::api_error::{ErrorKind, NsApiError};
+use crate::core::base_url::ApiBaseUrl;
+use crate::core::clock::Clock;
+use crate::core::credentials::{ClientCredentials, SubscriberCredentials};
+use crate::core::policy::ValidSpec;
+use crate::core::schedule::{self, MintReason};
+use crate::core::token::{Grant, Minted, TokenGrant};
+use crate::core::token_secret::StoredToken;
+use crate::nsapi::NsApiClient;
+use crate::nsapi::nodes::{NodeHealth, fails_over};
+use crate::nsapi::ratelimit::RateLimiter;
+use crate::nsapi::sessions::{RefreshSession, Sessions};
+use crate::telemetry::metrics::Metrics;
 
 /// What the API said about the token in place.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,18 +28,6 @@ pub enum TokenCheck {
     Refused,
     /// The check failed otherwise (outage, timeout): no reason to replace a token.
     Unknown,
-}
-
-/// A token obtained, and how.
-#[derive(Clone, Debug)]
-pub struct Minted {
-    pub grant: TokenGrant,
-    /// What `oauth2/read` said about a token from the password grant.
-    pub info: Option<TokenInfo>,
-    /// The refusal of the refresh grant, when the password grant stood in.
-    pub fallback_from: Option<NsApiError>,
-    /// The API node that issued it.
-    pub served_by: ApiBaseUrl,
 }
 
 /// After a token check that neither passed nor failed (an outage), the next one is tried this

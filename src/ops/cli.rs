@@ -16,14 +16,16 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
 
-use crate::clock::{Clock, SystemClock};
-use crate::conditions::{CONSUMERS_CANNOT_REFRESH, READY, ROLLOUT_RESTART};
-use crate::crd::{NsApiCredential, RENEW_ANNOTATION};
-use crate::inputs;
-use crate::nsapi::{ApiBaseUrl, NsApiClient, NsApiClientConfig};
-use crate::policy::{Policy, validate};
-use crate::schedule::{self, CurrentToken, Decision, MintReason, WaitReason};
-use crate::token_secret::{self, rfc3339};
+use crate::core::base_url::ApiBaseUrl;
+use crate::core::clock::rfc3339;
+use crate::core::clock::{Clock, SystemClock};
+use crate::core::conditions::{CONSUMERS_CANNOT_REFRESH, READY, ROLLOUT_RESTART};
+use crate::core::crd::{NsApiCredential, RENEW_ANNOTATION};
+use crate::core::inputs;
+use crate::core::policy::{Policy, validate};
+use crate::core::schedule::{self, CurrentToken, Decision, MintReason, WaitReason};
+use crate::core::token_secret;
+use crate::nsapi::{NsApiClient, NsApiClientConfig};
 
 /// Where to find the cluster and the credentials, as kubectl takes it.
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -71,9 +73,11 @@ impl ApiAccess {
         let base = NsApiClient::new(config, Arc::new(SystemClock))?;
         let reference = credential.spec.ca_bundle.as_ref();
         Ok(
-            match crate::trust::load(&cluster.client, &cluster.namespace, reference).await? {
+            match crate::cluster::trust::load(&cluster.client, &cluster.namespace, reference)
+                .await?
+            {
                 Err(problem) => Err(format!("{}: {}", problem.reason, problem.message)),
-                Ok(bundle) => crate::trust::TrustedClients::default()
+                Ok(bundle) => crate::cluster::trust::TrustedClients::default()
                     .client_for(&base, bundle.as_ref())
                     .map_err(|problem| format!("{}: {}", problem.reason, problem.message)),
             },
@@ -89,7 +93,7 @@ struct Cluster {
 }
 
 async fn connect(c: &Connection) -> Result<Cluster, Box<dyn std::error::Error>> {
-    crate::install_crypto_provider();
+    crate::nsapi::tls::install_crypto_provider();
     let options = KubeConfigOptions {
         context: c.context.clone(),
         ..KubeConfigOptions::default()
@@ -106,7 +110,7 @@ async fn connect(c: &Connection) -> Result<Cluster, Box<dyn std::error::Error>> 
         .namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
-    let client = crate::kube_client::build(config, std::time::Duration::from_secs(15))?;
+    let client = crate::cluster::kube_client::build(config, std::time::Duration::from_secs(15))?;
     Ok(Cluster { client, namespace })
 }
 
@@ -326,7 +330,7 @@ pub async fn check(c: &Connection, name: &str, access: &ApiAccess) -> CliResult 
             .password_grant(node, valid.token_api, &client, &subscriber)
             .await;
         match result {
-            Err(error) if crate::nodes::fails_over(&error) && i + 1 < nodes.len() => {
+            Err(error) if crate::nsapi::nodes::fails_over(&error) && i + 1 < nodes.len() => {
                 println!("  that node failed ({error}); trying the next one");
             }
             other => {
@@ -370,8 +374,8 @@ pub async fn check(c: &Connection, name: &str, access: &ApiAccess) -> CliResult 
         current,
         valid.refresh_before,
         seed,
-        crate::status::failure_gate(credential.status.as_ref(), &fingerprint),
-        crate::status::renew_request(&credential).is_some(),
+        crate::core::status::failure_gate(credential.status.as_ref(), &fingerprint),
+        crate::core::status::renew_request(&credential).is_some(),
     );
     println!("The operator would {}.", describe(decision, spec.suspend));
     Ok(ExitCode::SUCCESS)

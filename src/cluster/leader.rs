@@ -16,7 +16,7 @@ use kube::api::{Api, PostParams};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::clock::Clock;
+use crate::core::clock::Clock;
 
 /// Timing of the election, as in client-go: a holder that has not renewed for `lease_duration`
 /// loses the Lease; a holder that cannot renew within `renew_deadline` steps down.

@@ -7,11 +7,13 @@ use jiff::Timestamp;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::Resource;
+use kube_core::Resource;
 
-use crate::crd::{FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL, NsApiCredential};
-use crate::nsapi::{Confidential, TokenGrant};
-use crate::schedule::TokenTimes;
+use crate::core::clock::rfc3339;
+use crate::core::crd::{FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL, NsApiCredential};
+use crate::core::credentials::Confidential;
+use crate::core::schedule::TokenTimes;
+use crate::core::token::TokenGrant;
 
 pub const KEY_ACCESS_TOKEN: &str = "access_token";
 pub const KEY_AUTHORIZATION: &str = "authorization";
@@ -268,15 +270,10 @@ pub fn read_token(secret: &Secret) -> Result<StoredToken, UnreadableToken> {
     })
 }
 
-/// RFC 3339 in UTC with whole seconds, e.g. `2026-01-01T10:00:00Z`.
-pub fn rfc3339(at: Timestamp) -> String {
-    at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::NsApiCredentialSpec;
+    use crate::core::crd::NsApiCredentialSpec;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
     use serde_json::json;
 

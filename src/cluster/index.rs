@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
-use crate::crd::NsApiCredential;
+use crate::core::crd::NsApiCredential;
 
 /// `(namespace, name)`.
 type Key = (String, String);
@@ -170,7 +170,7 @@ fn secret_names(credential: &NsApiCredential) -> Vec<String> {
     if let Some(bundle) = spec
         .ca_bundle
         .as_ref()
-        .filter(|b| b.kind == crate::crd::CaBundleKind::Secret)
+        .filter(|b| b.kind == crate::core::crd::CaBundleKind::Secret)
     {
         names.push(bundle.name.clone());
     }
@@ -180,7 +180,7 @@ fn secret_names(credential: &NsApiCredential) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{NsApiCredentialSpec, NsApiCredentialStatus};
+    use crate::core::crd::{NsApiCredentialSpec, NsApiCredentialStatus};
     use serde_json::json;
 
     fn credential(ns: &str, name: &str, client: &str, output: &str) -> NsApiCredential {

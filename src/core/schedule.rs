@@ -4,7 +4,7 @@
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::nsapi::MAX_TOKEN_LIFETIME;
+use crate::core::token::MAX_TOKEN_LIFETIME;
 
 /// How long the kubelet may take to project an updated Secret into a pod's volume.
 pub const KUBELET_PROPAGATION: SignedDuration = SignedDuration::from_secs(120);

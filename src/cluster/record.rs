@@ -1,70 +1,24 @@
 //! Recording one pass (IO): what `status::next` decided becomes metrics, Events and, only when
 //! it changed, the status (a conditional server-side apply), and the requeue.
 
-use std::sync::Mutex;
-use std::time::Instant;
-
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, Recorder, Reporter};
+use kube::runtime::events::Event;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::Result;
-use crate::crd::{FIELD_MANAGER, NsApiCredential};
-use crate::reconciler::Context;
-use crate::schedule::{self, TokenTimes};
-use crate::status::{self, Extras, Note, Outcome, Pass, Report};
-use crate::text::truncate;
-use crate::token_secret::rfc3339;
+use crate::cluster::Result;
+use crate::cluster::context::Context;
+use crate::core::clock::rfc3339;
+use crate::core::crd::{FIELD_MANAGER, NsApiCredential};
+use crate::core::schedule::{self, TokenTimes};
+use crate::core::status::{self, EventType, Extras, Note, Outcome, Pass, Report};
+use crate::core::text::truncate;
 
 /// Kubernetes limits an Event's note to 1 KiB.
 const MAX_EVENT_NOTE: usize = 1000;
-
-/// How long one recorder (and the Events it remembers) is used.
-const EVENT_WINDOW: std::time::Duration = std::time::Duration::from_secs(120);
-
-/// Publishes Events. kube's `Recorder` remembers each Event it published, to count a repeat
-/// within six minutes as a series of the first, in a table that never shrinks: after a fleet's
-/// first wave it would keep room for thousands of Events (about 1.4 KiB each) for good. A
-/// fresh recorder every two minutes keeps only the current window: a repeat within it is still
-/// counted on the first Event, and the table of a busy window is freed with it.
-pub struct Events {
-    client: kube::Client,
-    reporter: Reporter,
-    current: Mutex<(Instant, Recorder)>,
-}
-
-impl Events {
-    pub fn new(client: kube::Client, reporter: Reporter) -> Self {
-        let recorder = Recorder::new(client.clone(), reporter.clone());
-        Self {
-            client,
-            reporter,
-            current: Mutex::new((Instant::now(), recorder)),
-        }
-    }
-
-    pub async fn publish(&self, event: &Event, reference: &ObjectReference) -> Result<()> {
-        let recorder = {
-            let mut current = self
-                .current
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if current.0.elapsed() >= EVENT_WINDOW {
-                *current = (
-                    Instant::now(),
-                    Recorder::new(self.client.clone(), self.reporter.clone()),
-                );
-            }
-            current.1.clone()
-        };
-        recorder.publish(event, reference).await?;
-        Ok(())
-    }
-}
 
 /// Where one pass is recorded.
 pub struct Record<'a> {
@@ -145,7 +99,10 @@ impl Record<'_> {
 
     async fn event(&self, note: &Note, reference: &ObjectReference) {
         let event = Event {
-            type_: note.type_,
+            type_: match note.type_ {
+                EventType::Normal => kube::runtime::events::EventType::Normal,
+                EventType::Warning => kube::runtime::events::EventType::Warning,
+            },
             reason: note.reason.as_str().to_owned(),
             note: Some(truncate(&note.message, MAX_EVENT_NOTE)),
             action: "ObtainToken".to_owned(),

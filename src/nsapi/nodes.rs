@@ -8,7 +8,8 @@ use std::sync::Mutex;
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::nsapi::{ApiBaseUrl, ErrorKind, NsApiError};
+use crate::core::api_error::{ErrorKind, NsApiError};
+use crate::core::base_url::ApiBaseUrl;
 
 /// How long a node that failed is passed over before a request probes it again.
 pub const PROBE_AFTER: SignedDuration = SignedDuration::from_secs(60);

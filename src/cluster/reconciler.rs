@@ -5,131 +5,33 @@
 
 use std::sync::Arc;
 
-use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::events::Reporter;
 use tracing::{debug, info, instrument};
 
-use crate::clock::Clock;
-use crate::conditions::Problem;
-use crate::consumers::Consumers;
-use crate::controller::KubeRetries;
-use crate::crd::{NsApiCredential, NsApiCredentialSpec, NsApiCredentialStatus};
-use crate::grants::{Grants, Minted};
-use crate::inputs;
-use crate::metrics::Metrics;
-use crate::namespaces::{NamespacePhases, is_namespace_terminating};
-use crate::nodes::NodeHealth;
-use crate::nsapi::{ClientCredentials, NsApiClient, SubscriberCredentials};
-use crate::output_secret::{self, InPlace, OutputSecret, OwnWrites};
-use crate::policy::{self, Policy, ValidSpec};
-use crate::ratelimit::{Rate, RateLimiter};
-use crate::record::{Events, Record};
-use crate::schedule::{self, CurrentToken, Decision, MintReason, TokenTimes, WaitReason};
-use crate::sessions::{HeldToken, Sessions};
-use crate::status::{self, Extras, Obtained, Outcome};
-use crate::token_secret::{StoredToken, rfc3339};
-use crate::trust::{self, TrustedClients};
-use crate::{Error, Result};
+use crate::cluster::consumers::Consumers;
+use crate::cluster::context::Context;
+use crate::cluster::namespaces::is_namespace_terminating;
+use crate::cluster::output_secret::{self, InPlace, OutputSecret};
+use crate::cluster::record::Record;
+use crate::cluster::trust;
+use crate::cluster::{Error, Result};
+use crate::core::clock::rfc3339;
+use crate::core::conditions::Problem;
+use crate::core::crd::{NsApiCredential, NsApiCredentialSpec, NsApiCredentialStatus};
+use crate::core::credentials::{ClientCredentials, SubscriberCredentials};
+use crate::core::inputs;
+use crate::core::policy::{self, ValidSpec};
+use crate::core::schedule::{self, CurrentToken, Decision, MintReason, TokenTimes, WaitReason};
+use crate::core::status::{self, Extras, Obtained, Outcome};
+use crate::core::token::Minted;
+use crate::core::token_secret::StoredToken;
+use crate::nsapi::sessions::HeldToken;
 
 /// How soon a credential whose CA bundle is missing or unusable is looked at again.
 const CA_BUNDLE_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// What every reconcile shares.
-pub struct Context {
-    pub client: kube::Client,
-    pub nsapi: NsApiClient,
-    pub clock: Arc<dyn Clock>,
-    pub policy: Policy,
-    pub recorder: Events,
-    pub metrics: Arc<Metrics>,
-    pub sessions: Sessions,
-    pub kube_retries: KubeRetries,
-    pub namespaces: NamespacePhases,
-    /// The self-imposed rate limit of NetSapiens requests, per API host.
-    pub limiter: RateLimiter,
-    /// Which API nodes answer (for `spec.fallbackApiBaseUrls`).
-    pub health: NodeHealth,
-    /// The NetSapiens clients for credentials' CA bundles.
-    pub trusted: TrustedClients,
-    /// Whether to name the pods that read a token statically (`--consumer-check`).
-    pub consumer_check: bool,
-    /// The output Secret versions this operator wrote (their watch events start no pass).
-    pub own_writes: OwnWrites,
-}
-
-impl Context {
-    pub fn new(
-        client: kube::Client,
-        nsapi: NsApiClient,
-        clock: Arc<dyn Clock>,
-        policy: Policy,
-        reporter: Reporter,
-        metrics: Arc<Metrics>,
-        rate: Option<Rate>,
-    ) -> Self {
-        Self {
-            recorder: Events::new(client.clone(), reporter),
-            namespaces: NamespacePhases::new(client.clone()),
-            client,
-            nsapi,
-            clock,
-            policy,
-            metrics,
-            sessions: Sessions::default(),
-            kube_retries: KubeRetries::default(),
-            limiter: RateLimiter::new(rate),
-            health: NodeHealth::default(),
-            trusted: TrustedClients::default(),
-            consumer_check: false,
-            own_writes: OwnWrites::default(),
-        }
-    }
-
-    /// The NetSapiens calls of one credential (`uid`), through `nsapi`; `deadline` is when its
-    /// token expires (its place in the rate limit's queue).
-    fn grants<'g>(
-        &'g self,
-        nsapi: &'g NsApiClient,
-        uid: &'g str,
-        deadline: Timestamp,
-    ) -> Grants<'g> {
-        Grants {
-            nsapi,
-            sessions: &self.sessions,
-            metrics: &self.metrics,
-            limiter: &self.limiter,
-            health: &self.health,
-            clock: self.clock.as_ref(),
-            uid,
-            deadline,
-        }
-    }
-
-    /// Forgets what the operator holds for a credential that is deleted or going away: its
-    /// session, its retry count and its metric series.
-    pub fn forget(&self, credential: &NsApiCredential) {
-        let namespace = credential.namespace().unwrap_or_default();
-        self.own_writes
-            .forget(&namespace, &credential.spec.token_secret.name);
-        self.forget_by_name(
-            &credential.namespace().unwrap_or_default(),
-            &credential.name_any(),
-            credential.uid().as_deref(),
-        );
-    }
-
-    pub fn forget_by_name(&self, namespace: &str, name: &str, uid: Option<&str>) {
-        self.metrics.forget(namespace, name);
-        if let Some(uid) = uid {
-            self.sessions.forget(uid);
-            self.kube_retries.clear(uid);
-        }
-    }
-}
 
 /// Reconciles one credential, starting from the object as the API server has it now: the
 /// watch cache can lag behind this operator's own last status write, and a decision taken on a

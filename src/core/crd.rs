@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use kube_core::CustomResourceExt;
+use kube_derive::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 /// Kubernetes object names for Secrets: RFC 1123 DNS subdomains.
@@ -38,7 +39,9 @@ pub const FIELD_MANAGER: &str = "nsapi-token-operator";
 /// Desired state of an NsApiCredential: where the NetSapiens API is, which Secrets hold the
 /// credentials, and which Secret receives the token.
 #[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[kube(
+    crates(kube_core = "::kube_core"),
     group = "nsapi.io",
     version = "v1alpha1",
     kind = "NsApiCredential",
@@ -140,6 +143,7 @@ pub struct NsApiCredentialSpec {
 
 /// Where a credential's CA bundle is.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 pub struct CaBundleRef {
     /// `ConfigMap` (the default) or `Secret`, in the NsApiCredential's namespace. A Secret is
@@ -171,6 +175,7 @@ pub enum CaBundleKind {
 
 /// A workload to restart after each new token.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutRestartTarget {
     /// `Deployment`, `StatefulSet` or `DaemonSet`.
@@ -199,12 +204,13 @@ impl WorkloadKind {
 }
 
 fn default_refresh_before() -> String {
-    // crate::schedule::DEFAULT_REFRESH_BEFORE, as the CRD shows it.
+    // crate::core::schedule::DEFAULT_REFRESH_BEFORE, as the CRD shows it.
     "10m".to_owned()
 }
 
 /// Reference to the Secret with the OAuth client credentials.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 pub struct ClientSecretRef {
     /// Name of a Secret in the NsApiCredential's namespace.
@@ -229,6 +235,7 @@ fn default_client_secret_key() -> String {
 
 /// Reference to the Secret with the subscriber's login.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 pub struct SubscriberSecretRef {
     /// Name of a Secret in the NsApiCredential's namespace.
@@ -253,6 +260,7 @@ fn default_password_key() -> String {
 
 /// The output Secret.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 pub struct TokenSecretTemplate {
     /// Name of the Secret to write, in the NsApiCredential's namespace. An existing Secret of this
@@ -306,6 +314,7 @@ pub enum TokenApiSpec {
 
 /// What the operator last observed and did.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 pub struct NsApiCredentialStatus {
     /// `Ready` is True while the output Secret holds a valid token; `Degraded` is True while the
@@ -378,6 +387,7 @@ pub struct NsApiCredentialStatus {
 
 /// When the operator last restarted a workload.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadRestart {
     pub kind: String,

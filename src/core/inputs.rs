@@ -3,10 +3,10 @@
 
 use k8s_openapi::api::core::v1::Secret;
 
-use crate::conditions::{Problem, Reason};
-use crate::crd::NsApiCredentialSpec;
-use crate::nsapi::{ClientCredentials, Confidential, SubscriberCredentials};
-use crate::policy::ValidSpec;
+use crate::core::conditions::{Problem, Reason};
+use crate::core::crd::NsApiCredentialSpec;
+use crate::core::credentials::{ClientCredentials, Confidential, SubscriberCredentials};
+use crate::core::policy::ValidSpec;
 
 /// Values longer than this are refused: no client id, username, password or client secret is
 /// this long, and the refresh grant would carry it in a URL.
@@ -169,9 +169,9 @@ pub fn attempt_fingerprint(fingerprint: &str, spec: &ValidSpec, ca_digest: Optio
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nsapi::{RefreshMethod, TokenApi};
-    use crate::policy::tests::spec;
-    use crate::policy::{Policy, validate};
+    use crate::core::policy::tests::spec;
+    use crate::core::policy::{Policy, validate};
+    use crate::core::token::{RefreshMethod, TokenApi};
     use k8s_openapi::ByteString;
 
     fn secret(pairs: &[(&str, &[u8])]) -> Secret {

@@ -9,9 +9,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::Api;
 use rustls::pki_types::CertificateDer;
 
-use crate::Result;
-use crate::conditions::{Problem, Reason};
-use crate::crd::{CaBundleKind, CaBundleRef};
+use crate::cluster::Result;
+use crate::core::conditions::{Problem, Reason};
+use crate::core::crd::{CaBundleKind, CaBundleRef};
 use crate::nsapi::NsApiClient;
 use crate::nsapi::tls::parse_pem_bundle;
 
