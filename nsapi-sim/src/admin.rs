@@ -13,8 +13,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::Subscriber;
 use crate::fault::FaultEntry;
+use crate::model::Subscriber;
 use crate::node::{Node, NodeId, NodeState};
 use crate::server::Shared;
 use crate::store::SettingsPatch;

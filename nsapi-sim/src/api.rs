@@ -13,8 +13,8 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::ErrorBody;
 use crate::fault::{BodyFault, EarlyAnswer};
+use crate::model::ErrorBody;
 use crate::node::node_of;
 use crate::server::Shared;
 use crate::store::{GrantError, GrantKind, GrantRequest, Issued, Settings, TokenInfo};

@@ -8,9 +8,9 @@ use serde::Deserialize;
 
 use crate::duration::{serde_some_duration, serde_some_opt_duration};
 use crate::fault::{Fault, FaultEntry};
+use crate::model::{Client, ErrorBody, RefreshMode, Subscriber};
 use crate::server::normalise_base;
 use crate::store::{MIN_TTL, Settings, SettingsPatch};
-use crate::{Client, ErrorBody, RefreshMode, Subscriber};
 
 /// How to start a simulator. Build with [`SimConfig::new`] and the builder methods, or read a
 /// JSON file with [`SimConfig::from_json_file`].

@@ -24,10 +24,12 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tower::ServiceExt;
 
+use crate::Sim;
 use crate::api::html_response;
+use crate::fault::Fault;
+use crate::model::Stats;
 use crate::server::{Shared, router};
 use crate::store::GrantKind;
-use crate::{Fault, Sim, Stats};
 
 /// How long a TLS handshake may take before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
