@@ -15,8 +15,7 @@ use serde_json::{Value, json};
 
 use crate::fault::FaultEntry;
 use crate::model::Subscriber;
-use crate::node::{Node, NodeId, NodeState};
-use crate::server::Shared;
+use crate::server::{Node, NodeId, NodeState, Shared};
 use crate::store::SettingsPatch;
 
 type St = State<Arc<Shared>>;

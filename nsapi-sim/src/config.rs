@@ -9,7 +9,6 @@ use serde::Deserialize;
 use crate::duration::{serde_some_duration, serde_some_opt_duration};
 use crate::fault::{Fault, FaultEntry};
 use crate::model::{Client, ErrorBody, RefreshMode, Subscriber};
-use crate::server::normalise_base;
 use crate::store::{MIN_TTL, Settings, SettingsPatch};
 
 /// How to start a simulator. Build with [`SimConfig::new`] and the builder methods, or read a
@@ -393,6 +392,16 @@ impl ConfigFile {
         c.subscribers = self.subscribers;
         c.faults = self.faults;
         Ok(c)
+    }
+}
+
+/// Normalise a base path: leading slash, no trailing slash, `""` for the root.
+pub(crate) fn normalise_base(p: &str) -> String {
+    let trimmed = p.trim().trim_matches('/');
+    if trimmed.is_empty() {
+        String::new()
+    } else {
+        format!("/{trimmed}")
     }
 }
 

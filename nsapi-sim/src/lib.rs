@@ -33,6 +33,7 @@ mod fault;
 mod model;
 mod node;
 pub mod proxy;
+mod routes;
 mod server;
 mod store;
 mod tls;
@@ -48,23 +49,11 @@ pub use config::SimConfig;
 pub use duration::{format_duration, parse_duration};
 pub use fault::{Fault, FaultEntry};
 pub use model::{Client, ErrorBody, RefreshMode, Stats, Subscriber};
-pub use node::{NodeHandle, NodeState};
+pub use node::NodeHandle;
+pub use server::NodeState;
 
-use node::Node;
-use server::Shared;
+use server::{Node, Running, Shared};
 use store::{MIN_TTL, Store};
-
-/// Stops the server when the last [`Sim`] handle goes.
-struct Running {
-    shared: Arc<Shared>,
-    stop: watch::Sender<bool>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
-}
 
 /// A running simulator: one or more nodes (listeners) over one store. Cheap to clone; the
 /// server stops on [`Sim::shutdown`] or when the last handle (or [`NodeHandle`]) is dropped.
@@ -114,7 +103,7 @@ impl Sim {
                 format!("a fault names node {node}, but there are {nodes} nodes"),
             ));
         }
-        let base_path = server::normalise_base(&config.base_path);
+        let base_path = config::normalise_base(&config.base_path);
         let tls = if config.tls {
             Some(tls::Tls::generate()?)
         } else {
@@ -131,7 +120,8 @@ impl Sim {
             store.faults.push_on(f.fault.clone(), f.times, f.node);
         }
         let (stop, stop_rx) = watch::channel(false);
-        let shared = Arc::new(Shared::new(store, stop_rx, base_path, tls));
+        let routes = routes::routes(&base_path);
+        let shared = Arc::new(Shared::new(store, stop_rx, base_path, tls, routes));
         let sim = Sim {
             inner: Arc::new(Running { shared, stop }),
         };
@@ -177,7 +167,7 @@ impl Sim {
             .shared()
             .node(index)
             .unwrap_or_else(|| panic!("nsapi-sim has no node {index}"));
-        NodeHandle::new(self.clone(), node)
+        NodeHandle::new(self.inner.clone(), node)
     }
 
     /// Every node, by index.
@@ -185,7 +175,7 @@ impl Sim {
         self.shared()
             .nodes()
             .into_iter()
-            .map(|n| NodeHandle::new(self.clone(), n))
+            .map(|n| NodeHandle::new(self.inner.clone(), n))
             .collect()
     }
 
@@ -193,7 +183,7 @@ impl Sim {
     pub async fn add_node(&self) -> std::io::Result<NodeHandle> {
         let addr = SocketAddr::new(self.addr().ip(), 0);
         let node = Node::start(&self.inner.shared, addr).await?;
-        Ok(NodeHandle::new(self.clone(), node))
+        Ok(NodeHandle::new(self.inner.clone(), node))
     }
 
     /// The request counters of node `index` alone (they are also in [`Stats::by_node`]).
