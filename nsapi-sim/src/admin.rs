@@ -1,6 +1,7 @@
 //! The admin API under `/_sim/`: read counters, inject faults, add users and clients, change
 //! settings and ask whether a token is valid. JSON in and out. It exists for tests and demos;
-//! it has no authentication, so bind the simulator to loopback.
+//! it has no authentication, so bind the simulator to loopback. It reaches state and nodes
+//! through `server` only, and must not import `api` or `node`.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};

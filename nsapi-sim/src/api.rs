@@ -1,6 +1,7 @@
 //! The simulated NetSapiens endpoints: v1 `oauth2/token` and `oauth2/read`, v2 `tokens`.
 //! Turns HTTP into [`GrantRequest`]s and store answers into the body shapes real servers send.
-//! Never logs a secret: only endpoint, grant type, result and status.
+//! Never logs a secret: only endpoint, grant type, result and status. It reaches state
+//! through `server` only, and must not import `admin` or `node`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};

@@ -1,4 +1,5 @@
 //! How a simulator starts: [`SimConfig`], built in Rust or read from a JSON config file.
+//! A description only: it starts nothing and holds no running state ([`crate::Sim::start`] does).
 
 use std::net::SocketAddr;
 use std::path::Path;

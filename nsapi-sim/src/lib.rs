@@ -25,6 +25,14 @@
 //! ```
 #![forbid(unsafe_code)]
 
+// Layout, lowest first; a module imports only modules of lower layers:
+// - duration, wire, tls, model: leaves (parsing, wire formats, certificates, value types);
+// - fault, then store (the state, pure), then config (how a simulator starts);
+// - server: the shared state, the nodes and their listeners; it names no handler;
+// - api (NetSapiens endpoints), admin (`/_sim/`), node (NodeHandle): each on server, not
+//   on each other; then routes, the routing table over api and admin;
+// - this file: Sim, which starts it all, and the public re-exports.
+// proxy stands alone.
 mod admin;
 mod api;
 mod config;

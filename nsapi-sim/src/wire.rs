@@ -1,5 +1,6 @@
 //! Wire formats the API speaks besides JSON: `application/x-www-form-urlencoded` decoding,
-//! the `expires` timestamp of `oauth2/read`, HTML error pages and XML escaping.
+//! the `expires` timestamp of `oauth2/read`, HTML error pages and XML escaping, and the
+//! building of a plain answer. Functions of their arguments only: no state, no I/O.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
