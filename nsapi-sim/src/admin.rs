@@ -1,6 +1,7 @@
 //! The admin API under `/_sim/`: read counters, inject faults, add users and clients, change
 //! settings and ask whether a token is valid. JSON in and out. It exists for tests and demos;
-//! it has no authentication, so bind the simulator to loopback.
+//! it has no authentication, so bind the simulator to loopback. It reaches state and nodes
+//! through `server` only, and must not import `api` or `node`.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -13,10 +14,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::Subscriber;
 use crate::fault::FaultEntry;
-use crate::node::{Node, NodeId, NodeState};
-use crate::server::Shared;
+use crate::model::Subscriber;
+use crate::server::{Node, NodeId, NodeState, Shared};
 use crate::store::SettingsPatch;
 
 type St = State<Arc<Shared>>;

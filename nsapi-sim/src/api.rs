@@ -1,6 +1,7 @@
 //! The simulated NetSapiens endpoints: v1 `oauth2/token` and `oauth2/read`, v2 `tokens`.
 //! Turns HTTP into [`GrantRequest`]s and store answers into the body shapes real servers send.
-//! Never logs a secret: only endpoint, grant type, result and status.
+//! Never logs a secret: only endpoint, grant type, result and status. It reaches state
+//! through `server` only, and must not import `admin` or `node`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -13,12 +14,11 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::ErrorBody;
 use crate::fault::{BodyFault, EarlyAnswer};
-use crate::node::node_of;
-use crate::server::Shared;
+use crate::model::ErrorBody;
+use crate::server::{Shared, node_of};
 use crate::store::{GrantError, GrantKind, GrantRequest, Issued, Settings, TokenInfo};
-use crate::wire::{format_expires, html_page, parse_urlencoded, xml_escape};
+use crate::wire::{HTML, format_expires, html_response, parse_urlencoded, respond, xml_escape};
 
 /// Largest request body read (a token request is a few hundred bytes).
 const BODY_LIMIT: usize = 64 * 1024;
@@ -38,18 +38,7 @@ impl Api {
     }
 }
 
-fn respond(status: u16, content_type: Option<&'static str>, body: impl Into<Body>) -> Response {
-    let mut res = Response::new(body.into());
-    *res.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    if let Some(ct) = content_type {
-        res.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
-    }
-    res
-}
-
 const JSON: Option<&str> = Some("application/json");
-const HTML: Option<&str> = Some("text/html; charset=UTF-8");
 
 fn json_response(status: u16, v: &Value) -> Response {
     respond(status, JSON, v.to_string())
@@ -83,10 +72,6 @@ fn status_json(status: u16) -> Response {
         .and_then(|s| s.canonical_reason())
         .unwrap_or("Error");
     json_response(status, &json!({"code": status, "message": reason}))
-}
-
-pub(crate) fn html_response(status: u16, detail: &str) -> Response {
-    respond(status, HTML, html_page(status, detail))
 }
 
 pub(crate) async fn v1_token(State(sh): State<Arc<Shared>>, req: Request) -> Response {

@@ -1,4 +1,5 @@
 //! How a simulator starts: [`SimConfig`], built in Rust or read from a JSON config file.
+//! A description only: it starts nothing and holds no running state ([`crate::Sim::start`] does).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -8,9 +9,8 @@ use serde::Deserialize;
 
 use crate::duration::{serde_some_duration, serde_some_opt_duration};
 use crate::fault::{Fault, FaultEntry};
-use crate::server::normalise_base;
+use crate::model::{Client, ErrorBody, RefreshMode, Subscriber};
 use crate::store::{MIN_TTL, Settings, SettingsPatch};
-use crate::{Client, ErrorBody, RefreshMode, Subscriber};
 
 /// How to start a simulator. Build with [`SimConfig::new`] and the builder methods, or read a
 /// JSON file with [`SimConfig::from_json_file`].
@@ -393,6 +393,16 @@ impl ConfigFile {
         c.subscribers = self.subscribers;
         c.faults = self.faults;
         Ok(c)
+    }
+}
+
+/// Normalise a base path: leading slash, no trailing slash, `""` for the root.
+pub(crate) fn normalise_base(p: &str) -> String {
+    let trimmed = p.trim().trim_matches('/');
+    if trimmed.is_empty() {
+        String::new()
+    } else {
+        format!("/{trimmed}")
     }
 }
 

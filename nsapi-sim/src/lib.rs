@@ -25,252 +25,43 @@
 //! ```
 #![forbid(unsafe_code)]
 
+// Layout, lowest first; a module imports only modules of lower layers:
+// - duration, wire, tls, model: leaves (parsing, wire formats, certificates, value types);
+// - fault, then store (the state, pure), then config (how a simulator starts);
+// - server: the shared state, the nodes and their listeners; it names no handler;
+// - api (NetSapiens endpoints), admin (`/_sim/`), node (NodeHandle): each on server, not
+//   on each other; then routes, the routing table over api and admin;
+// - this file: Sim, which starts it all, and the public re-exports.
+// proxy stands alone.
 mod admin;
 mod api;
 mod config;
 mod duration;
 mod fault;
+mod model;
 mod node;
 pub mod proxy;
+mod routes;
 mod server;
 mod store;
 mod tls;
 mod wire;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 pub use config::SimConfig;
 pub use duration::{format_duration, parse_duration};
 pub use fault::{Fault, FaultEntry};
-pub use node::{NodeHandle, NodeState};
+pub use model::{Client, ErrorBody, RefreshMode, Stats, Subscriber};
+pub use node::NodeHandle;
+pub use server::NodeState;
 
-use node::Node;
-use server::Shared;
+use server::{Node, Running, Shared};
 use store::{MIN_TTL, Store};
-
-/// How the simulator answers a refresh grant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RefreshMode {
-    /// Return the same refresh token again, which stays usable (the guide's example).
-    #[default]
-    Same,
-    /// Return a new refresh token each time; each refresh token is accepted once only
-    /// (reported on newer servers). A second use is rejected and counted in
-    /// [`Stats::refresh_token_reuse`].
-    Rotate,
-    /// Answer refresh grants without a `refresh_token` field; the refresh token used stays
-    /// valid and is accepted again (RFC 6749 §6: no new refresh token means keep the old one).
-    /// Password grants still return one.
-    Omit,
-}
-
-impl std::str::FromStr for RefreshMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "same" => Ok(RefreshMode::Same),
-            "rotate" => Ok(RefreshMode::Rotate),
-            "omit" => Ok(RefreshMode::Omit),
-            other => Err(format!(
-                "refresh mode {other:?}: expected same, rotate or omit"
-            )),
-        }
-    }
-}
-
-/// The body shape of a v1 error answer (bad client, bad credentials, bad refresh token, bad
-/// token on `oauth2/read`). v2 errors are always `{"code":..,"message":..}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorBody {
-    /// RFC 6749 style `{"error":"invalid_grant","error_description":"..."}` (application/json).
-    #[default]
-    #[serde(rename = "oauth")]
-    OAuth,
-    /// `{"code":401,"message":"..."}` (application/json), as v2 answers.
-    CodeMessage,
-    /// A plain text message (text/plain).
-    Text,
-    /// An HTML error page (text/html).
-    Html,
-    /// No body at all.
-    Empty,
-    /// The RFC 6749 JSON, labelled `text/html`.
-    JsonAsHtml,
-}
-
-impl std::str::FromStr for ErrorBody {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.replace('-', "_").as_str() {
-            "oauth" => Ok(ErrorBody::OAuth),
-            "code_message" => Ok(ErrorBody::CodeMessage),
-            "text" => Ok(ErrorBody::Text),
-            "html" => Ok(ErrorBody::Html),
-            "empty" => Ok(ErrorBody::Empty),
-            "json_as_html" => Ok(ErrorBody::JsonAsHtml),
-            _ => Err(format!(
-                "error body {s:?}: expected oauth, code-message, text, html, empty or json-as-html"
-            )),
-        }
-    }
-}
-
-/// An OAuth client known to the simulator.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct Client {
-    /// The client id.
-    pub id: String,
-    /// The client secret.
-    pub secret: String,
-}
-
-/// A subscriber (portal user) that can obtain tokens with the password grant.
-///
-/// JSON form (config file, `POST /_sim/subscribers`): `username` and `password` are required,
-/// the other fields default as in [`Subscriber::new`].
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(from = "SubscriberJson")]
-pub struct Subscriber {
-    /// Login name, matched exactly after form/query decoding (e.g. `111@abc-company`).
-    pub username: String,
-    /// Password, matched exactly.
-    pub password: String,
-    /// Scope reported in the token answer (`Basic User`, `Office Manager`, ...).
-    pub scope: String,
-    /// Domain reported in the token answer.
-    pub domain: String,
-    /// Territory reported by `oauth2/read` and v2.
-    pub territory: String,
-    /// User id reported by `oauth2/read` and v2.
-    pub uid: String,
-    /// MFA enabled: the password grant answers an intermediate `mfa_required` token that
-    /// is not valid for anything.
-    pub mfa: bool,
-}
-
-impl Subscriber {
-    /// A subscriber with defaults: scope `Office Manager`, domain = the part after the last `@`
-    /// (`default` if none), territory `sim-territory`, uid = the username, MFA off.
-    pub fn new(username: &str, password: &str) -> Self {
-        let domain = match username.rsplit_once('@') {
-            Some((_, d)) if !d.is_empty() => d.to_owned(),
-            _ => "default".to_owned(),
-        };
-        Subscriber {
-            username: username.to_owned(),
-            password: password.to_owned(),
-            scope: "Office Manager".to_owned(),
-            domain,
-            territory: "sim-territory".to_owned(),
-            uid: username.to_owned(),
-            mfa: false,
-        }
-    }
-
-    /// The same subscriber with MFA on or off.
-    pub fn with_mfa(self, mfa: bool) -> Self {
-        Subscriber { mfa, ..self }
-    }
-
-    /// The same subscriber with another scope.
-    pub fn with_scope(self, scope: &str) -> Self {
-        Subscriber {
-            scope: scope.to_owned(),
-            ..self
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SubscriberJson {
-    username: String,
-    password: String,
-    scope: Option<String>,
-    domain: Option<String>,
-    territory: Option<String>,
-    uid: Option<String>,
-    #[serde(default)]
-    mfa: bool,
-}
-
-impl From<SubscriberJson> for Subscriber {
-    fn from(j: SubscriberJson) -> Self {
-        let d = Subscriber::new(&j.username, &j.password);
-        Subscriber {
-            scope: j.scope.unwrap_or(d.scope),
-            domain: j.domain.unwrap_or(d.domain),
-            territory: j.territory.unwrap_or(d.territory),
-            uid: j.uid.unwrap_or(d.uid),
-            mfa: j.mfa,
-            ..d
-        }
-    }
-}
-
-/// Request counters. `by_key` maps `"endpoint/grant/result"` to a count, where endpoint is
-/// `token` (v1), `v2` or `read`; grant is `password`, `refresh_token`, `other` or `-`; result
-/// is `ok`, `mfa_required`, an error (`invalid_client`, `invalid_credentials`,
-/// `invalid_request`, `unsupported_grant_type`, `refresh_unknown`, `refresh_reused`,
-/// `refresh_expired`, `refresh_revoked`, `refresh_rejected`, `refresh_other_client`,
-/// `not_found`, `absent_<status>` (v2 disabled), `method_not_allowed`, and on `read`: `missing_token`, `invalid_token`,
-/// `expired`, `revoked`) or a fault (`fault_503`, `fault_429`, `fault_firewall`, `fault_hang`,
-/// `fault_invalid_scope`, `fault_method_not_allowed`, `fault_empty_body_<result>`,
-/// `fault_malformed_json_<result>`, `fault_truncated_body_<result>`, `fault_huge_body_<result>`).
-/// E.g. `"token/password/ok"`. Requests a node answers itself (its `status` or `hang` state)
-/// count only under `node/-/status_<status>` and `node/-/hang`.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Stats {
-    /// All requests to any token endpoint (v1 and v2), whatever their outcome.
-    pub token_requests: u64,
-    /// Token requests with `grant_type=password`.
-    pub password_grants: u64,
-    /// Password grants answered with a usable token (not MFA, body not spoilt by a fault).
-    pub password_grants_ok: u64,
-    /// Token requests with `grant_type=refresh_token`.
-    pub refresh_grants: u64,
-    /// Refresh grants answered with a usable token.
-    pub refresh_grants_ok: u64,
-    /// Attempts to use an already-consumed refresh token (Rotate mode).
-    pub refresh_token_reuse: u64,
-    /// Requests to `oauth2/read`.
-    pub read_requests: u64,
-    /// Requests to the v2 `tokens` endpoint (counted in `token_requests` too).
-    pub v2_requests: u64,
-    /// Counts by `"endpoint/grant/result"`.
-    pub by_key: BTreeMap<String, u64>,
-    /// The same counters for each node alone, by index (in [`Sim::stats`] and
-    /// `GET /_sim/stats`; empty in a node's own counters).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub by_node: Vec<Stats>,
-}
-
-impl Stats {
-    /// The count for one `"endpoint/grant/result"` key (0 if never seen).
-    pub fn count(&self, key: &str) -> u64 {
-        self.by_key.get(key).copied().unwrap_or(0)
-    }
-}
-
-/// Stops the server when the last [`Sim`] handle goes.
-struct Running {
-    shared: Arc<Shared>,
-    stop: watch::Sender<bool>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
-}
 
 /// A running simulator: one or more nodes (listeners) over one store. Cheap to clone; the
 /// server stops on [`Sim::shutdown`] or when the last handle (or [`NodeHandle`]) is dropped.
@@ -320,7 +111,7 @@ impl Sim {
                 format!("a fault names node {node}, but there are {nodes} nodes"),
             ));
         }
-        let base_path = server::normalise_base(&config.base_path);
+        let base_path = config::normalise_base(&config.base_path);
         let tls = if config.tls {
             Some(tls::Tls::generate()?)
         } else {
@@ -337,7 +128,8 @@ impl Sim {
             store.faults.push_on(f.fault.clone(), f.times, f.node);
         }
         let (stop, stop_rx) = watch::channel(false);
-        let shared = Arc::new(Shared::new(store, stop_rx, base_path, tls));
+        let routes = routes::routes(&base_path);
+        let shared = Arc::new(Shared::new(store, stop_rx, base_path, tls, routes));
         let sim = Sim {
             inner: Arc::new(Running { shared, stop }),
         };
@@ -383,7 +175,7 @@ impl Sim {
             .shared()
             .node(index)
             .unwrap_or_else(|| panic!("nsapi-sim has no node {index}"));
-        NodeHandle::new(self.clone(), node)
+        NodeHandle::new(self.inner.clone(), node)
     }
 
     /// Every node, by index.
@@ -391,7 +183,7 @@ impl Sim {
         self.shared()
             .nodes()
             .into_iter()
-            .map(|n| NodeHandle::new(self.clone(), n))
+            .map(|n| NodeHandle::new(self.inner.clone(), n))
             .collect()
     }
 
@@ -399,7 +191,7 @@ impl Sim {
     pub async fn add_node(&self) -> std::io::Result<NodeHandle> {
         let addr = SocketAddr::new(self.addr().ip(), 0);
         let node = Node::start(&self.inner.shared, addr).await?;
-        Ok(NodeHandle::new(self.clone(), node))
+        Ok(NodeHandle::new(self.inner.clone(), node))
     }
 
     /// The request counters of node `index` alone (they are also in [`Stats::by_node`]).

@@ -1,5 +1,6 @@
 //! `nsapi-sim`: run the NetSapiens API simulator as a process, for demos and manual tests.
 //! Prints the base URL as the first stdout line, logs to stderr, stops on Ctrl-C or SIGTERM.
+//! Uses the library's public API only.
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;

@@ -10,7 +10,7 @@ use crate::duration::{
     serde_duration, serde_opt_duration, serde_some_duration, serde_some_opt_duration,
 };
 use crate::fault::ActiveFaults;
-use crate::{ErrorBody, RefreshMode, Stats, Subscriber};
+use crate::model::{ErrorBody, RefreshMode, Stats, Subscriber};
 
 /// Settings that can change while the simulator runs.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -1,7 +1,12 @@
 //! Wire formats the API speaks besides JSON: `application/x-www-form-urlencoded` decoding,
-//! the `expires` timestamp of `oauth2/read`, HTML error pages and XML escaping.
+//! the `expires` timestamp of `oauth2/read`, HTML error pages and XML escaping, and the
+//! building of a plain answer. Functions of their arguments only: no state, no I/O.
 
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
 
 /// Decode `a=1&b=%40x+y` into pairs (`+` is a space; a bad escape is kept literally).
 pub(crate) fn parse_urlencoded(input: &[u8]) -> Vec<(String, String)> {
@@ -95,6 +100,28 @@ pub(crate) fn xml_escape(s: &str) -> String {
         }
     }
     out
+}
+
+/// An answer with this status, `Content-Type` (none if `None`) and body.
+pub(crate) fn respond(
+    status: u16,
+    content_type: Option<&'static str>,
+    body: impl Into<Body>,
+) -> Response {
+    let mut res = Response::new(body.into());
+    *res.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Some(ct) = content_type {
+        res.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    }
+    res
+}
+
+pub(crate) const HTML: Option<&str> = Some("text/html; charset=UTF-8");
+
+/// An HTML error page with this status, as a web server or load balancer answers.
+pub(crate) fn html_response(status: u16, detail: &str) -> Response {
+    respond(status, HTML, html_page(status, detail))
 }
 
 #[cfg(test)]
