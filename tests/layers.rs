@@ -271,7 +271,11 @@ fn the_pure_layer_does_no_io_and_reads_no_clock() {
             if module.path != "core::clock"
                 && (code.contains("Timestamp::now()") || code.contains("SystemTime::now()"))
             {
-                offences.push(format!("{}:{}: reads the clock", module.file.display(), n + 1));
+                offences.push(format!(
+                    "{}:{}: reads the clock",
+                    module.file.display(),
+                    n + 1
+                ));
             }
         }
     }

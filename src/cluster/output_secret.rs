@@ -1,7 +1,7 @@
 //! The output Secret in the cluster (IO): the token in place, read back from the Secret with the
 //! output name or, after a rename, from the one written under the previous name; and writing a
 //! token, which creates, patches or leaves the Secret as its content requires. What the Secret
-//! should contain is decided in `token_secret.rs`.
+//! should contain is decided in `core::token_secret`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;

@@ -1,5 +1,5 @@
 //! The client's error type: what went wrong, in words a user can act on, and whether retrying
-//! can help. Messages are built in `classify.rs` from text that `redact.rs` made safe.
+//! can help. Messages are built in `nsapi::classify` from text that `nsapi::redact` made safe.
 
 use std::time::Duration;
 

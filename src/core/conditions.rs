@@ -1,6 +1,6 @@
 //! Pure: the vocabulary of a credential's status: the condition types, the one list of reasons
 //! (for conditions and Events alike), a problem the user must fix, and how a condition is set
-//! in a list. Deciding which condition applies is `status.rs`'s job.
+//! in a list. Deciding which condition applies is `core::status`'s job.
 
 use std::fmt;
 

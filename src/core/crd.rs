@@ -521,7 +521,7 @@ mod tests {
         let checked_in = std::fs::read_to_string(path).unwrap_or_default();
         assert!(
             checked_in == crd_yaml(),
-            "{path} drifted from src/crd.rs: run `cargo run -- crd > deploy/crds/nsapi.io_nsapicredentials.yaml`"
+            "{path} drifted from src/core/crd.rs: run `cargo run -- crd > deploy/crds/nsapi.io_nsapicredentials.yaml`"
         );
     }
 }

@@ -1,6 +1,6 @@
 //! The HTTP side: builds each token request as NSAPI.md describes it, sends it with a timeout
 //! and no redirects, and hands status, headers and body to the pure classification in
-//! `classify.rs` and parsing in `token.rs`. Nothing here formats a secret or an unredacted URL.
+//! `classify.rs` and parsing in `answer.rs`. Nothing here formats a secret or an unredacted URL.
 
 use std::fmt;
 use std::sync::Arc;

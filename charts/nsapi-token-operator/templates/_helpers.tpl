@@ -63,7 +63,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/*
-The RBAC rules: exactly the Kubernetes API calls the operator makes (src/reconciler.rs), the same
+The RBAC rules: exactly the Kubernetes API calls the operator makes (src/cluster/), the same
 whether granted by a ClusterRole or by a Role per watched namespace.
 */}}
 {{- define "nsapi-token-operator.rules" -}}
