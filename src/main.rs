@@ -329,6 +329,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     });
     let mut ctx = Context::new(client, nsapi, clock, policy, reporter, metrics, rate);
     ctx.consumer_check = args.consumer_check;
+    ctx.panic_on = std::env::var("NSAPI_TEST_PANIC_CREDENTIAL").ok();
     let ctx = Arc::new(ctx);
     // A standby replica is healthy and ready too: it serves and takes over when the leader goes.
     ready.store(true, Ordering::Relaxed);

@@ -233,6 +233,9 @@ async fn every_bad_input_ends_in_a_rejection_or_a_named_condition() {
         ("CA bundle in the output Secret", Box::new(|spec: &mut Value| { let output = spec["tokenSecret"]["name"].clone(); spec["caBundle"] = json!({"kind": "Secret", "name": output}); }), Expect::Rejected("caBundle must not name the output Secret")),
         ("CA bundle of an unknown kind", set("/caBundle", json!({"kind": "File", "name": "ca"})), Expect::Rejected("caBundle")),
         ("verifyInterval in days", set("/verifyInterval", json!("1d")), Expect::Rejected("verifyInterval")),
+        ("verifyInterval under a minute", set("/verifyInterval", json!("30s")), Expect::Rejected("verifyInterval must be between 1m and 168h")),
+        ("verifyInterval past the end of time", set("/verifyInterval", json!("100000000h")), Expect::Rejected("verifyInterval must be between 1m and 168h")),
+        ("refreshBefore past the end of time", set("/refreshBefore", json!("100000000h")), Expect::Rejected("refreshBefore must be at most 168h")),
         ("restart target of an unknown kind", set("/rolloutRestartTargets", json!([{"kind": "Job", "name": "x"}])), Expect::Rejected("rolloutRestartTargets")),
         // Named conditions, each with an Event.
         ("missing client Secret", set("/clientSecretRef/name", json!("absent")), cond("Ready", "False", "SecretMissing")),
@@ -259,10 +262,10 @@ async fn every_bad_input_ends_in_a_rejection_or_a_named_condition() {
         ("wrong API path", set("/apiBaseUrl", json!(sim_path("/wrong/"))), cond("Ready", "False", "ApiRequestRejected")),
         ("nothing listening", set("/apiBaseUrl", json!("http://127.0.0.1:1/ns-api/")), cond("Ready", "False", "ApiUnavailable")),
         ("suspended before the first token", set("/suspend", json!(true)), cond("Ready", "False", "Suspended")),
-        ("fallback outside the allow-list", set("/fallbackApiBaseUrls", json!(["https://dal.example.com/ns-api/"])), cond("Ready", "False", "ApiHostNotAllowed")),
+        // An optional setting that cannot work is ignored and named; the token still comes.
+        ("fallback outside the allow-list", set("/fallbackApiBaseUrls", json!(["https://dal.example.com/ns-api/"])), cond("SettingsIgnored", "True", "InvalidSetting")),
         ("CA bundle that does not exist", set("/caBundle", json!({"name": "absent-ca"})), cond("Ready", "False", "CaBundleInvalid")),
         ("CA bundle without a certificate", set("/caBundle", json!({"kind": "Secret", "name": "everything", "key": "username"})), cond("Ready", "False", "CaBundleInvalid")),
-        ("verifyInterval under a minute", set("/verifyInterval", json!("30s")), cond("Ready", "False", "InvalidSpec")),
     ];
     let rejections = cases
         .iter()
@@ -310,6 +313,9 @@ async fn every_bad_input_ends_in_a_rejection_or_a_named_condition() {
                     "{name}: {}",
                     String::from_utf8_lossy(&out.stderr)
                 );
+                if *type_ == "SettingsIgnored" {
+                    waiting.push((*name, credential.clone(), "Ready", "True", "TokenIssued"));
+                }
                 waiting.push((*name, credential, *type_, *status, *reason));
             }
         }

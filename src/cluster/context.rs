@@ -42,6 +42,9 @@ pub struct Context {
     pub trusted: TrustedClients,
     /// Whether to name the pods that read a token statically (`--consumer-check`).
     pub consumer_check: bool,
+    /// A test hook (`NSAPI_TEST_PANIC_CREDENTIAL=namespace/name`): passes over that credential
+    /// panic, to prove that a panic stays that credential's condition.
+    pub panic_on: Option<String>,
     /// The output Secret versions this operator wrote (their watch events start no pass).
     pub own_writes: OwnWrites,
 }
@@ -70,6 +73,7 @@ impl Context {
             health: NodeHealth::default(),
             trusted: TrustedClients::default(),
             consumer_check: false,
+            panic_on: None,
             own_writes: OwnWrites::default(),
         }
     }

@@ -3,13 +3,16 @@
 //! the output Secret; then record what `status` decided (metrics, Events, the status). Every
 //! decision is taken by the pure modules.
 
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, OnceLock};
+
+use futures::FutureExt;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use tracing::{debug, info, instrument};
+use tracing::{debug, error, info, instrument};
 
 use crate::cluster::consumers::Consumers;
 use crate::cluster::context::Context;
@@ -18,13 +21,15 @@ use crate::cluster::output_secret::{self, InPlace, OutputSecret};
 use crate::cluster::record::Record;
 use crate::cluster::trust;
 use crate::cluster::{Error, Result};
-use crate::core::clock::rfc3339;
-use crate::core::conditions::Problem;
+use crate::core::clock::{later, rfc3339};
+use crate::core::conditions::{Problem, Reason};
 use crate::core::crd::{NsApiCredential, NsApiCredentialSpec, NsApiCredentialStatus};
 use crate::core::credentials::{ClientCredentials, SubscriberCredentials};
 use crate::core::inputs;
 use crate::core::policy::{self, ValidSpec};
-use crate::core::schedule::{self, CurrentToken, Decision, MintReason, TokenTimes, WaitReason};
+use crate::core::schedule::{
+    self, CurrentToken, Decision, FailureClass, MintReason, TokenTimes, WaitReason,
+};
 use crate::core::status::{self, Extras, Obtained, Outcome};
 use crate::core::token::Minted;
 use crate::core::token_secret::StoredToken;
@@ -50,11 +55,48 @@ pub async fn reconcile(cached: Arc<NsApiCredential>, ctx: Arc<Context>) -> Resul
             return Ok(Action::await_change());
         }
     };
-    let action = Reconcile::new(&credential, &ctx)?.run().await?;
+    let pass = Reconcile::new(&credential, &ctx)?;
+    // A panic in one credential's pass (a bug) must not end the process and stop every other
+    // credential's rotation: it becomes this credential's condition and a retry with backoff.
+    let action = match AssertUnwindSafe(pass.run()).catch_unwind().await {
+        Ok(action) => action?,
+        Err(_) => return internal_error(&credential, &ctx).await,
+    };
     if let Some(uid) = credential.uid() {
         ctx.kube_retries.clear(&uid);
     }
     Ok(action)
+}
+
+/// After a pass panicked: `InternalError` on the credential (the panic's text is not used: it
+/// is a bug's words, not a message for users, and is in the log), and a retry with the same
+/// backoff as a failed Kubernetes call.
+async fn internal_error(credential: &NsApiCredential, ctx: &Context) -> Result<Action> {
+    let uid = credential.uid().unwrap_or_default();
+    error!(
+        namespace = credential.namespace().unwrap_or_default(),
+        credential = %credential.name_any(),
+        "a pass panicked (a bug); other credentials are not affected"
+    );
+    ctx.metrics.reconcile_error("internal");
+    let failures = ctx.kube_retries.failed(&uid);
+    let seed = schedule::seed_of(&[&uid, &failures.to_string()]);
+    let delay = schedule::retry_delay(FailureClass::Transient, failures, None, seed);
+    let problem = Problem::new(
+        Reason::InternalError,
+        format!(
+            "a pass over this credential stopped on an internal error (a bug in the operator: \
+             please report it with the operator's log); other credentials are not affected; \
+             retried in {}s",
+            delay.as_secs()
+        ),
+    );
+    Record { credential, ctx }
+        .report(None, Outcome::Blocked(&problem), Extras::default())
+        .await?;
+    Ok(Action::requeue(
+        std::time::Duration::try_from(delay).unwrap_or(std::time::Duration::from_secs(10)),
+    ))
 }
 
 /// One pass over one credential.
@@ -64,6 +106,8 @@ struct Reconcile<'a> {
     uid: String,
     namespace: String,
     secrets: Api<Secret>,
+    /// The optional settings found invalid when the spec was checked in this pass.
+    ignored: OnceLock<Vec<String>>,
 }
 
 impl<'a> Reconcile<'a> {
@@ -77,12 +121,20 @@ impl<'a> Reconcile<'a> {
             uid: credential.uid().ok_or(Error::MissingField("uid"))?,
             secrets: Api::namespaced(ctx.client.clone(), &namespace),
             namespace,
+            ignored: OnceLock::new(),
         })
     }
 
     async fn run(self) -> Result<Action> {
         let now = self.ctx.clock.now();
         let spec = &self.credential.spec;
+        if let Some(target) = &self.ctx.panic_on {
+            let this = format!("{}/{}", self.namespace, self.credential.name_any());
+            assert!(
+                *target != this,
+                "NSAPI_TEST_PANIC_CREDENTIAL: a pass over {this}"
+            );
+        }
 
         let output = OutputSecret::new(self.secrets.clone(), self.credential, &self.ctx.own_writes);
         let Some(in_place) = output.find().await? else {
@@ -94,7 +146,10 @@ impl<'a> Reconcile<'a> {
         let times = in_place.token.as_ref().map(|t| t.times);
 
         let valid = match policy::validate(spec, &self.ctx.policy) {
-            Ok(valid) => valid,
+            Ok(valid) => {
+                let _ = self.ignored.set(valid.ignored.clone());
+                valid
+            }
             Err(problem) => {
                 return self
                     .report(times, Outcome::Blocked(&problem), Extras::default())
@@ -285,7 +340,7 @@ impl<'a> Reconcile<'a> {
         if let Some(interval) = valid.verify_interval {
             // The API has just issued it: the first check is one interval from now.
             extras.verified_at = Some(stored.times.issued_at);
-            extras.next_check = Some(stored.times.issued_at + interval);
+            extras.next_check = Some(later(stored.times.issued_at, interval));
         }
         // The workloads to restart, and the pods that will keep the old token.
         let now = self.ctx.clock.now();
@@ -352,8 +407,9 @@ impl<'a> Reconcile<'a> {
         &self,
         token: Option<TokenTimes>,
         outcome: Outcome<'_>,
-        extras: Extras<'_>,
+        mut extras: Extras<'_>,
     ) -> Result<Action> {
+        extras.ignored_settings = self.ignored.get().map(Vec::as_slice);
         Record {
             credential: self.credential,
             ctx: self.ctx,

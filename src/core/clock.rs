@@ -2,7 +2,7 @@
 //! value; the reconciler and the NetSapiens client read it from a `Clock` so tests can control
 //! time.
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// A source of the current time.
@@ -29,4 +29,24 @@ pub fn rfc3339(at: Timestamp) -> String {
 /// what the API server returns).
 pub fn whole_seconds(at: Timestamp) -> Time {
     Time(Timestamp::from_second(at.as_second()).unwrap_or(at))
+}
+
+/// `at + by`, held at the ends of time instead of overflowing. Times and durations that come
+/// from users (a spec's durations, times read back from a Secret or an annotation) meet
+/// arithmetic only through this and [`earlier`], so no value can panic a pass.
+pub fn later(at: Timestamp, by: SignedDuration) -> Timestamp {
+    at.checked_add(by).unwrap_or(if by.is_negative() {
+        Timestamp::MIN
+    } else {
+        Timestamp::MAX
+    })
+}
+
+/// `at - by`, held at the ends of time instead of overflowing (see [`later`]).
+pub fn earlier(at: Timestamp, by: SignedDuration) -> Timestamp {
+    at.checked_sub(by).unwrap_or(if by.is_negative() {
+        Timestamp::MAX
+    } else {
+        Timestamp::MIN
+    })
 }

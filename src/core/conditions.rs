@@ -16,6 +16,9 @@ pub const DEGRADED: &str = "Degraded";
 pub const ROLLOUT_RESTART: &str = "RolloutRestart";
 /// True while pods read the token in a way that never sees a new one (env vars, `subPath`).
 pub const CONSUMERS_CANNOT_REFRESH: &str = "ConsumersCannotRefresh";
+/// True while an optional setting (a fallback node, `verifyInterval`) is invalid and ignored;
+/// the token keeps rotating with what is valid.
+pub const SETTINGS_IGNORED: &str = "SettingsIgnored";
 
 /// Every reason the operator puts on a condition or an Event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -72,6 +75,10 @@ pub enum Reason {
     ConsumersCannotRefresh,
     /// Every pod that reads the token gets the new one.
     ConsumersRefresh,
+    /// An optional setting is invalid and ignored until it is fixed.
+    InvalidSetting,
+    /// A pass ended in an internal error (a bug); the operator goes on with other credentials.
+    InternalError,
 }
 
 impl Reason {
@@ -103,6 +110,8 @@ impl Reason {
             Reason::RestartPending => "RestartPending",
             Reason::ConsumersCannotRefresh => "ConsumersCannotRefresh",
             Reason::ConsumersRefresh => "ConsumersRefresh",
+            Reason::InvalidSetting => "InvalidSetting",
+            Reason::InternalError => "InternalError",
         }
     }
 }

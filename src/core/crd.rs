@@ -104,11 +104,13 @@ pub struct NsApiCredentialSpec {
     /// The output Secret that receives the token and that pods mount.
     pub token_secret: TokenSecretTemplate,
 
-    /// Rotate the token this long before it expires (Go duration, e.g. `10m`). Clamped to at most
+    /// Rotate the token this long before it expires (Go duration, e.g. `10m`; at most 168h).
+    /// Clamped to at most
     /// half the token lifetime and, when the lifetime allows, to at least 2m so the kubelet has
     /// time to update mounted Secrets.
     #[serde(default = "default_refresh_before")]
     #[schemars(length(max = 32), regex(pattern = DURATION))]
+    #[x_kube(validation = Rule::new("!self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') || duration(self) <= duration('168h')").message("refreshBefore must be at most 168h"))]
     pub refresh_before: String,
 
     /// HTTP method of the refresh grant: `GET` with a query string (as the NetSapiens guide
@@ -127,10 +129,13 @@ pub struct NsApiCredentialSpec {
     pub suspend: bool,
 
     /// Check the current token with the API (`oauth2/read`) this often (Go duration, e.g. `5m`;
-    /// off by default). A token the server refuses (revoked on the portal) is replaced at once;
-    /// a check that fails for another reason never replaces a token. Each check is one request.
+    /// off by default; from 1m to 168h). A token the server refuses (revoked on the portal) is
+    /// replaced at once; a check that fails for another reason never replaces a token. Each
+    /// check is one request. An invalid value turns checks off and is named in the
+    /// `SettingsIgnored` condition; the token keeps rotating.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32), regex(pattern = DURATION))]
+    #[x_kube(validation = Rule::new("!self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') || (duration(self) >= duration('1m') && duration(self) <= duration('168h'))").message("verifyInterval must be between 1m and 168h"))]
     pub verify_interval: Option<String>,
 
     /// Workloads in this namespace to restart after each new token (by a pod-template

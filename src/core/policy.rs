@@ -7,13 +7,22 @@ use crate::core::base_url::ApiBaseUrl;
 use crate::core::conditions::{Problem, Reason};
 use crate::core::crd::{NsApiCredentialSpec, RefreshMethodSpec, TokenApiSpec};
 use crate::core::schedule::parse_duration;
-use crate::core::token::{RefreshMethod, TokenApi};
+use crate::core::token::{MAX_TOKEN_LIFETIME, RefreshMethod, TokenApi};
+
+/// The longest `spec.refreshBefore`: no token is taken to live longer (a longer lead only
+/// means "rotate at half the lifetime").
+pub const MAX_REFRESH_BEFORE: SignedDuration = MAX_TOKEN_LIFETIME;
+/// The shortest `spec.verifyInterval`: each check is a request to the API.
+pub const MIN_VERIFY_INTERVAL: SignedDuration = SignedDuration::from_mins(1);
+/// The longest `spec.verifyInterval`: no token lives longer, so a longer interval never checks.
+pub const MAX_VERIFY_INTERVAL: SignedDuration = MAX_TOKEN_LIFETIME;
 
 /// Operator-wide rules a credential must satisfy before any request is sent.
 #[derive(Clone, Debug, Default)]
 pub struct Policy {
-    /// The API hosts credentials may call: a glob for the host (`*` matches any run of
-    /// characters; IPv6 addresses in brackets), optionally with `:port` (`:*` for any port).
+    /// The API hosts credentials may call: a glob for the host (a `*` matches any run of
+    /// characters within one DNS label; IPv6 addresses in brackets), optionally with `:port`
+    /// (`:*` for any port).
     /// Without a port, any port of that host is allowed. Empty means any host.
     pub allowed_api_hosts: Vec<String>,
     pub allow_insecure_http: bool,
@@ -74,10 +83,14 @@ pub struct ValidSpec {
     /// The other nodes, in order (`spec.fallbackApiBaseUrls`).
     pub fallbacks: Vec<ApiBaseUrl>,
     pub refresh_before: SignedDuration,
-    /// How often to check the token with the API (`spec.verifyInterval`), at least a minute.
+    /// How often to check the token with the API (`spec.verifyInterval`), between
+    /// [`MIN_VERIFY_INTERVAL`] and [`MAX_VERIFY_INTERVAL`]; `None` when off or ignored.
     pub verify_interval: Option<SignedDuration>,
     pub token_api: TokenApi,
     pub refresh_method: RefreshMethod,
+    /// Optional settings that are invalid and therefore ignored, each with what to fix: the
+    /// token keeps rotating with what is valid (a typo in an opt-in feature never costs it).
+    pub ignored: Vec<String>,
 }
 
 impl ValidSpec {
@@ -88,34 +101,48 @@ impl ValidSpec {
 }
 
 /// Checks a spec against the operator's policy, and parses what the schema leaves as text.
+/// A problem with a required field stops the credential; an invalid optional setting (a
+/// fallback node, `verifyInterval`) is left out and named in [`ValidSpec::ignored`].
 pub fn validate(spec: &NsApiCredentialSpec, policy: &Policy) -> Result<ValidSpec, Problem> {
     let base_url = policy.check_url("spec.apiBaseUrl", &spec.api_base_url)?;
+    let mut ignored = Vec::new();
     let mut fallbacks = Vec::new();
     for (i, url) in spec.fallback_api_base_urls.iter().enumerate() {
-        let url = policy.check_url(&format!("spec.fallbackApiBaseUrls[{i}]"), url)?;
-        if url != base_url && !fallbacks.contains(&url) {
-            fallbacks.push(url);
+        match policy.check_url(&format!("spec.fallbackApiBaseUrls[{i}]"), url) {
+            Ok(url) => {
+                if url != base_url && !fallbacks.contains(&url) {
+                    fallbacks.push(url);
+                }
+            }
+            Err(problem) => ignored.push(format!(
+                "{} (this node is not used until it is fixed)",
+                problem.message
+            )),
         }
     }
     let refresh_before = parse_duration(&spec.refresh_before)
+        .and_then(|d| {
+            within(
+                &spec.refresh_before,
+                d,
+                SignedDuration::ZERO,
+                MAX_REFRESH_BEFORE,
+            )
+        })
         .map_err(|e| Problem::new(Reason::InvalidSpec, format!("spec.refreshBefore: {e}")))?;
-    let verify_interval = match spec.verify_interval.as_deref() {
-        None => None,
-        Some(text) => {
-            let interval = parse_duration(text).map_err(|e| {
-                Problem::new(Reason::InvalidSpec, format!("spec.verifyInterval: {e}"))
-            })?;
-            if interval < SignedDuration::from_mins(1) {
-                return Err(Problem::new(
-                    Reason::InvalidSpec,
-                    format!(
-                        "spec.verifyInterval: {text:?} is shorter than a minute; each check is a request to the API"
-                    ),
+    let verify_interval = spec.verify_interval.as_deref().and_then(|text| {
+        match parse_duration(text)
+            .and_then(|d| within(text, d, MIN_VERIFY_INTERVAL, MAX_VERIFY_INTERVAL))
+        {
+            Ok(interval) => Some(interval),
+            Err(e) => {
+                ignored.push(format!(
+                    "spec.verifyInterval: {e}; token checks are off until it is fixed"
                 ));
+                None
             }
-            Some(interval)
         }
-    };
+    });
     Ok(ValidSpec {
         base_url,
         fallbacks,
@@ -130,22 +157,55 @@ pub fn validate(spec: &NsApiCredentialSpec, policy: &Policy) -> Result<ValidSpec
             RefreshMethodSpec::Get => RefreshMethod::Get,
             RefreshMethodSpec::Post => RefreshMethod::Post,
         },
+        ignored,
     })
 }
 
-/// Case-insensitive glob match where `*` matches any run of characters.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
+/// `value` (written `text`) if it lies in `[min, max]`.
+fn within(
+    text: &str,
+    value: SignedDuration,
+    min: SignedDuration,
+    max: SignedDuration,
+) -> Result<SignedDuration, String> {
+    let show = |d: SignedDuration| format!("{:#}", d);
+    if value < min {
+        Err(format!("{text:?} is shorter than {}", show(min)))
+    } else if value > max {
+        Err(format!("{text:?} is longer than {}", show(max)))
+    } else {
+        Ok(value)
+    }
+}
+
+/// Case-insensitive match of a host against an allow-list glob, label by label: the two must
+/// have as many dot-separated labels, and a `*` matches any run of characters within one
+/// label, never a dot (as a TLS wildcard does). So `*.example.com` admits `a.example.com` but
+/// not `a.b.example.com`, and `portal.example.*` never admits `portal.example.attacker.net`.
+pub fn glob_match(pattern: &str, host: &str) -> bool {
     let pattern = pattern.to_ascii_lowercase();
-    let text = text.to_ascii_lowercase();
+    let host = host.to_ascii_lowercase();
+    let patterns: Vec<&str> = pattern.split('.').collect();
+    let labels: Vec<&str> = host.split('.').collect();
+    patterns.len() == labels.len()
+        && patterns
+            .iter()
+            .zip(&labels)
+            .all(|(p, label)| label_match(p, label))
+}
+
+/// Whether one label matches one label pattern, `*` matching any run of characters.
+fn label_match(pattern: &str, label: &str) -> bool {
     let parts: Vec<&str> = pattern.split('*').collect();
     if parts.len() == 1 {
-        return pattern == text;
+        return pattern == label;
     }
     let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !text.starts_with(first) || !text[first.len()..].ends_with(last) {
+    if label.len() < first.len() + last.len() || !label.starts_with(first) || !label.ends_with(last)
+    {
         return false;
     }
-    let mut rest = &text[first.len()..text.len() - last.len()];
+    let mut rest = &label[first.len()..label.len() - last.len()];
     for middle in &parts[1..parts.len() - 1] {
         match rest.find(middle) {
             Some(i) => rest = &rest[i + middle.len()..],
@@ -213,6 +273,62 @@ pub(crate) mod tests {
         let problem = validate(&bad_duration, &Policy::default()).unwrap_err();
         assert_eq!(problem.reason, Reason::InvalidSpec);
         assert!(problem.message.contains("refreshBefore"));
+    }
+
+    #[test]
+    fn durations_from_users_are_bounded() {
+        let mut long = spec();
+        long.refresh_before = "100000000h".into();
+        let problem = validate(&long, &Policy::default()).unwrap_err();
+        assert_eq!(problem.reason, Reason::InvalidSpec);
+        assert!(problem.message.contains("longer than 168h"), "{problem:?}");
+        long.refresh_before = "168h".into();
+        assert!(validate(&long, &Policy::default()).is_ok());
+    }
+
+    #[test]
+    fn an_invalid_optional_setting_is_ignored_and_named_not_fatal() {
+        for (interval, why) in [
+            ("30s", "shorter than 1m"),
+            ("100000000h", "longer than 168h"),
+            ("soon", "not a duration"),
+        ] {
+            let mut s = spec();
+            s.verify_interval = Some(interval.into());
+            let valid = validate(&s, &Policy::default()).unwrap();
+            assert_eq!(valid.verify_interval, None, "{interval}");
+            assert_eq!(valid.ignored.len(), 1, "{interval}");
+            assert!(
+                valid.ignored[0].contains("spec.verifyInterval") && valid.ignored[0].contains(why),
+                "{interval}: {:?}",
+                valid.ignored
+            );
+        }
+        let mut s = spec();
+        s.verify_interval = Some("5m".into());
+        let valid = validate(&s, &Policy::default()).unwrap();
+        assert_eq!(valid.verify_interval, Some(SignedDuration::from_mins(5)));
+        assert!(valid.ignored.is_empty());
+
+        // A fallback node that is not allowed is left out; the primary still serves.
+        let mut s = spec();
+        s.fallback_api_base_urls = vec![
+            "https://dal.example.com/ns-api/".into(),
+            "https://evil.attacker.net/ns-api/".into(),
+        ];
+        let policy = Policy {
+            allowed_api_hosts: vec!["*.example.com".into()],
+            allow_insecure_http: false,
+        };
+        let valid = validate(&s, &policy).unwrap();
+        assert_eq!(valid.fallbacks.len(), 1);
+        assert_eq!(valid.fallbacks[0].host(), "dal.example.com");
+        assert_eq!(valid.ignored.len(), 1);
+        assert!(
+            valid.ignored[0].contains("fallbackApiBaseUrls[1]"),
+            "{:?}",
+            valid.ignored
+        );
     }
 
     #[test]
@@ -298,7 +414,16 @@ pub(crate) mod tests {
             ("*", "anything", true),
             ("a*b*c", "axxbyyc", true),
             ("a*b*c", "axxcyyb", false),
+            ("ab*ba", "aba", false),
             ("*.example.com", "example.com.evil.org", false),
+            // One label per `*`, as TLS wildcards: a `*` never crosses a dot.
+            ("*.example.com", "a.b.example.com", false),
+            ("portal.example.*", "portal.example.attacker.net", false),
+            ("portal.example.*", "portal.example.net", true),
+            ("*", "portal.example.com", false),
+            ("*.*.example.com", "a.b.example.com", true),
+            ("127.0.0.*", "127.0.0.1", true),
+            ("127.0.0.*", "127.0.0.1.evil.org", false),
         ] {
             assert_eq!(glob_match(pattern, host), expected, "{pattern} vs {host}");
         }

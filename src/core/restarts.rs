@@ -7,6 +7,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::{Pod, PodSpec};
 
+use crate::core::clock::later;
 use crate::core::crd::{RolloutRestartTarget, WorkloadKind, WorkloadRestart};
 
 /// The least time between two restarts of one workload.
@@ -51,8 +52,8 @@ pub fn plan(target: TargetState, token_issued: Timestamp, now: Timestamp) -> Res
     }
     let annotation = target.annotation;
     match annotation {
-        Some(at) if now < at + MIN_RESTART_INTERVAL => {
-            RestartPlan::Later(at + MIN_RESTART_INTERVAL)
+        Some(at) if now < later(at, MIN_RESTART_INTERVAL) => {
+            RestartPlan::Later(later(at, MIN_RESTART_INTERVAL))
         }
         _ => RestartPlan::Now,
     }

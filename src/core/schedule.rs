@@ -4,6 +4,7 @@
 
 use jiff::{SignedDuration, Timestamp};
 
+use crate::core::clock::{earlier, later};
 use crate::core::token::MAX_TOKEN_LIFETIME;
 
 /// How long the kubelet may take to project an updated Secret into a pod's volume.
@@ -45,7 +46,7 @@ pub fn refresh_lead(lifetime: SignedDuration, refresh_before: SignedDuration) ->
 pub fn refresh_at(times: TokenTimes, refresh_before: SignedDuration, seed: u64) -> Timestamp {
     let lead = refresh_lead(times.lifetime(), refresh_before);
     let jitter = fraction_of(lead / 2, seed);
-    times.expires_at - lead - jitter
+    earlier(earlier(times.expires_at, lead), jitter)
 }
 
 /// Why a token must be obtained now.
@@ -159,14 +160,14 @@ pub fn decide(
 /// When to check the token in place with the API next: `interval` after the last check, or
 /// now if it was never checked.
 pub fn next_verify(last: Option<Timestamp>, interval: SignedDuration, now: Timestamp) -> Timestamp {
-    last.map_or(now, |at| at + interval)
+    last.map_or(now, |at| later(at, interval))
 }
 
 fn trusted(times: TokenTimes, now: Timestamp) -> bool {
     let lifetime = times.lifetime();
     lifetime > SignedDuration::ZERO
         && lifetime <= MAX_TOKEN_LIFETIME
-        && times.issued_at <= now + CLOCK_SKEW_TOLERANCE
+        && times.issued_at <= later(now, CLOCK_SKEW_TOLERANCE)
 }
 
 /// How a failure should be retried.

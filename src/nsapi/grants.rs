@@ -7,7 +7,7 @@ use tracing::{debug, info};
 
 use crate::core::api_error::{ErrorKind, NsApiError};
 use crate::core::base_url::ApiBaseUrl;
-use crate::core::clock::Clock;
+use crate::core::clock::{Clock, later};
 use crate::core::credentials::{ClientCredentials, SubscriberCredentials};
 use crate::core::policy::ValidSpec;
 use crate::core::schedule::{self, MintReason};
@@ -183,10 +183,10 @@ impl Grants<'_> {
         }
         let check = self.check_token(valid, token).await;
         let retry_at =
-            (check == TokenCheck::Unknown).then(|| now + interval.min(UNKNOWN_CHECK_RETRY));
+            (check == TokenCheck::Unknown).then(|| later(now, interval.min(UNKNOWN_CHECK_RETRY)));
         self.sessions.set_check_retry(self.uid, retry_at);
         CheckPass {
-            next_check: retry_at.unwrap_or(now + interval),
+            next_check: retry_at.unwrap_or(later(now, interval)),
             verified_at: (check != TokenCheck::Unknown).then_some(now),
             revoked: check == TokenCheck::Refused,
         }

@@ -10,6 +10,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::core::api_error::{ErrorKind, NsApiError};
 use crate::core::base_url::ApiBaseUrl;
+use crate::core::clock::later;
 
 /// How long a node that failed is passed over before a request probes it again.
 pub const PROBE_AFTER: SignedDuration = SignedDuration::from_secs(60);
@@ -48,7 +49,7 @@ impl NodeHealth {
                 Some(until) if *until > now => passed_over.push(*node),
                 Some(until) => {
                     // Its time out is over: this caller probes it.
-                    *until = now + PROBE_AFTER;
+                    *until = later(now, PROBE_AFTER);
                     ready.push(*node);
                 }
                 None => ready.push(*node),
@@ -61,7 +62,7 @@ impl NodeHealth {
     /// A node failed in a way another node might not.
     pub fn failed(&self, node: &ApiBaseUrl, now: Timestamp) {
         self.lock()
-            .insert(node.as_str().to_owned(), now + PROBE_AFTER);
+            .insert(node.as_str().to_owned(), later(now, PROBE_AFTER));
     }
 
     /// A node answered.

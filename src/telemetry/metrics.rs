@@ -13,14 +13,17 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::core::api_error::NsApiError;
-use crate::core::conditions::{CONSUMERS_CANNOT_REFRESH, DEGRADED, READY, ROLLOUT_RESTART};
+use crate::core::conditions::{
+    CONSUMERS_CANNOT_REFRESH, DEGRADED, READY, ROLLOUT_RESTART, SETTINGS_IGNORED,
+};
 use crate::core::crd::{NsApiCredential, NsApiCredentialStatus};
 use crate::core::token::Grant;
 
 /// Every value of the `error` label of `reconcile_errors`: what `cluster::Error::metric_label`
-/// returns (a test there keeps the two equal).
-pub const RECONCILE_ERROR_LABELS: [&str; 4] = [
+/// returns (a test there keeps the two equal), and `internal` for a pass that panicked.
+pub const RECONCILE_ERROR_LABELS: [&str; 5] = [
     "crd_not_installed",
+    "internal",
     "kube_api",
     "kube_client",
     "missing_field",
@@ -46,7 +49,13 @@ struct BuildLabels {
 }
 
 /// The condition types exported, and their possible statuses.
-const CONDITIONS: [&str; 4] = [READY, DEGRADED, ROLLOUT_RESTART, CONSUMERS_CANNOT_REFRESH];
+const CONDITIONS: [&str; 5] = [
+    READY,
+    DEGRADED,
+    ROLLOUT_RESTART,
+    CONSUMERS_CANNOT_REFRESH,
+    SETTINGS_IGNORED,
+];
 const STATUSES: [&str; 3] = ["True", "False", "Unknown"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

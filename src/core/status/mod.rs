@@ -8,9 +8,10 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 
 use crate::core::api_error::{ErrorKind, NsApiError};
-use crate::core::clock::{rfc3339, whole_seconds};
+use crate::core::clock::{later, rfc3339, whole_seconds};
 use crate::core::conditions::{
-    CONSUMERS_CANNOT_REFRESH, DEGRADED, Problem, READY, ROLLOUT_RESTART, Reason, Stamp, is_true,
+    CONSUMERS_CANNOT_REFRESH, DEGRADED, Problem, READY, ROLLOUT_RESTART, Reason, SETTINGS_IGNORED,
+    Stamp, is_true,
 };
 use crate::core::crd::{NsApiCredential, NsApiCredentialStatus, RENEW_ANNOTATION};
 use crate::core::restarts::{MAX_NAMED_PODS, RestartReport};
@@ -47,6 +48,9 @@ pub struct Extras<'a> {
     pub restarts: Option<&'a RestartReport>,
     /// The pods that read the token through env vars or `subPath` mounts, when looked for.
     pub stale_consumers: Option<&'a [String]>,
+    /// The optional settings ignored because they are invalid (each says what to fix), once
+    /// the spec was checked in this pass.
+    pub ignored_settings: Option<&'a [String]>,
 }
 
 /// What the pass found or did.
@@ -294,7 +298,7 @@ impl Step<'_> {
             .and_then(|d| SignedDuration::try_from(d).ok());
         let attempt = failures.unsigned_abs();
         let delay = schedule::retry_delay(class, attempt, retry_after, seed ^ u64::from(attempt));
-        let retry_at = self.pass.now + delay;
+        let retry_at = later(self.pass.now, delay);
         let message = format!("{error}{advice}; next attempt at {}", rfc3339(retry_at));
         let s = &mut self.status;
         s.consecutive_failures = failures;
@@ -406,6 +410,9 @@ impl Step<'_> {
         if let Some(consumers) = extras.stale_consumers {
             self.consumers(consumers);
         }
+        if let Some(ignored) = extras.ignored_settings {
+            self.ignored_settings(ignored);
+        }
         extras.restarts.and_then(|r| self.restarts(r))
     }
 
@@ -479,6 +486,28 @@ impl Step<'_> {
             self.note(EventType::Warning, reason, message);
         }
         report.pending.iter().map(|(_, _, at)| *at).min()
+    }
+
+    /// `SettingsIgnored` while an optional setting is invalid (a Warning Event when that
+    /// changes); the condition goes once everything is valid again.
+    fn ignored_settings(&mut self, ignored: &[String]) {
+        if ignored.is_empty() {
+            self.status
+                .conditions
+                .retain(|c| c.type_ != SETTINGS_IGNORED);
+            return;
+        }
+        let message = format!("ignored until fixed: {}", ignored.join("; "));
+        let changed = self
+            .pass
+            .old
+            .condition(SETTINGS_IGNORED)
+            .is_none_or(|c| c.status != "True" || c.message != message);
+        let reason = Reason::InvalidSetting;
+        self.set(SETTINGS_IGNORED, true, reason.as_str(), &message);
+        if changed {
+            self.note(EventType::Warning, reason, message);
+        }
     }
 
     fn consumers(&mut self, pods: &[String]) {

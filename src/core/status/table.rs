@@ -719,3 +719,51 @@ fn no_secret_reaches_status_or_events() {
         "{shown}"
     );
 }
+
+#[test]
+fn an_ignored_setting_has_its_own_condition_and_leaves_ready_alone() {
+    let ignored = [
+        "spec.verifyInterval: \"30s\" is shorter than 1m; token checks are off until it is fixed"
+            .to_owned(),
+    ];
+    let waiting = Outcome::Waiting {
+        until: ts("2026-01-01T10:49:00Z"),
+        token_secret: Some("abc-token"),
+    };
+    let pass = |old, ignored| Pass {
+        old,
+        generation: Some(2),
+        now: ts("2026-01-01T10:10:00Z"),
+        token: Some(hour_token()),
+        extras: Extras {
+            ignored_settings: ignored,
+            ..Extras::default()
+        },
+    };
+    let old = healthy();
+    let first = next(pass(&old, Some(&ignored[..])), waiting);
+    let condition = first.status.condition(SETTINGS_IGNORED).unwrap();
+    assert_eq!(
+        (condition.status.as_str(), condition.reason.as_str()),
+        ("True", "InvalidSetting")
+    );
+    assert!(
+        condition.message.contains("verifyInterval"),
+        "{condition:?}"
+    );
+    assert!(
+        is_true(&first.status.conditions, READY),
+        "the token still counts"
+    );
+    assert_eq!(first.events.len(), 1);
+    assert_eq!(first.events[0].reason, Reason::InvalidSetting);
+    // The same finding again: no second Event.
+    let again = next(pass(&first.status, Some(&ignored[..])), waiting);
+    assert!(again.events.is_empty(), "{:?}", again.events);
+    // Fixed: the condition goes.
+    let fixed = next(pass(&again.status, Some(&[])), waiting);
+    assert!(fixed.status.condition(SETTINGS_IGNORED).is_none());
+    // A pass that never checked the spec leaves it as it was.
+    let unchecked = next(pass(&again.status, None), waiting);
+    assert!(unchecked.status.condition(SETTINGS_IGNORED).is_some());
+}
