@@ -4,7 +4,7 @@
 //! decision is taken by the pure modules.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
 
@@ -107,7 +107,7 @@ struct Reconcile<'a> {
     namespace: String,
     secrets: Api<Secret>,
     /// The optional settings found invalid when the spec was checked in this pass.
-    ignored: OnceLock<Vec<String>>,
+    ignored: Mutex<Option<Vec<String>>>,
 }
 
 impl<'a> Reconcile<'a> {
@@ -121,7 +121,7 @@ impl<'a> Reconcile<'a> {
             uid: credential.uid().ok_or(Error::MissingField("uid"))?,
             secrets: Api::namespaced(ctx.client.clone(), &namespace),
             namespace,
-            ignored: OnceLock::new(),
+            ignored: Mutex::new(None),
         })
     }
 
@@ -147,7 +147,7 @@ impl<'a> Reconcile<'a> {
 
         let valid = match policy::validate(spec, &self.ctx.policy) {
             Ok(valid) => {
-                let _ = self.ignored.set(valid.ignored.clone());
+                *self.ignored_lock() = Some(valid.ignored.clone());
                 valid
             }
             Err(problem) => {
@@ -253,6 +253,12 @@ impl<'a> Reconcile<'a> {
             extras.next_check = Some(check.next_check);
             extras.verified_at = check.verified_at;
             extras.revoked = check.revoked;
+            if check.suspect {
+                self.ignored_lock().get_or_insert_default().push(format!(
+                    "spec.verifyInterval: the API refused {} new tokens within an hour; the check itself looks wrong (a permission error?), so a refusal no longer replaces the token for now",
+                    schedule::MAX_REVOCATIONS_PER_HOUR
+                ));
+            }
             if check.revoked {
                 decision = Decision::Mint(MintReason::Revoked);
             }
@@ -402,6 +408,12 @@ impl<'a> Reconcile<'a> {
         }
     }
 
+    fn ignored_lock(&self) -> std::sync::MutexGuard<'_, Option<Vec<String>>> {
+        self.ignored
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Records what `status` decides from this pass.
     async fn report(
         &self,
@@ -409,7 +421,8 @@ impl<'a> Reconcile<'a> {
         outcome: Outcome<'_>,
         mut extras: Extras<'_>,
     ) -> Result<Action> {
-        extras.ignored_settings = self.ignored.get().map(Vec::as_slice);
+        let ignored = self.ignored_lock().clone();
+        extras.ignored_settings = ignored.as_deref();
         Record {
             credential: self.credential,
             ctx: self.ctx,

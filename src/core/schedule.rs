@@ -157,6 +157,19 @@ pub fn decide(
     }
 }
 
+/// At most this many tokens are replaced because a check found them refused, per credential
+/// per hour. A check that refuses every new token (a permission error that looks like a
+/// revocation) would otherwise cost a login, and a rollout restart, on every check.
+pub const MAX_REVOCATIONS_PER_HOUR: usize = 3;
+
+/// Whether a refused check is taken at its word (the token is replaced), given when tokens
+/// were last replaced for that reason: fewer than [`MAX_REVOCATIONS_PER_HOUR`] in the hour
+/// before `now`.
+pub fn revocation_believed(recent: &[Timestamp], now: Timestamp) -> bool {
+    let hour_ago = earlier(now, SignedDuration::from_hours(1));
+    recent.iter().filter(|at| **at > hour_ago).count() < MAX_REVOCATIONS_PER_HOUR
+}
+
 /// When to check the token in place with the API next: `interval` after the last check, or
 /// now if it was never checked.
 pub fn next_verify(last: Option<Timestamp>, interval: SignedDuration, now: Timestamp) -> Timestamp {
@@ -293,6 +306,22 @@ mod tests {
             times,
             inputs_match: true,
         })
+    }
+
+    #[test]
+    fn refused_checks_replace_at_most_three_tokens_an_hour() {
+        let now = ts("2026-01-01T12:00:00Z");
+        let at = |m: i64| earlier(now, SignedDuration::from_mins(m));
+        assert!(revocation_believed(&[], now));
+        assert!(revocation_believed(&[at(50), at(30)], now));
+        assert!(!revocation_believed(&[at(50), at(30), at(10)], now));
+        // Older than an hour no longer counts.
+        assert!(revocation_believed(&[at(70), at(30), at(10)], now));
+        // Times from the ends of time do not panic.
+        assert!(revocation_believed(
+            &[jiff::Timestamp::MAX],
+            jiff::Timestamp::MIN
+        ));
     }
 
     #[test]

@@ -258,7 +258,7 @@ pub(crate) fn classify_status(
         _ => match ex.op {
             Operation::PasswordGrant => classify_password_refusal(ex, status, &parsed, &answer),
             Operation::RefreshGrant => classify_refresh_refusal(ex, status, &answer),
-            Operation::ReadToken => classify_read_refusal(ex, status, &answer),
+            Operation::ReadToken => classify_read_refusal(ex, status, &parsed, &answer),
         },
     }
 }
@@ -342,8 +342,22 @@ fn classify_refresh_refusal(ex: &Exchange<'_>, status: u16, answer: &str) -> NsA
     }
 }
 
-fn classify_read_refusal(ex: &Exchange<'_>, status: u16, answer: &str) -> NsApiError {
+fn classify_read_refusal(
+    ex: &Exchange<'_>,
+    status: u16,
+    body: &ErrorBody,
+    answer: &str,
+) -> NsApiError {
     match status {
+        // v2's permission error says nothing about the token: not a revocation.
+        401 | 403 if body.is_invalid_scope() => NsApiError::Permanent {
+            message: format!(
+                "the token check was refused for lack of permission by the {} ({answer}): the subscriber may not read its own token (Invalid Scope); the token stays. Turn spec.verifyInterval off, or give the user the scope",
+                ex.what()
+            ),
+            status: Some(status),
+            label: "permission_denied",
+        },
         401 | 403 => NsApiError::Authentication {
             message: format!(
                 "the access token was refused by the {} ({answer}): it was revoked or has expired; get a new token",
@@ -669,6 +683,9 @@ mod tests {
             (RefreshGrant, V2, 401, JSON, None, r#"{"code":401,"message":"Refresh token expired"}"#, RefreshRejected, "refresh_rejected", "Refresh token expired"),
             // Reading a token.
             (ReadToken, V1, 401, None, None, "", Authentication, "token_refused", "revoked"),
+            // v2's permission error is no revocation: the token stays (issue 17, finding 5).
+            (ReadToken, V2, 401, JSON, None, r#"{"code":401,"message":"Invalid Scope [APP001]"}"#, Permanent, "permission_denied", "lack of permission"),
+            (ReadToken, V1, 403, JSON, None, r#"{"error":"invalid_scope"}"#, Permanent, "permission_denied", "verifyInterval off"),
             (ReadToken, V1, 404, None, None, "", Permanent, "not_found", "apiBaseUrl"),
             (ReadToken, V1, 500, None, None, "", Transient, "server_error", "oauth2/read?[redacted]"),
         ];

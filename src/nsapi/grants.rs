@@ -26,8 +26,12 @@ pub enum TokenCheck {
     Accepted,
     /// It refused the token (401): revoked on the portal, or by a newer login.
     Refused,
-    /// The check failed otherwise (outage, timeout): no reason to replace a token.
+    /// The check failed otherwise (outage, timeout): no reason to replace a token; tried
+    /// again soon.
     Unknown,
+    /// The check cannot work as configured (a permission error such as v2's `Invalid Scope`,
+    /// a wrong path): the token stays, and the next check waits a whole interval.
+    Unusable,
 }
 
 /// After a token check that neither passed nor failed (an outage), the next one is tried this
@@ -42,6 +46,9 @@ pub struct CheckPass {
     pub verified_at: Option<Timestamp>,
     /// The API refused the token: it must be replaced at once.
     pub revoked: bool,
+    /// The API refused the token, but it refused too many fresh tokens in the last hour to
+    /// be believed: the token stays, and the check itself looks wrong.
+    pub suspect: bool,
 }
 
 /// What obtaining a token for one credential needs.
@@ -179,16 +186,25 @@ impl Grants<'_> {
                 next_check: due,
                 verified_at: None,
                 revoked: false,
+                suspect: false,
             };
         }
         let check = self.check_token(valid, token).await;
         let retry_at =
             (check == TokenCheck::Unknown).then(|| later(now, interval.min(UNKNOWN_CHECK_RETRY)));
+        let answered = matches!(check, TokenCheck::Accepted | TokenCheck::Refused);
         self.sessions.set_check_retry(self.uid, retry_at);
+        let refused = check == TokenCheck::Refused;
+        let believed =
+            refused && schedule::revocation_believed(&self.sessions.revocations(self.uid), now);
+        if believed {
+            self.sessions.record_revocation(self.uid, now);
+        }
         CheckPass {
             next_check: retry_at.unwrap_or(later(now, interval)),
-            verified_at: (check != TokenCheck::Unknown).then_some(now),
-            revoked: check == TokenCheck::Refused,
+            verified_at: answered.then_some(now),
+            revoked: believed,
+            suspect: refused && !believed,
         }
     }
 
@@ -205,6 +221,10 @@ impl Grants<'_> {
             Err(error) if error.kind() == ErrorKind::Authentication => {
                 info!(%error, "the API refused the token in place");
                 TokenCheck::Refused
+            }
+            Err(error) if error.kind() == ErrorKind::Permanent => {
+                info!(%error, "the token check cannot work as configured; the token stays");
+                TokenCheck::Unusable
             }
             Err(error) => {
                 info!(%error, "the token check failed; the token stays");

@@ -55,6 +55,9 @@ struct Session {
     refresh: Option<RefreshSession>,
     token: Option<HeldToken>,
     check_retry_at: Option<jiff::Timestamp>,
+    /// When tokens were replaced because a check found them refused (the last hour's, at most
+    /// `MAX_REVOCATIONS_PER_HOUR`).
+    revocations: Vec<jiff::Timestamp>,
 }
 
 /// Sessions by credential UID. Boxed: a session is large, and a table of a fleet keeps up to
@@ -98,6 +101,25 @@ impl Sessions {
         self.with(uid, |s| s.check_retry_at = at);
     }
 
+    /// When tokens of this credential were replaced for a refused check.
+    pub fn revocations(&self, uid: &str) -> Vec<jiff::Timestamp> {
+        self.lock()
+            .get(uid)
+            .map(|s| s.revocations.clone())
+            .unwrap_or_default()
+    }
+
+    /// Records a replacement for a refused check at `at`, keeping only the most recent few.
+    pub fn record_revocation(&self, uid: &str, at: jiff::Timestamp) {
+        self.with(uid, |s| {
+            s.revocations.push(at);
+            let keep = crate::core::schedule::MAX_REVOCATIONS_PER_HOUR;
+            if s.revocations.len() > keep {
+                s.revocations.drain(..s.revocations.len() - keep);
+            }
+        });
+    }
+
     pub fn check_retry_at(&self, uid: &str) -> Option<jiff::Timestamp> {
         self.lock().get(uid).and_then(|s| s.check_retry_at)
     }
@@ -124,7 +146,7 @@ impl Sessions {
         let mut map = self.lock();
         let session = map.entry(uid.to_owned()).or_default();
         let out = f(session);
-        if session.refresh.is_none() && session.token.is_none() {
+        if session.refresh.is_none() && session.token.is_none() && session.revocations.is_empty() {
             map.remove(uid);
         }
         out
