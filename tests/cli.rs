@@ -384,12 +384,12 @@ async fn check_and_inspect_obey_the_operators_policy_and_check_asks_before_a_log
     // Flags: a host outside the allow-list is refused before anything is sent.
     let before = requests(&f);
     let strict = ["--allowed-api-host", "portal.example.com", HTTP];
-    for verb in ["check", "inspect"] {
-        let run = run_cli(&[&[verb, "abc", "-n", &ns, "--yes"][..], &strict].concat());
-        assert_eq!(run.code, 1, "{verb}");
+    for verb in [&["check", "--yes"][..], &["inspect"]] {
+        let run = run_cli(&[verb, &["abc", "-n", &ns], &strict].concat());
+        assert_eq!(run.code, 1, "{verb:?}");
         assert!(
             run.stderr.contains("ApiHostNotAllowed") && run.stderr.contains("127.0.0.1"),
-            "{verb}: {}",
+            "{verb:?}: {}",
             run.stderr
         );
         assert!(run.stderr.contains("nothing was sent"), "{}", run.stderr);
@@ -561,6 +561,56 @@ async fn inspect_sends_the_token_only_to_the_spec_and_only_from_a_secret_it_cont
     assert_eq!(reads(), before + 1);
 
     f.assert_no_secret_in(&outputs, "the CLI's output");
+    f.assert_no_secret_leaked().await;
+}
+
+/// `check` keys its prediction of a backoff as the operator keys the backoff: with fallback
+/// nodes, that is the attempt fingerprint, not the token's (before, `check` said "obtain a new
+/// token now" for a credential the operator was backing off).
+#[tokio::test(flavor = "multi_thread")]
+async fn check_predicts_the_operators_backoff_of_a_credential_with_fallback_nodes() {
+    let mut f = Fixture::new("cli-backoff", SimConfig::new().nodes(2)).await;
+    f.create_input_secrets().await;
+    // The portal refuses the login the operator tries first: a long backoff, same inputs.
+    f.sim
+        .set_password(fixture::USERNAME, "not-the-secrets-password");
+    f.start_operator();
+    let fallback = f.sim.node(1).base_url();
+    f.create_credential("abc", |spec| {
+        spec["fallbackApiBaseUrls"] = serde_json::json!([fallback])
+    })
+    .await;
+    f.wait_condition(
+        "abc",
+        "Ready",
+        "False",
+        Some("AuthenticationFailed"),
+        READY_TIMEOUT,
+    )
+    .await;
+    f.stop_operator();
+    // The account is fixed at the portal, not in the cluster: the operator keeps backing off
+    // until its retry time (or a renew), and check says so.
+    f.sim.set_password(fixture::USERNAME, &f.password.clone());
+    let ns = f.namespace().to_owned();
+    let run = cli(&[
+        "check",
+        "abc",
+        "-n",
+        &ns,
+        ALLOW_SIM[0],
+        ALLOW_SIM[1],
+        HTTP,
+        "--yes",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("OK: a Bearer token")
+            && run.stdout.contains("(backing off after a failure)"),
+        "{}",
+        run.stdout
+    );
+    f.assert_no_secret_in(&(run.stdout + &run.stderr), "check output");
     f.assert_no_secret_leaked().await;
 }
 
