@@ -315,6 +315,33 @@ async fn kubectl_runs_it_as_a_plugin_with_kubectls_kubeconfig_flags() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Runs the binary on a terminal (util-linux `script` gives it one) and types `answer`; stdout
+/// and stderr come back together in `stdout`.
+fn cli_on_terminal(args: &[&str], answer: &str) -> Run {
+    eprintln!(
+        "$ nsapi-token-operator {} (on a terminal, typing {answer:?})",
+        args.join(" ")
+    );
+    let quote = |a: &str| format!("'{}'", a.replace('\'', "'\\''"));
+    let line: Vec<String> = std::iter::once(BIN)
+        .chain(args.iter().copied())
+        .map(quote)
+        .collect();
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c", &line.join(" "), "/dev/null"])
+        .env("KUBECONFIG", control_plane::admin_kubeconfig())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("util-linux script");
+    use std::io::Write;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(answer.as_bytes()).unwrap();
+    drop(stdin);
+    finish(child.wait_with_output().unwrap())
+}
+
 /// Every request the simulator has had (token requests and `oauth2/read`).
 fn requests(f: &Fixture) -> u64 {
     let s = f.sim.stats();
@@ -482,6 +509,25 @@ async fn check_and_inspect_obey_the_operators_policy_and_check_asks_before_a_log
     let run = run_cli(&[&["inspect", "abc"][..], &from_operator].concat());
     assert_eq!(run.code, 0);
     assert!(run.stdout.contains("abc-company"), "{}", run.stdout);
+
+    // On a terminal, check asks: anything but yes sends nothing; yes logs in.
+    let before = requests(&f);
+    let grants = f.sim.stats().password_grants;
+    let check_abc = [&["check", "abc"][..], &from_operator].concat();
+    let run = cli_on_terminal(&check_abc, "n\n");
+    outputs.push_str(&run.stdout);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stdout.contains("Log in now? [y/N]") && run.stdout.contains("nothing was sent"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(requests(&f), before, "a check answered no sent a request");
+    let run = cli_on_terminal(&check_abc, "y\n");
+    outputs.push_str(&run.stdout);
+    assert_eq!(run.code, 0);
+    assert!(run.stdout.contains("OK: a Bearer token"), "{}", run.stdout);
+    assert_eq!(f.sim.stats().password_grants, grants + 1);
 
     f.assert_no_secret_in(&outputs, "the CLI's output");
     f.assert_no_secret_leaked().await;
