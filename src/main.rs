@@ -74,15 +74,22 @@ enum Command {
         connection: cli::Connection,
     },
     /// Try a credential's inputs against the API (a password grant; nothing is written) and say
-    /// what the operator would do now. Exits 1 when the API refuses.
+    /// what the operator would do now, under the operator's allow-list. The login may end the
+    /// live token's session on portals that allow one per user: it asks first (--yes to skip).
+    /// Exits 1 when the policy or the API refuses, 2 when not confirmed or on an error.
     Check {
         name: String,
+        /// Log in without asking (needed when stdin is not a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
         #[command(flatten)]
         access: cli::ApiAccess,
         #[command(flatten)]
         connection: cli::Connection,
     },
-    /// Ask the API what it knows about the token in a credential's output Secret.
+    /// Ask the API what it knows about the token in a credential's output Secret (sent only to
+    /// the spec's API nodes, under the operator's allow-list, from a Secret the credential
+    /// controls).
     Inspect {
         name: String,
         #[command(flatten)]
@@ -208,9 +215,10 @@ async fn main() -> ExitCode {
         } => report(cli::renew(&connection, name.as_deref(), all, selector.as_deref()).await),
         Command::Check {
             name,
+            yes,
             access,
             connection,
-        } => report(cli::check(&connection, &name, &access).await),
+        } => report(cli::check(&connection, &name, &access, yes).await),
         Command::Inspect {
             name,
             access,

@@ -10,11 +10,16 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use fixture::{Fixture, data};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use nsapi_sim::SimConfig;
 use nsapi_token_operator::core::crd::RENEW_ANNOTATION;
 
 const BIN: &str = env!("CARGO_BIN_EXE_nsapi-token-operator");
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// The operator's policy for the simulator, given with the operator's flags.
+const ALLOW_SIM: [&str; 2] = ["--allowed-api-host", "127.0.0.1"];
+const HTTP: &str = "--allow-insecure-http";
 
 struct Run {
     code: i32,
@@ -103,7 +108,16 @@ async fn status_renew_check_and_inspect_tell_the_truth() {
     assert!(run.stdout.lines().any(|l| l.starts_with(&ns)));
 
     // check: the good inputs pass, and the operator would keep the fresh token.
-    let run = cli(&["check", "abc", "-n", &ns, "--allow-insecure-http"]);
+    let run = cli(&[
+        "check",
+        "abc",
+        "-n",
+        &ns,
+        ALLOW_SIM[0],
+        ALLOW_SIM[1],
+        HTTP,
+        "--yes",
+    ]);
     assert_eq!(run.code, 0);
     assert!(run.stdout.contains("OK: a Bearer token"), "{}", run.stdout);
     assert!(
@@ -113,11 +127,28 @@ async fn status_renew_check_and_inspect_tell_the_truth() {
         run.stdout
     );
     // Without the flag an http:// URL is refused, as the operator would.
-    let run = cli(&["check", "abc", "-n", &ns]);
+    let run = cli(&[
+        "check",
+        "abc",
+        "-n",
+        &ns,
+        ALLOW_SIM[0],
+        ALLOW_SIM[1],
+        "--yes",
+    ]);
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("InvalidSpec"), "{}", run.stderr);
     // The refused login fails, saying why, and names no secret.
-    let run = cli(&["check", "bad", "-n", &ns, "--allow-insecure-http"]);
+    let run = cli(&[
+        "check",
+        "bad",
+        "-n",
+        &ns,
+        ALLOW_SIM[0],
+        ALLOW_SIM[1],
+        HTTP,
+        "-y",
+    ]);
     assert_eq!(run.code, 1);
     assert!(
         run.stderr.contains("FAIL: the API refused"),
@@ -129,7 +160,15 @@ async fn status_renew_check_and_inspect_tell_the_truth() {
     assert_eq!(cli(&["check", "nope", "-n", &ns]).code, 2);
 
     // inspect: the server's view of the token in place.
-    let run = cli(&["inspect", "abc", "-n", &ns, "--allow-insecure-http"]);
+    let run = cli(&[
+        "inspect",
+        "abc",
+        "-n",
+        &ns,
+        ALLOW_SIM[0],
+        ALLOW_SIM[1],
+        HTTP,
+    ]);
     assert_eq!(run.code, 0);
     assert!(
         run.stdout.contains("domain") && run.stdout.contains("abc-company"),
@@ -141,7 +180,15 @@ async fn status_renew_check_and_inspect_tell_the_truth() {
     f.assert_no_secret_in(&run.stdout, "inspect output");
     // After the token is revoked, inspect says the API refuses it.
     f.sim.revoke_token(&token);
-    let run = cli(&["inspect", "abc", "-n", &ns, "--allow-insecure-http"]);
+    let run = cli(&[
+        "inspect",
+        "abc",
+        "-n",
+        &ns,
+        ALLOW_SIM[0],
+        ALLOW_SIM[1],
+        HTTP,
+    ]);
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("refused"), "{}", run.stderr);
 
@@ -266,6 +313,351 @@ async fn kubectl_runs_it_as_a_plugin_with_kubectls_kubeconfig_flags() {
         run.stdout
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs the binary on a terminal (util-linux `script` gives it one) and types `answer`; stdout
+/// and stderr come back together in `stdout`.
+fn cli_on_terminal(args: &[&str], answer: &str) -> Run {
+    eprintln!(
+        "$ nsapi-token-operator {} (on a terminal, typing {answer:?})",
+        args.join(" ")
+    );
+    let quote = |a: &str| format!("'{}'", a.replace('\'', "'\\''"));
+    let line: Vec<String> = std::iter::once(BIN)
+        .chain(args.iter().copied())
+        .map(quote)
+        .collect();
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c", &line.join(" "), "/dev/null"])
+        .env("KUBECONFIG", control_plane::admin_kubeconfig())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("util-linux script");
+    use std::io::Write;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(answer.as_bytes()).unwrap();
+    drop(stdin);
+    finish(child.wait_with_output().unwrap())
+}
+
+/// Every request the simulator has had (token requests and `oauth2/read`).
+fn requests(f: &Fixture) -> u64 {
+    let s = f.sim.stats();
+    s.token_requests + s.read_requests
+}
+
+/// An operator Deployment as the chart makes it (label and container name), with these
+/// arguments; no pod of it needs to run.
+async fn put_operator_deployment(client: &kube::Client, namespace: &str, args: &[&str]) {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let labels = serde_json::json!({"app.kubernetes.io/name": "nsapi-token-operator"});
+    let deployment: Deployment = serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "nsapi-token-operator", "labels": labels},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{
+                    "name": "operator",
+                    "image": "registry.invalid/nsapi-token-operator:test",
+                    "args": args,
+                }]},
+            },
+        },
+    }))
+    .unwrap();
+    match api.get_opt("nsapi-token-operator").await.unwrap() {
+        None => {
+            api.create(&PostParams::default(), &deployment)
+                .await
+                .unwrap();
+        }
+        Some(_) => {
+            let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [
+                {"name": "operator", "args": args}
+            ]}}}});
+            api.patch(
+                "nsapi-token-operator",
+                &PatchParams::default(),
+                &Patch::Strategic(&patch),
+            )
+            .await
+            .unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_and_inspect_obey_the_operators_policy_and_check_asks_before_a_login() {
+    let mut f = world("cli-policy").await;
+    // From here on the simulator hears only the CLI.
+    f.stop_operator();
+    let ns = f.namespace().to_owned();
+    let operator_ns = control_plane::TestNamespace::create(&f.client, "cli-operator").await;
+    let op_ns = operator_ns.name().to_owned();
+    let mut outputs = String::new();
+    let mut run_cli = |args: &[&str]| {
+        let run = cli(args);
+        outputs.push_str(&run.stdout);
+        outputs.push_str(&run.stderr);
+        run
+    };
+
+    // Flags: a host outside the allow-list is refused before anything is sent.
+    let before = requests(&f);
+    let strict = ["--allowed-api-host", "portal.example.com", HTTP];
+    for verb in [&["check", "--yes"][..], &["inspect"]] {
+        let run = run_cli(&[verb, &["abc", "-n", &ns], &strict].concat());
+        assert_eq!(run.code, 1, "{verb:?}");
+        assert!(
+            run.stderr.contains("ApiHostNotAllowed") && run.stderr.contains("127.0.0.1"),
+            "{verb:?}: {}",
+            run.stderr
+        );
+        assert!(run.stderr.contains("nothing was sent"), "{}", run.stderr);
+    }
+    assert_eq!(requests(&f), before, "a refused host got a request");
+    // --allow-insecure-http alone would leave the allow-list open: a usage error.
+    let run = run_cli(&["check", "abc", "-n", &ns, HTTP, "--yes"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("--allowed-api-host"), "{}", run.stderr);
+
+    // Neither flags nor an operator Deployment: refused, saying which flag to pass.
+    let run = run_cli(&[
+        "check",
+        "abc",
+        "-n",
+        &ns,
+        "--operator-namespace",
+        &op_ns,
+        "--yes",
+    ]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("no operator Deployment") && run.stderr.contains("--allowed-api-host"),
+        "{}",
+        run.stderr
+    );
+    let run = run_cli(&["inspect", "abc", "-n", &ns, "--operator-namespace", &op_ns]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("--allowed-api-host"), "{}", run.stderr);
+    assert_eq!(requests(&f), before);
+
+    // The installed operator's allow-list, read from its Deployment's arguments.
+    put_operator_deployment(
+        &f.client,
+        &op_ns,
+        &["run", "--allowed-api-host=portal.example.com", HTTP],
+    )
+    .await;
+    let from_operator = ["-n", &ns, "--operator-namespace", &op_ns];
+    let run = run_cli(&[&["check", "abc", "--yes"][..], &from_operator].concat());
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("ApiHostNotAllowed")
+            && run
+                .stderr
+                .contains(&format!("Deployment {op_ns}/nsapi-token-operator")),
+        "{}",
+        run.stderr
+    );
+    // Its http rule too: allowed host, but the operator refuses http.
+    put_operator_deployment(
+        &f.client,
+        &op_ns,
+        &["run", "--allowed-api-host", "127.0.0.1"],
+    )
+    .await;
+    let run = run_cli(&[&["check", "abc", "--yes"][..], &from_operator].concat());
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("InvalidSpec"), "{}", run.stderr);
+    assert_eq!(requests(&f), before, "a refused spec got a request");
+
+    // Allowed: without --yes and without a terminal, check warns and refuses to log in.
+    put_operator_deployment(
+        &f.client,
+        &op_ns,
+        &["run", "--allowed-api-host", "127.0.0.1", HTTP],
+    )
+    .await;
+    let run = run_cli(&[&["check", "abc"][..], &from_operator].concat());
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("WARNING") && run.stderr.contains("one session"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("pass --yes"), "{}", run.stderr);
+    assert_eq!(requests(&f), before, "an unconfirmed check sent a request");
+    // With --yes: one login, under the operator's policy.
+    let grants = f.sim.stats().password_grants;
+    let run = run_cli(&[&["check", "abc", "--yes"][..], &from_operator].concat());
+    assert_eq!(run.code, 0);
+    assert!(
+        run.stdout.contains(&format!(
+            "Policy of Deployment {op_ns}/nsapi-token-operator"
+        )) && run.stdout.contains("OK: a Bearer token"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(f.sim.stats().password_grants, grants + 1);
+    let run = run_cli(&[&["inspect", "abc"][..], &from_operator].concat());
+    assert_eq!(run.code, 0);
+    assert!(run.stdout.contains("abc-company"), "{}", run.stdout);
+
+    // On a terminal, check asks: anything but yes sends nothing; yes logs in.
+    let before = requests(&f);
+    let grants = f.sim.stats().password_grants;
+    let check_abc = [&["check", "abc"][..], &from_operator].concat();
+    let run = cli_on_terminal(&check_abc, "n\n");
+    outputs.push_str(&run.stdout);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stdout.contains("Log in now? [y/N]") && run.stdout.contains("nothing was sent"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(requests(&f), before, "a check answered no sent a request");
+    let run = cli_on_terminal(&check_abc, "y\n");
+    outputs.push_str(&run.stdout);
+    assert_eq!(run.code, 0);
+    assert!(run.stdout.contains("OK: a Bearer token"), "{}", run.stdout);
+    assert_eq!(f.sim.stats().password_grants, grants + 1);
+
+    f.assert_no_secret_in(&outputs, "the CLI's output");
+    f.assert_no_secret_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn inspect_sends_the_token_only_to_the_spec_and_only_from_a_secret_it_controls() {
+    let mut f = Fixture::new("cli-inspect", SimConfig::new()).await;
+    f.create_input_secrets().await;
+    f.start_operator();
+    f.create_credential("abc", |_| {}).await;
+    f.wait_ready("abc", READY_TIMEOUT).await;
+    // No operator from here on: it would restore the Secret edited below.
+    f.stop_operator();
+    let ns = f.namespace().to_owned();
+    let abc_token = f.token_secret("abc-token").await.unwrap();
+    let reads = || f.sim.stats().read_requests;
+    let mut outputs = String::new();
+
+    // A Secret the credential does not control: refused, its token sent nowhere.
+    let mut copy = abc_token.clone();
+    copy.metadata = kube::api::ObjectMeta {
+        name: Some("someone-elses-token".into()),
+        ..Default::default()
+    };
+    f.secrets()
+        .create(&PostParams::default(), &copy)
+        .await
+        .unwrap();
+    f.create_credential("foreign", |spec| {
+        spec["tokenSecret"] = serde_json::json!({"name": "someone-elses-token"})
+    })
+    .await;
+    let before = reads();
+    let run = cli(&[
+        "inspect",
+        "foreign",
+        "-n",
+        &ns,
+        ALLOW_SIM[0],
+        ALLOW_SIM[1],
+        HTTP,
+    ]);
+    outputs.push_str(&(run.stdout.clone() + &run.stderr));
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("is not controlled by NsApiCredential foreign"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(reads(), before, "a token from a foreign Secret was sent");
+
+    // The Secret's api_base_url edited to elsewhere: the token still goes to the spec's URL.
+    let patch = serde_json::json!({"stringData": {"api_base_url": "http://127.0.0.1:9/ns-api/"}});
+    f.secrets()
+        .patch("abc-token", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let run = cli(&[
+        "inspect",
+        "abc",
+        "-n",
+        &ns,
+        ALLOW_SIM[0],
+        ALLOW_SIM[1],
+        HTTP,
+    ]);
+    outputs.push_str(&(run.stdout.clone() + &run.stderr));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .contains(&format!("The API at {} knows the token", f.sim.base_url())),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(reads(), before + 1);
+
+    f.assert_no_secret_in(&outputs, "the CLI's output");
+    f.assert_no_secret_leaked().await;
+}
+
+/// `check` keys its prediction of a backoff as the operator keys the backoff: with fallback
+/// nodes, that is the attempt fingerprint, not the token's (before, `check` said "obtain a new
+/// token now" for a credential the operator was backing off).
+#[tokio::test(flavor = "multi_thread")]
+async fn check_predicts_the_operators_backoff_of_a_credential_with_fallback_nodes() {
+    let mut f = Fixture::new("cli-backoff", SimConfig::new().nodes(2)).await;
+    f.create_input_secrets().await;
+    // The portal refuses the login the operator tries first: a long backoff, same inputs.
+    f.sim
+        .set_password(fixture::USERNAME, "not-the-secrets-password");
+    f.start_operator();
+    let fallback = f.sim.node(1).base_url();
+    f.create_credential("abc", |spec| {
+        spec["fallbackApiBaseUrls"] = serde_json::json!([fallback])
+    })
+    .await;
+    f.wait_condition(
+        "abc",
+        "Ready",
+        "False",
+        Some("AuthenticationFailed"),
+        READY_TIMEOUT,
+    )
+    .await;
+    f.stop_operator();
+    // The account is fixed at the portal, not in the cluster: the operator keeps backing off
+    // until its retry time (or a renew), and check says so.
+    f.sim.set_password(fixture::USERNAME, &f.password.clone());
+    let ns = f.namespace().to_owned();
+    let run = cli(&[
+        "check",
+        "abc",
+        "-n",
+        &ns,
+        ALLOW_SIM[0],
+        ALLOW_SIM[1],
+        HTTP,
+        "--yes",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("OK: a Bearer token")
+            && run.stdout.contains("(backing off after a failure)"),
+        "{}",
+        run.stdout
+    );
+    f.assert_no_secret_in(&(run.stdout + &run.stderr), "check output");
+    f.assert_no_secret_leaked().await;
 }
 
 fn tempdir() -> std::path::PathBuf {

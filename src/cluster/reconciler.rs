@@ -169,7 +169,6 @@ impl<'a> Reconcile<'a> {
                     .await;
             }
         };
-        let fingerprint = inputs::fingerprint(&valid, &client, &subscriber);
         let ctx = self.ctx;
         let trusted = trust::client_for_credential(
             &ctx.client,
@@ -188,8 +187,12 @@ impl<'a> Reconcile<'a> {
                 return Ok(Action::requeue(CA_BUNDLE_RECHECK));
             }
         };
-        // What the status records of this attempt: a change to it lifts a backoff.
-        let attempt = inputs::attempt_fingerprint(&fingerprint, &valid, ca_digest.as_deref());
+        // The token's inputs, and what the status records of this attempt (a change to it lifts
+        // a backoff): computed as the CLI's `check` computes them.
+        let inputs::Fingerprints {
+            token: fingerprint,
+            attempt,
+        } = inputs::fingerprints(&valid, &client, &subscriber, ca_digest.as_deref());
 
         // The newest token obtained for these inputs, if it is still valid and not older than
         // the one in place: a token whose write failed is written now without a new grant, and

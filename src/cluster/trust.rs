@@ -44,12 +44,10 @@ pub fn bundle(reference: &CaBundleRef, text: Option<&str>) -> Result<Bundle, Pro
     })?;
     let certs = parse_pem_bundle(text)
         .map_err(|why| Problem::new(Reason::CaBundleInvalid, format!("{what}: {why}")))?;
-    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
-    let digest = digest.as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    Ok(Bundle { digest, certs })
+    Ok(Bundle {
+        digest: crate::core::inputs::ca_bundle_digest(text),
+        certs,
+    })
 }
 
 fn kind_name(kind: CaBundleKind) -> &'static str {

@@ -142,11 +142,45 @@ pub fn fingerprint(
     format!("v1:{hex}")
 }
 
+/// The two digests of one attempt, as the operator keys them: `token` is stored with the token
+/// (see [`fingerprint`]) and says whether the token in place was obtained with the inputs of
+/// now; `attempt` is stored in the status by a failure and keys its backoff
+/// (`status::failure_gate`). The reconciler and the CLI's `check` both take them from
+/// [`fingerprints`], so that `check` predicts a backoff exactly as the operator applies it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fingerprints {
+    pub token: String,
+    pub attempt: String,
+}
+
+/// The fingerprints of an attempt with these inputs; `ca_digest` is the digest of the
+/// credential's CA bundle ([`ca_bundle_digest`]), if it has one.
+pub fn fingerprints(
+    spec: &ValidSpec,
+    client: &ClientCredentials,
+    subscriber: &SubscriberCredentials,
+    ca_digest: Option<&str>,
+) -> Fingerprints {
+    let token = fingerprint(spec, client, subscriber);
+    let attempt = attempt_fingerprint(&token, spec, ca_digest);
+    Fingerprints { token, attempt }
+}
+
+/// A digest of a CA bundle's text (`spec.caBundle`): the key of the client that trusts it, and
+/// part of the attempt fingerprint (so that a fixed bundle is tried at once).
+pub fn ca_bundle_digest(text: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// A digest of everything an attempt depends on: the token's inputs (`fingerprint`), and what
 /// reaches the API without changing the token (the fallback nodes, the CA bundle's digest).
 /// Kept in the status, it lets a fix of any of them retry at once, past a backoff, without
 /// replacing a valid token. Without either, it is the token's own fingerprint.
-pub fn attempt_fingerprint(fingerprint: &str, spec: &ValidSpec, ca_digest: Option<&str>) -> String {
+fn attempt_fingerprint(fingerprint: &str, spec: &ValidSpec, ca_digest: Option<&str>) -> String {
     if spec.fallbacks.is_empty() && ca_digest.is_none() {
         return fingerprint.to_owned();
     }
@@ -272,5 +306,50 @@ mod tests {
         let mut other_method = valid.clone();
         other_method.refresh_method = RefreshMethod::Get;
         assert_eq!(base, fingerprint(&other_method, &client, &user));
+    }
+
+    #[test]
+    fn the_attempt_fingerprint_adds_fallbacks_and_the_ca_bundle_to_the_tokens() {
+        let valid = validate(&spec(), &Policy::default()).unwrap();
+        let client = ClientCredentials {
+            client_id: "abc".into(),
+            client_secret: Confidential::from("s3cr3t"),
+        };
+        let user = SubscriberCredentials {
+            username: "111@abc".into(),
+            password: Confidential::from("pa55"),
+        };
+        let token = fingerprint(&valid, &client, &user);
+        // Neither fallbacks nor a CA bundle: the attempt is keyed by the token's inputs.
+        let plain = fingerprints(&valid, &client, &user, None);
+        assert_eq!(plain.token, token);
+        assert_eq!(plain.attempt, token);
+        // A CA bundle changes the attempt, not the token; a different bundle, another attempt.
+        let digest = ca_bundle_digest("-----BEGIN CERTIFICATE-----\nA\n");
+        assert_eq!(digest.len(), 32);
+        assert_eq!(digest, ca_bundle_digest("-----BEGIN CERTIFICATE-----\nA\n"));
+        let with_ca = fingerprints(&valid, &client, &user, Some(&digest));
+        assert_eq!(with_ca.token, token);
+        assert!(with_ca.attempt.starts_with("a1:"), "{with_ca:?}");
+        assert_ne!(with_ca.attempt, token);
+        let other_ca = ca_bundle_digest("-----BEGIN CERTIFICATE-----\nB\n");
+        assert_ne!(
+            fingerprints(&valid, &client, &user, Some(&other_ca)).attempt,
+            with_ca.attempt
+        );
+        // So do the fallback nodes.
+        let mut with_fallback = spec();
+        with_fallback.fallback_api_base_urls = vec!["https://node2.example.com".into()];
+        let with_fallback = validate(&with_fallback, &Policy::default()).unwrap();
+        let fallback = fingerprints(&with_fallback, &client, &user, None);
+        assert_eq!(fallback.token, token);
+        assert_ne!(fallback.attempt, token);
+        assert_ne!(fallback.attempt, with_ca.attempt);
+        // The password reaches both.
+        let mut other_pw = user.clone();
+        other_pw.password = Confidential::from("pa56");
+        let moved = fingerprints(&valid, &client, &other_pw, Some(&digest));
+        assert_ne!(moved.token, with_ca.token);
+        assert_ne!(moved.attempt, with_ca.attempt);
     }
 }

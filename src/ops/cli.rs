@@ -5,12 +5,14 @@
 //! (`inspect`). Kubeconfig handling follows kubectl: `KUBECONFIG`, `--kubeconfig`,
 //! `--context`, `-n`, `-A`. Nothing here ever prints a secret.
 
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Container, Secret};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -22,7 +24,7 @@ use crate::core::clock::{Clock, SystemClock};
 use crate::core::conditions::{CONSUMERS_CANNOT_REFRESH, READY, ROLLOUT_RESTART};
 use crate::core::crd::{NsApiCredential, RENEW_ANNOTATION};
 use crate::core::inputs;
-use crate::core::policy::{Policy, validate};
+use crate::core::policy::{Policy, ValidSpec, validate};
 use crate::core::schedule::{self, CurrentToken, Decision, MintReason, WaitReason};
 use crate::core::token_secret;
 use crate::nsapi::{NsApiClient, NsApiClientConfig};
@@ -41,24 +43,159 @@ pub struct Connection {
     pub namespace: Option<String>,
 }
 
-/// How `check` and `inspect` reach the API, as the operator's flags of the same names.
-#[derive(clap::Args, Clone, Debug, Default)]
+/// How `check` and `inspect` reach the API: under the operator's policy (allowed API hosts, plain
+/// http), given with the operator's own flags or read from the installed operator.
+#[derive(clap::Args, Clone, Debug)]
 pub struct ApiAccess {
-    /// Allow an http:// API base URL.
-    #[arg(long)]
+    /// API hosts the credential may call, as the operator's flag of the same name (glob;
+    /// repeatable). Without it, the allow-list and the http rule are read from the installed
+    /// operator's Deployment (see --operator-namespace).
+    #[arg(long = "allowed-api-host", value_name = "GLOB", value_delimiter = ',')]
+    pub allowed_api_hosts: Vec<String>,
+    /// Allow an http:// API base URL, as the operator's flag of the same name (only with
+    /// --allowed-api-host: otherwise the installed operator's rule applies).
+    #[arg(long, requires = "allowed_api_hosts")]
     pub allow_insecure_http: bool,
+    /// The namespace of the installed operator, whose Deployment (label
+    /// app.kubernetes.io/name=nsapi-token-operator) gives the policy when --allowed-api-host is
+    /// not given.
+    #[arg(long, value_name = "NAMESPACE", default_value = DEFAULT_OPERATOR_NAMESPACE)]
+    pub operator_namespace: String,
     /// PEM CA certificates to trust beside the system's (and the credential's spec.caBundle).
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
 }
 
+impl Default for ApiAccess {
+    fn default() -> Self {
+        ApiAccess {
+            allowed_api_hosts: Vec::new(),
+            allow_insecure_http: false,
+            operator_namespace: DEFAULT_OPERATOR_NAMESPACE.to_owned(),
+            ca_file: None,
+        }
+    }
+}
+
+/// Where the chart and `deploy/` install the operator.
+pub const DEFAULT_OPERATOR_NAMESPACE: &str = "nsapi-system";
+/// The label the chart and `deploy/` put on the operator's Deployment.
+pub const OPERATOR_SELECTOR: &str = "app.kubernetes.io/name=nsapi-token-operator";
+
+/// A policy and where it was found (for messages).
+#[derive(Clone, Debug)]
+struct SourcedPolicy {
+    source: String,
+    policy: Policy,
+}
+
 impl ApiAccess {
-    /// The client for a credential: the system's roots, `--ca-file`, and its CA bundle.
+    /// The policies the operator applies: the flags' one, or that of each operator Deployment
+    /// found (a credential must pass all of them). `Err` says why none could be found and which
+    /// flag to pass: there is no fallback to "any host".
+    async fn policies(
+        &self,
+        cluster: &Cluster,
+    ) -> Result<Result<Vec<SourcedPolicy>, String>, Box<dyn std::error::Error>> {
+        if !self.allowed_api_hosts.is_empty() {
+            return Ok(Ok(vec![SourcedPolicy {
+                source: "the --allowed-api-host flags".to_owned(),
+                policy: Policy {
+                    allowed_api_hosts: self.allowed_api_hosts.clone(),
+                    allow_insecure_http: self.allow_insecure_http,
+                },
+            }]));
+        }
+        let ns = &self.operator_namespace;
+        let pass = "pass the operator's allow-list with --allowed-api-host (repeatable, and \
+                    --allow-insecure-http if it runs with it), or --operator-namespace if the \
+                    operator runs elsewhere";
+        let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), ns);
+        let listed = api
+            .list(&ListParams::default().labels(OPERATOR_SELECTOR))
+            .await;
+        let deployments = match listed {
+            Ok(list) => list.items,
+            Err(kube::Error::Api(e)) if e.code == 403 || e.code == 404 => {
+                return Ok(Err(format!(
+                    "cannot read the operator's Deployment in namespace {ns:?} to learn its \
+                     allow-list ({}); {pass}",
+                    e.message
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if deployments.is_empty() {
+            return Ok(Err(format!(
+                "no operator Deployment ({OPERATOR_SELECTOR}) in namespace {ns:?} to learn its \
+                 allow-list from; {pass}"
+            )));
+        }
+        let mut policies = Vec::new();
+        for deployment in &deployments {
+            let source = format!("Deployment {ns}/{}", deployment.name_any());
+            let containers = deployment
+                .spec
+                .template
+                .spec
+                .as_ref()
+                .map(|s| s.containers.as_slice())
+                .unwrap_or_default();
+            match operator_container(containers).map(operator_policy) {
+                Some(Ok(policy)) => policies.push(SourcedPolicy { source, policy }),
+                Some(Err(why)) => return Ok(Err(format!("{source}: {why}; {pass}"))),
+                None => {
+                    return Ok(Err(format!(
+                        "{source}: no container named \"operator\" (nor a single container); \
+                         {pass}"
+                    )));
+                }
+            }
+        }
+        Ok(Ok(policies))
+    }
+
+    /// The spec checked as the operator checks it, under every policy found; `Err` is the
+    /// message of the first refusal.
+    async fn validated(
+        &self,
+        cluster: &Cluster,
+        credential: &NsApiCredential,
+    ) -> Result<Result<ValidSpec, String>, Box<dyn std::error::Error>> {
+        let policies = match self.policies(cluster).await? {
+            Ok(policies) => policies,
+            Err(why) => return Err(why.into()),
+        };
+        let mut valid = None;
+        for SourcedPolicy { source, policy } in &policies {
+            match validate(&credential.spec, policy) {
+                Ok(v) => {
+                    valid.get_or_insert(v);
+                }
+                Err(problem) => {
+                    return Ok(Err(format!(
+                        "{}: {} (the policy of {source}; nothing was sent)",
+                        problem.reason, problem.message
+                    )));
+                }
+            }
+        }
+        for SourcedPolicy { source, policy } in &policies {
+            println!("Policy of {source}: {}.", describe_policy(policy));
+        }
+        match valid {
+            Some(valid) => Ok(Ok(valid)),
+            None => Err("no policy was found".into()),
+        }
+    }
+
+    /// The client for a credential: the system's roots, `--ca-file`, and its CA bundle; with
+    /// the bundle's digest (part of the attempt fingerprint), as the operator takes them.
     async fn client(
         &self,
         cluster: &Cluster,
         credential: &NsApiCredential,
-    ) -> Result<Result<NsApiClient, String>, Box<dyn std::error::Error>> {
+    ) -> Result<Result<(NsApiClient, Option<String>), String>, Box<dyn std::error::Error>> {
         let mut extra_roots = Vec::new();
         if let Some(path) = &self.ca_file {
             let text = std::fs::read_to_string(path)
@@ -71,18 +208,136 @@ impl ApiAccess {
             ..NsApiClientConfig::default()
         };
         let base = NsApiClient::new(config, Arc::new(SystemClock))?;
-        let reference = credential.spec.ca_bundle.as_ref();
-        Ok(
-            match crate::cluster::trust::load(&cluster.client, &cluster.namespace, reference)
-                .await?
-            {
-                Err(problem) => Err(format!("{}: {}", problem.reason, problem.message)),
-                Ok(bundle) => crate::cluster::trust::TrustedClients::default()
-                    .client_for(&base, bundle.as_ref())
-                    .map_err(|problem| format!("{}: {}", problem.reason, problem.message)),
-            },
+        Ok(crate::cluster::trust::client_for_credential(
+            &cluster.client,
+            &crate::cluster::trust::TrustedClients::default(),
+            &base,
+            &cluster.namespace,
+            credential.spec.ca_bundle.as_ref(),
         )
+        .await?
+        .map_err(|problem| format!("{}: {}", problem.reason, problem.message)))
     }
+}
+
+/// `any host` or the list, and the http rule.
+fn describe_policy(policy: &Policy) -> String {
+    let hosts = if policy.allowed_api_hosts.is_empty() {
+        "any API host".to_owned()
+    } else {
+        format!("API hosts {}", policy.allowed_api_hosts.join(", "))
+    };
+    let http = if policy.allow_insecure_http {
+        "http allowed"
+    } else {
+        "https only"
+    };
+    format!("{hosts}; {http}")
+}
+
+/// The operator's container in its Deployment: the one named `operator` (as the chart and
+/// `deploy/` name it), or the only one.
+fn operator_container(containers: &[Container]) -> Option<&Container> {
+    containers
+        .iter()
+        .find(|c| c.name == "operator")
+        .or(match containers {
+            [only] => Some(only),
+            _ => None,
+        })
+}
+
+/// The policy of an operator container, as `run` takes it from its flags: `--allowed-api-host`
+/// (`=GLOB` or `GLOB`, comma-separated, repeatable) and `--allow-insecure-http`, or else the
+/// environment variables `NSAPI_ALLOWED_API_HOSTS` and `NSAPI_ALLOW_INSECURE_HTTP`. An
+/// allow-list that may come from where this cannot read (`valueFrom`, `envFrom`) is an error,
+/// never "any host"; an http rule that may come from there counts as "https only" (stricter).
+fn operator_policy(container: &Container) -> Result<Policy, String> {
+    const HOSTS: &str = "--allowed-api-host";
+    const HTTP: &str = "--allow-insecure-http";
+    let args: Vec<&str> = container
+        .command
+        .iter()
+        .chain(&container.args)
+        .flatten()
+        .map(String::as_str)
+        .take_while(|a| *a != "--")
+        .collect();
+    let mut hosts: Option<Vec<String>> = None;
+    let mut insecure = None;
+    let mut i = 0;
+    while i < args.len() {
+        let arg = args[i];
+        let value = if arg == HOSTS {
+            i += 1;
+            Some(
+                *args
+                    .get(i)
+                    .ok_or_else(|| format!("{HOSTS} without a value in its arguments"))?,
+            )
+        } else {
+            arg.strip_prefix(HOSTS).and_then(|r| r.strip_prefix('='))
+        };
+        if let Some(value) = value {
+            hosts
+                .get_or_insert_with(Vec::new)
+                .extend(value.split(',').map(str::to_owned));
+        } else if arg == HTTP {
+            insecure = Some(true);
+        } else if let Some(value) = arg.strip_prefix(HTTP).and_then(|r| r.strip_prefix('=')) {
+            insecure = Some(truthy(value));
+        }
+        i += 1;
+    }
+    // The last definition of a variable wins, as in Kubernetes.
+    let env = |name: &str| {
+        container
+            .env
+            .iter()
+            .flatten()
+            .rev()
+            .find(|e| e.name == name)
+    };
+    let env_from = container.env_from.as_ref().is_some_and(|e| !e.is_empty());
+    let hosts = match hosts {
+        Some(hosts) => hosts,
+        None => match env("NSAPI_ALLOWED_API_HOSTS") {
+            Some(var) if var.value_from.is_some() => {
+                return Err(
+                    "its allow-list comes from NSAPI_ALLOWED_API_HOSTS by reference (valueFrom), \
+                     which this does not follow"
+                        .to_owned(),
+                );
+            }
+            Some(var) => match var.value.as_deref().unwrap_or("") {
+                "" => Vec::new(),
+                value => value.split(',').map(str::to_owned).collect(),
+            },
+            None if env_from => {
+                return Err(
+                    "it has no --allowed-api-host argument, and its envFrom may set \
+                     NSAPI_ALLOWED_API_HOSTS, which this does not follow"
+                        .to_owned(),
+                );
+            }
+            None => Vec::new(),
+        },
+    };
+    let allow_insecure_http = insecure.unwrap_or_else(|| {
+        env("NSAPI_ALLOW_INSECURE_HTTP")
+            .and_then(|var| var.value.as_deref())
+            .is_some_and(truthy)
+    });
+    Ok(Policy {
+        allowed_api_hosts: hosts,
+        allow_insecure_http,
+    })
+}
+
+/// A boolean flag's value as clap reads it: false for the usual "no" words and empty text.
+fn truthy(value: &str) -> bool {
+    let v = value.trim().to_ascii_lowercase();
+    !matches!(v.as_str(), "" | "n" | "no" | "f" | "false" | "off" | "0")
 }
 
 type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
@@ -284,22 +539,20 @@ pub async fn renew(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `check NAME`: obtains a token with the credential's inputs, writing nothing, and says what
-/// the operator would do now. The exit code says whether the API accepted the inputs.
-pub async fn check(c: &Connection, name: &str, access: &ApiAccess) -> CliResult {
+/// `check NAME [--yes]`: obtains a token with the credential's inputs, writing nothing, and
+/// says what the operator would do now. The exit code says whether the API accepted the inputs.
+/// The operator's policy applies as it does to the operator; the login is confirmed first (a new
+/// login may end the live token's session).
+pub async fn check(c: &Connection, name: &str, access: &ApiAccess, yes: bool) -> CliResult {
     let cluster = connect(c).await?;
     let credentials: Api<NsApiCredential> =
         Api::namespaced(cluster.client.clone(), &cluster.namespace);
     let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
     let credential = credentials.get(name).await?;
     let spec = &credential.spec;
-    let policy = Policy {
-        allowed_api_hosts: Vec::new(),
-        allow_insecure_http: access.allow_insecure_http,
-    };
-    let valid = match validate(spec, &policy) {
+    let valid = match access.validated(&cluster, &credential).await? {
         Ok(valid) => valid,
-        Err(problem) => return fail(&format!("{}: {}", problem.reason, problem.message)),
+        Err(refused) => return fail(&refused),
     };
     let client_secret = secrets.get_opt(&spec.client_secret_ref.name).await?;
     let subscriber_secret = secrets.get_opt(&spec.subscriber_secret_ref.name).await?;
@@ -314,10 +567,27 @@ pub async fn check(c: &Connection, name: &str, access: &ApiAccess) -> CliResult 
         Err(problem) => return fail(&format!("{}: {}", problem.reason, problem.message)),
     };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let nsapi = match access.client(&cluster, &credential).await? {
-        Ok(nsapi) => nsapi,
+    let (nsapi, ca_digest) = match access.client(&cluster, &credential).await? {
+        Ok(trusted) => trusted,
         Err(problem) => return fail(&problem),
     };
+    // The digests the operator keys the token and its backoff by, from the same function.
+    let fingerprints = inputs::fingerprints(&valid, &client, &subscriber, ca_digest.as_deref());
+
+    eprintln!(
+        "WARNING: check logs in as {:?} (a password grant). On portals that allow one session \
+         per user, a new login ends the older ones: the token in {}/{} may stop working until \
+         the operator replaces it (`kubectl nscred renew {name}` asks for that at once).",
+        subscriber.username, cluster.namespace, spec.token_secret.name
+    );
+    if !confirmed(yes)? {
+        return Err(
+            "not confirmed, nothing was sent: pass --yes to log in (stdin is not a terminal, \
+             or the answer was not yes)"
+                .into(),
+        );
+    }
+
     // The nodes in order, as the operator tries them, until one answers.
     let nodes: Vec<&ApiBaseUrl> = valid.nodes().collect();
     let mut answer = None;
@@ -355,7 +625,6 @@ pub async fn check(c: &Connection, name: &str, access: &ApiAccess) -> CliResult 
 
     // What the operator would do now, from the token in place.
     let now = clock.now();
-    let fingerprint = inputs::fingerprint(&valid, &client, &subscriber);
     let in_place = secrets
         .get_opt(&spec.token_secret.name)
         .await?
@@ -363,7 +632,7 @@ pub async fn check(c: &Connection, name: &str, access: &ApiAccess) -> CliResult 
         .and_then(|s| token_secret::read_token(&s).ok());
     let current = in_place.as_ref().map(|t| CurrentToken {
         times: t.times,
-        inputs_match: t.inputs_fingerprint == fingerprint,
+        inputs_match: t.inputs_fingerprint == fingerprints.token,
     });
     let seed = schedule::token_seed(
         &credential.uid().unwrap_or_default(),
@@ -374,11 +643,32 @@ pub async fn check(c: &Connection, name: &str, access: &ApiAccess) -> CliResult 
         current,
         valid.refresh_before,
         seed,
-        crate::core::status::failure_gate(credential.status.as_ref(), &fingerprint),
+        crate::core::status::failure_gate(credential.status.as_ref(), &fingerprints.attempt),
         crate::core::status::renew_request(&credential).is_some(),
     );
     println!("The operator would {}.", describe(decision, spec.suspend));
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether to go on with a login: `--yes`, or "y"/"yes" typed on a terminal. Not on a terminal
+/// and without `--yes`, no.
+fn confirmed(yes: bool) -> Result<bool, Box<dyn std::error::Error>> {
+    if yes {
+        return Ok(true);
+    }
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Ok(false);
+    }
+    eprint!("Log in now? [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    stdin.lock().read_line(&mut answer)?;
+    Ok(is_yes(&answer))
+}
+
+fn is_yes(answer: &str) -> bool {
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }
 
 fn describe(decision: Decision, suspended: bool) -> String {
@@ -419,30 +709,62 @@ fn describe(decision: Decision, suspended: bool) -> String {
     }
 }
 
-/// `inspect NAME`: what the API says about the token in the credential's output Secret.
+/// `inspect NAME`: what the API says about the token in the credential's output Secret. The
+/// token goes only to the spec's API nodes, checked under the operator's policy (never to the
+/// `api_base_url` written in the Secret), and only from a Secret the credential controls.
 pub async fn inspect(c: &Connection, name: &str, access: &ApiAccess) -> CliResult {
     let cluster = connect(c).await?;
     let credentials: Api<NsApiCredential> =
         Api::namespaced(cluster.client.clone(), &cluster.namespace);
     let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
     let credential = credentials.get(name).await?;
-    let Some(secret) = secrets.get_opt(&credential.spec.token_secret.name).await? else {
-        return fail(&format!(
-            "the output Secret {:?} does not exist",
-            credential.spec.token_secret.name
-        ));
+    let valid = match access.validated(&cluster, &credential).await? {
+        Ok(valid) => valid,
+        Err(refused) => return fail(&refused),
+    };
+    let secret_name = &credential.spec.token_secret.name;
+    let secret = secrets.get_opt(secret_name).await?;
+    match token_secret::ownership(secret.as_ref(), &credential) {
+        token_secret::Ownership::Owned => {}
+        token_secret::Ownership::Absent => {
+            return fail(&format!("the output Secret {secret_name:?} does not exist"));
+        }
+        token_secret::Ownership::Foreign => {
+            return fail(&format!(
+                "the Secret {}/{secret_name} is not controlled by NsApiCredential {name} (no \
+                 controller ownerReference to it): the operator does not write it \
+                 (SecretConflict), and inspect sends nothing from it",
+                cluster.namespace
+            ));
+        }
+    }
+    let Some(secret) = secret else {
+        return fail(&format!("the output Secret {secret_name:?} does not exist"));
     };
     let token = match token_secret::read_token(&secret) {
         Ok(token) => token,
         Err(why) => return fail(&format!("the output Secret holds no token: {why}")),
     };
-    let base = ApiBaseUrl::parse(&token.api_base_url, access.allow_insecure_http)?;
-    let nsapi = match access.client(&cluster, &credential).await? {
-        Ok(nsapi) => nsapi,
+    let (nsapi, _) = match access.client(&cluster, &credential).await? {
+        Ok(trusted) => trusted,
         Err(problem) => return fail(&problem),
     };
-    match nsapi.read_token(&base, &token.access_token).await {
-        Ok(info) => {
+    // The spec's nodes in order, as the operator tries them, until one answers.
+    let nodes: Vec<&ApiBaseUrl> = valid.nodes().collect();
+    let mut answer = None;
+    for (i, node) in nodes.iter().enumerate() {
+        match nsapi.read_token(node, &token.access_token).await {
+            Err(error) if crate::nsapi::nodes::fails_over(&error) && i + 1 < nodes.len() => {
+                println!("{node} failed ({error}); trying the next node");
+            }
+            other => {
+                answer = Some((*node, other));
+                break;
+            }
+        }
+    }
+    match answer {
+        Some((base, Ok(info))) => {
             println!(
                 "The API at {base} knows the token in {}/{}:",
                 cluster.namespace,
@@ -467,7 +789,8 @@ pub async fn inspect(c: &Connection, name: &str, access: &ApiAccess) -> CliResul
             );
             Ok(ExitCode::SUCCESS)
         }
-        Err(error) => fail(&format!("the API refused: {error}")),
+        Some((_, Err(error))) => fail(&format!("the API refused: {error}")),
+        None => fail("no API node answered"),
     }
 }
 
@@ -508,5 +831,150 @@ mod tests {
             "obtain a new token now (one was asked for)"
         );
         assert!(describe(Decision::Mint(MintReason::Due), true).contains("spec.suspend"));
+    }
+
+    fn container(args: &[&str], env: &[(&str, &str)]) -> Container {
+        serde_json::from_value(json!({
+            "name": "operator",
+            "args": args,
+            "env": env.iter().map(|(k, v)| json!({"name": k, "value": v})).collect::<Vec<_>>(),
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_operators_policy_is_read_from_its_arguments_as_run_reads_them() {
+        let policy = operator_policy(&container(
+            &[
+                "run",
+                "--http-addr=0.0.0.0:8080",
+                "--allowed-api-host=portal.example.com",
+                "--allowed-api-host",
+                "*.ns-api.example.net,api.example.org:8443",
+                "--allow-insecure-http",
+            ],
+            &[],
+        ))
+        .unwrap();
+        assert_eq!(
+            policy.allowed_api_hosts,
+            [
+                "portal.example.com",
+                "*.ns-api.example.net",
+                "api.example.org:8443"
+            ]
+        );
+        assert!(policy.allow_insecure_http);
+        // The chart without allowedApiHosts: any host, https only.
+        let open = operator_policy(&container(&["run", "--log-format=json"], &[])).unwrap();
+        assert!(open.allowed_api_hosts.is_empty());
+        assert!(!open.allow_insecure_http);
+        // A flag's name as a prefix of another is not that flag; after `--`, nothing counts.
+        let other = operator_policy(&container(
+            &["run", "--allowed-api-hosts=x", "--", "--allowed-api-host=y"],
+            &[],
+        ))
+        .unwrap();
+        assert!(other.allowed_api_hosts.is_empty(), "{other:?}");
+        assert!(operator_policy(&container(&["run", "--allowed-api-host"], &[])).is_err());
+        // The command counts too (an image run with `command:`).
+        let mut with_command = container(&["--allowed-api-host=a.example.com"], &[]);
+        with_command.command = Some(vec!["/nsapi-token-operator".into(), "run".into()]);
+        assert_eq!(
+            operator_policy(&with_command).unwrap().allowed_api_hosts,
+            ["a.example.com"]
+        );
+    }
+
+    #[test]
+    fn the_operators_environment_counts_when_its_arguments_say_nothing() {
+        let env = [
+            ("NSAPI_ALLOWED_API_HOSTS", "a.example.com,b.example.com"),
+            ("NSAPI_ALLOW_INSECURE_HTTP", "true"),
+        ];
+        let policy = operator_policy(&container(&["run"], &env)).unwrap();
+        assert_eq!(policy.allowed_api_hosts, ["a.example.com", "b.example.com"]);
+        assert!(policy.allow_insecure_http);
+        // Arguments win over the environment, as with clap.
+        let policy = operator_policy(&container(
+            &["run", "--allowed-api-host=c.example.com"],
+            &env,
+        ))
+        .unwrap();
+        assert_eq!(policy.allowed_api_hosts, ["c.example.com"]);
+        for no in ["false", "0", "off", "no", ""] {
+            let env = [("NSAPI_ALLOW_INSECURE_HTTP", no)];
+            assert!(
+                !operator_policy(&container(&["run"], &env))
+                    .unwrap()
+                    .allow_insecure_http,
+                "{no:?}"
+            );
+        }
+        // An allow-list this cannot read is an error, never "any host".
+        let mut by_reference = container(&["run"], &[]);
+        by_reference.env = Some(vec![
+            serde_json::from_value(json!({
+                "name": "NSAPI_ALLOWED_API_HOSTS",
+                "valueFrom": {"configMapKeyRef": {"name": "policy", "key": "hosts"}},
+            }))
+            .unwrap(),
+        ]);
+        assert!(operator_policy(&by_reference).is_err());
+        let mut env_from = container(&["run"], &[]);
+        env_from.env_from = Some(vec![
+            serde_json::from_value(json!({"configMapRef": {"name": "operator-env"}})).unwrap(),
+        ]);
+        assert!(operator_policy(&env_from).is_err());
+        // ... unless the arguments give it.
+        env_from.args = Some(vec![
+            "run".into(),
+            "--allowed-api-host=a.example.com".into(),
+        ]);
+        assert!(operator_policy(&env_from).is_ok());
+    }
+
+    #[test]
+    fn the_operator_container_is_the_one_named_operator_or_the_only_one() {
+        let named = container(&["run"], &[]);
+        let mut sidecar = container(&[], &[]);
+        sidecar.name = "proxy".into();
+        assert_eq!(
+            operator_container(&[sidecar.clone(), named.clone()]).map(|c| c.name.as_str()),
+            Some("operator")
+        );
+        assert_eq!(
+            operator_container(std::slice::from_ref(&sidecar)).map(|c| c.name.as_str()),
+            Some("proxy")
+        );
+        assert!(operator_container(&[sidecar.clone(), sidecar]).is_none());
+        assert!(operator_container(&[]).is_none());
+    }
+
+    #[test]
+    fn only_yes_confirms_a_login() {
+        for yes in ["y", "Y\n", "yes\n", " YES "] {
+            assert!(is_yes(yes), "{yes:?}");
+        }
+        for no in ["", "\n", "n", "no", "yess", "ok"] {
+            assert!(!is_yes(no), "{no:?}");
+        }
+        assert!(confirmed(true).unwrap());
+    }
+
+    #[test]
+    fn policies_read_as_sentences() {
+        assert_eq!(
+            describe_policy(&Policy::default()),
+            "any API host; https only"
+        );
+        let listed = Policy {
+            allowed_api_hosts: vec!["a.example.com".into(), "*.b.example.com".into()],
+            allow_insecure_http: true,
+        };
+        assert_eq!(
+            describe_policy(&listed),
+            "API hosts a.example.com, *.b.example.com; http allowed"
+        );
     }
 }
