@@ -489,6 +489,27 @@ mod tests {
     }
 
     #[test]
+    fn https_metrics_need_an_address_a_certificate_and_a_key() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["nsapi-token-operator", "run"];
+            args.extend(extra);
+            Cli::try_parse_from(args).map(|_| ())
+        };
+        let (addr, cert, key) = (
+            "--metrics-addr=0.0.0.0:8443",
+            "--metrics-tls-cert-file=/tls/tls.crt",
+            "--metrics-tls-key-file=/tls/tls.key",
+        );
+        assert!(parse(&[]).is_ok());
+        assert!(parse(&[addr, cert, key]).is_ok());
+        assert!(parse(&[addr, cert, key, "--metrics-auth=none"]).is_ok());
+        assert!(parse(&[addr]).is_err());
+        assert!(parse(&[addr, cert]).is_err());
+        assert!(parse(&[cert, key]).is_err());
+        assert!(parse(&[addr, cert, key, "--metrics-auth=basic"]).is_err());
+    }
+
+    #[test]
     fn timeouts_must_be_positive() {
         assert_eq!(parse_timeout("15s"), Ok(Duration::from_secs(15)));
         assert!(parse_timeout("0s").is_err());

@@ -40,8 +40,9 @@ fn from_json<T: serde::de::DeserializeOwned>(value: Value) -> T {
 }
 
 /// The chart's rules for one watched namespace (scope=namespace), and cluster-wide what
-/// metrics.secure.auth=kubernetes adds: create on tokenreviews and subjectaccessreviews.
-async fn grant_operator_with_reviews(f: &Fixture, cluster: &mut ClusterObjects) {
+/// metrics.secure.auth=kubernetes adds (with `reviews`): create on tokenreviews and
+/// subjectaccessreviews.
+async fn grant_operator(f: &Fixture, cluster: &mut ClusterObjects, reviews: bool) {
     let ns = f.namespace().to_owned();
     let subject =
         json!([{"kind": "ServiceAccount", "name": OPERATOR_SA.1, "namespace": OPERATOR_SA.0}]);
@@ -72,14 +73,14 @@ async fn grant_operator_with_reviews(f: &Fixture, cluster: &mut ClusterObjects) 
     let name = format!("{ns}-operator");
     cluster.0.push(("clusterrole", name.clone()));
     cluster.0.push(("clusterrolebinding", name.clone()));
-    let cluster_role: ClusterRole = from_json(json!({
-        "metadata": {"name": name},
-        "rules": [
-            {"apiGroups": [""], "resources": ["namespaces"], "resourceNames": [ns], "verbs": ["get"]},
-            {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
-            {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
-        ],
-    }));
+    let mut rules = vec![
+        json!({"apiGroups": [""], "resources": ["namespaces"], "resourceNames": [ns], "verbs": ["get"]}),
+    ];
+    if reviews {
+        rules.push(json!({"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]}));
+        rules.push(json!({"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]}));
+    }
+    let cluster_role: ClusterRole = from_json(json!({"metadata": {"name": name}, "rules": rules}));
     let cluster_binding: ClusterRoleBinding = from_json(json!({
         "metadata": {"name": name},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
@@ -156,37 +157,50 @@ async fn scrape(client: &reqwest::Client, url: &str, token: Option<&str>) -> (u1
     (status, response.text().await.unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn https_metrics_need_a_token_the_api_server_authorises_for_get_metrics() {
-    let mut f = Fixture::new("secure-metrics", SimConfig::new()).await;
-    let mut cluster = ClusterObjects(Vec::new());
-    grant_operator_with_reviews(&f, &mut cluster).await;
-
-    let dir = std::env::temp_dir().join(control_plane::unique_name("metrics-tls"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert_pem, cert, key) = serving_certificate(&dir);
+/// Starts the operator as `kubeconfig` with HTTPS metrics (a fresh certificate in `dir`) and
+/// `--metrics-auth=auth`; returns the HTTPS /metrics URL and a client trusting the certificate.
+async fn start_with_https_metrics(
+    f: &mut Fixture,
+    kubeconfig: &std::path::Path,
+    dir: &std::path::Path,
+    auth: &str,
+) -> (String, reqwest::Client) {
+    let (cert_pem, cert, key) = serving_certificate(dir);
     let cert_arg = format!("--metrics-tls-cert-file={}", cert.display());
     let key_arg = format!("--metrics-tls-key-file={}", key.display());
+    let auth_arg = format!("--metrics-auth={auth}");
     f.start_operator_as(
-        &control_plane::operator_kubeconfig(),
-        &[
-            "--metrics-addr=127.0.0.1:0",
-            &cert_arg,
-            &key_arg,
-            "--metrics-auth=kubernetes",
-        ],
+        kubeconfig,
+        &["--metrics-addr=127.0.0.1:0", &cert_arg, &key_arg, &auth_arg],
     );
     f.wait_operator_started().await;
     let log = f.latest_operator_log();
     let addr = logged_addr(&log, "serving /metrics over HTTPS")
         .unwrap_or_else(|| panic!("no HTTPS metrics address logged: {log}"));
     let port = addr.rsplit(':').next().unwrap();
-    let url = format!("https://127.0.0.1:{port}/metrics");
     let client = reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap()])
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap();
+    (format!("https://127.0.0.1:{port}/metrics"), client)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_metrics_need_a_token_the_api_server_authorises_for_get_metrics() {
+    let mut f = Fixture::new("secure-metrics", SimConfig::new()).await;
+    let mut cluster = ClusterObjects(Vec::new());
+    grant_operator(&f, &mut cluster, true).await;
+
+    let dir = std::env::temp_dir().join(control_plane::unique_name("metrics-tls"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (url, client) = start_with_https_metrics(
+        &mut f,
+        &control_plane::operator_kubeconfig(),
+        &dir,
+        "kubernetes",
+    )
+    .await;
 
     // A credential, so that the metrics have series of their own.
     f.create_input_secrets().await;
@@ -254,7 +268,7 @@ async fn https_metrics_need_a_token_the_api_server_authorises_for_get_metrics() 
     assert_eq!(scrape(&client, &url, Some(&token)).await.0, 200);
 
     // Plain http on the HTTPS port is refused; the plain port has the probes but no /metrics.
-    let plain_on_tls = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await;
+    let plain_on_tls = reqwest::get(url.replace("https://", "http://")).await;
     assert!(
         plain_on_tls.is_err() || !plain_on_tls.unwrap().status().is_success(),
         "plain http was served on the HTTPS port"
@@ -295,5 +309,50 @@ async fn a_bad_serving_certificate_stops_the_operator_at_start() {
     drop(f.operator.take());
     let log = f.latest_operator_log();
     assert!(log.contains("--metrics-tls-cert-file"), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_review_the_api_server_refuses_is_a_503_never_a_200_and_auth_none_is_tls_only() {
+    let mut f = Fixture::new("secure-metrics-norbac", SimConfig::new()).await;
+    let mut cluster = ClusterObjects(Vec::new());
+    // The operator may do its work but not create TokenReviews.
+    grant_operator(&f, &mut cluster, false).await;
+    let dir = std::env::temp_dir().join(control_plane::unique_name("metrics-tls-norbac"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (url, client) = start_with_https_metrics(
+        &mut f,
+        &control_plane::operator_kubeconfig(),
+        &dir,
+        "kubernetes",
+    )
+    .await;
+    let token = service_account_token(&f, "scraper").await;
+    for _ in 0..2 {
+        // Not cached: each scrape asks again, and fails the same way.
+        let (status, body) = scrape(&client, &url, Some(&token)).await;
+        assert_eq!(status, 503, "{body}");
+    }
+    assert_eq!(scrape(&client, &url, None).await.0, 401);
+    assert!(
+        f.latest_operator_log()
+            .contains("could not review the token of a /metrics request"),
+        "the failed review was not logged"
+    );
+    f.stop_operator();
+
+    // --metrics-auth=none: TLS only, no token needed, still not on the plain port.
+    let (url, client) =
+        start_with_https_metrics(&mut f, &control_plane::admin_kubeconfig(), &dir, "none").await;
+    let (status, body) = scrape(&client, &url, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    assert_eq!(f.operator_http("/metrics").await.0, 404);
+    assert_eq!(f.operator_http("/healthz").await.0, 200);
+
+    let logs = f.operator_logs();
+    assert!(!logs.contains(&token), "the scraper's token was logged");
+    f.stop_operator();
+    f.assert_no_secret_leaked().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
