@@ -22,6 +22,8 @@ use nsapi_token_operator::nsapi::ratelimit::Rate;
 use nsapi_token_operator::nsapi::{NsApiClient, NsApiClientConfig};
 use nsapi_token_operator::ops::admin::{self, AdminState};
 use nsapi_token_operator::ops::cli;
+use nsapi_token_operator::ops::metrics_auth::Authorizer;
+use nsapi_token_operator::ops::secure_metrics::{self, MetricsAuth, SecureState, TlsListener};
 use nsapi_token_operator::telemetry::logging::{self, LogFormat};
 use nsapi_token_operator::telemetry::metrics::Metrics;
 
@@ -116,9 +118,35 @@ struct RunArgs {
     /// Log format.
     #[arg(long, value_enum, default_value = "text", env = "NSAPI_LOG_FORMAT")]
     log_format: LogFormat,
-    /// Address of the HTTP server for /healthz, /readyz and /metrics.
+    /// Address of the HTTP server for /healthz, /readyz and /metrics (only the probes when
+    /// --metrics-addr is given).
     #[arg(long, default_value = "0.0.0.0:8080", env = "NSAPI_HTTP_ADDR")]
     http_addr: SocketAddr,
+    /// Serve /metrics over HTTPS at this address instead of on --http-addr (needs
+    /// --metrics-tls-cert-file and --metrics-tls-key-file).
+    #[arg(
+        long,
+        env = "NSAPI_METRICS_ADDR",
+        requires_all = ["metrics_tls_cert_file", "metrics_tls_key_file"]
+    )]
+    metrics_addr: Option<SocketAddr>,
+    /// PEM certificate chain of the HTTPS /metrics server (e.g. tls.crt of a mounted Secret).
+    /// Read at start; a renewed certificate takes effect on restart.
+    #[arg(long, value_name = "FILE", requires = "metrics_addr")]
+    metrics_tls_cert_file: Option<std::path::PathBuf>,
+    /// PEM private key of the HTTPS /metrics server (e.g. tls.key of a mounted Secret).
+    #[arg(long, value_name = "FILE", requires = "metrics_addr")]
+    metrics_tls_key_file: Option<std::path::PathBuf>,
+    /// Who may read the HTTPS /metrics: `kubernetes` (a Bearer token that a TokenReview
+    /// accepts, whose user may `get` the non-resource URL /metrics by a SubjectAccessReview;
+    /// needs `create` on tokenreviews and subjectaccessreviews) or `none`.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "kubernetes",
+        env = "NSAPI_METRICS_AUTH"
+    )]
+    metrics_auth: MetricsAuth,
     /// Let other processes bind the same HTTP port (SO_REUSEPORT): for replicas that share a
     /// node's host network.
     #[arg(long)]
@@ -269,11 +297,28 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
 
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
+    // The HTTPS /metrics: its certificate is read (and a bad one stops the operator) before
+    // anything listens.
+    let secure = match (
+        args.metrics_addr,
+        &args.metrics_tls_cert_file,
+        &args.metrics_tls_key_file,
+    ) {
+        (Some(addr), Some(cert), Some(key)) => {
+            Some((addr, secure_metrics::server_config(cert, key)?))
+        }
+        _ => None,
+    };
     let listener = admin::bind(args.http_addr, args.http_reuse_port)?;
-    info!(addr = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
+    if secure.is_some() {
+        info!(addr = %listener.local_addr()?, "serving /healthz and /readyz");
+    } else {
+        info!(addr = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
+    }
     let admin_state = AdminState {
         ready: ready.clone(),
         metrics: metrics.clone(),
+        serve_metrics: secure.is_none(),
     };
     let admin = tokio::spawn(admin::serve(listener, admin_state, stopped()));
 
@@ -288,6 +333,31 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
 
     nsapi_token_operator::nsapi::tls::install_crypto_provider();
     let client = kube_client::infer(args.kube_api_timeout).await?;
+    let secure_server = match secure {
+        None => None,
+        Some((addr, tls)) => {
+            let tcp = admin::bind(addr, args.http_reuse_port)?;
+            let authorizer = match args.metrics_auth {
+                MetricsAuth::Kubernetes => Some(Arc::new(Authorizer::new(client.clone()))),
+                MetricsAuth::None => None,
+            };
+            info!(
+                addr = %tcp.local_addr()?,
+                auth = ?args.metrics_auth,
+                "serving /metrics over HTTPS"
+            );
+            let state = SecureState {
+                metrics: metrics.clone(),
+                authorizer,
+            };
+            let listener = TlsListener::new(tcp, tls)?;
+            Some(tokio::spawn(secure_metrics::serve(
+                listener,
+                state,
+                stopped(),
+            )))
+        }
+    };
     let scope = Scope {
         namespaces: distinct(args.namespaces),
         label_selector: args.label_selector,
@@ -374,6 +444,9 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     // The work may have ended by itself (a lost Lease): stop the HTTP server too.
     let _ = stop_tx.send(true);
     admin.await??;
+    if let Some(secure_server) = secure_server {
+        secure_server.await??;
+    }
     result
 }
 
@@ -422,6 +495,27 @@ mod tests {
     fn each_namespace_is_watched_once() {
         let given = ["b", "a", "b", " a ", ""].map(String::from).to_vec();
         assert_eq!(distinct(given), ["b", "a"]);
+    }
+
+    #[test]
+    fn https_metrics_need_an_address_a_certificate_and_a_key() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["nsapi-token-operator", "run"];
+            args.extend(extra);
+            Cli::try_parse_from(args).map(|_| ())
+        };
+        let (addr, cert, key) = (
+            "--metrics-addr=0.0.0.0:8443",
+            "--metrics-tls-cert-file=/tls/tls.crt",
+            "--metrics-tls-key-file=/tls/tls.key",
+        );
+        assert!(parse(&[]).is_ok());
+        assert!(parse(&[addr, cert, key]).is_ok());
+        assert!(parse(&[addr, cert, key, "--metrics-auth=none"]).is_ok());
+        assert!(parse(&[addr]).is_err());
+        assert!(parse(&[addr, cert]).is_err());
+        assert!(parse(&[cert, key]).is_err());
+        assert!(parse(&[addr, cert, key, "--metrics-auth=basic"]).is_err());
     }
 
     #[test]

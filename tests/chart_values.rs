@@ -1272,6 +1272,269 @@ async fn extra_objects_are_rendered_with_tpl_and_installed_with_the_release() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// metrics.secure: /metrics over HTTPS with TokenReview and SubjectAccessReview (issue 17, 10).
+
+/// A SubjectAccessReview as `kubectl auth can-i` makes it: may `user` (in `groups`) do `verb` on
+/// `attributes` (resourceAttributes or nonResourceAttributes)?
+fn may(user: &str, groups: &[&str], attributes: Value) -> bool {
+    let mut spec = json!({"user": user, "groups": groups});
+    let key = if attributes.get("path").is_some() {
+        "nonResourceAttributes"
+    } else {
+        "resourceAttributes"
+    };
+    spec[key] = attributes;
+    let review = json!({
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": spec,
+    });
+    let args = ["create", "-f", "-", "-o", "json"];
+    let out = control_plane::kubectl_stdin(&args, &review.to_string());
+    let answer: Value = serde_json::from_str(&stdout_of("kubectl", &args, out)).unwrap();
+    answer["status"]["allowed"] == true
+}
+
+fn named<'a>(objects: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+}
+
+#[test]
+fn secure_metrics_render_an_https_port_its_certificate_rbac_and_an_https_service_monitor() {
+    let prometheus =
+        json!({"kind": "ServiceAccount", "name": "prometheus", "namespace": "monitoring"});
+    let values = json!({
+        "metrics": {"secure": {"enabled": true, "certSecret": "operator-metrics-tls", "readers": [prometheus]}},
+        "serviceMonitor": {"enabled": true},
+    });
+    let objs = render(&values);
+    let deployment = the(&objs, "Deployment");
+    let args = args_of(deployment);
+    for arg in [
+        "--http-addr=0.0.0.0:8080",
+        "--metrics-addr=0.0.0.0:8443",
+        "--metrics-tls-cert-file=/etc/nsapi-token-operator/metrics-tls/tls.crt",
+        "--metrics-tls-key-file=/etc/nsapi-token-operator/metrics-tls/tls.key",
+        "--metrics-auth=kubernetes",
+    ] {
+        assert!(args.contains(&arg.to_owned()), "{arg} missing: {args:?}");
+    }
+    let pod = pod_spec(&objs);
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["ports"],
+        json!([
+            {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+            {"name": "https-metrics", "containerPort": 8443, "protocol": "TCP"},
+        ])
+    );
+    // The probes stay on the plain port.
+    assert_eq!(container["livenessProbe"]["httpGet"]["port"], 8080);
+    assert_eq!(container["readinessProbe"]["httpGet"]["port"], 8080);
+    assert_eq!(
+        container["volumeMounts"],
+        json!([{"name": "metrics-tls", "mountPath": "/etc/nsapi-token-operator/metrics-tls", "readOnly": true}])
+    );
+    assert_eq!(
+        pod["volumes"][0]["secret"]["secretName"],
+        "operator-metrics-tls"
+    );
+
+    let service = the(&objs, "Service");
+    assert_eq!(
+        service["spec"]["ports"][1],
+        json!({"name": "https-metrics", "port": 8443, "targetPort": 8443, "protocol": "TCP"})
+    );
+
+    let endpoint = &the(&objs, "ServiceMonitor")["spec"]["endpoints"][0];
+    assert_eq!(endpoint["port"], "https-metrics");
+    assert_eq!(endpoint["scheme"], "https");
+    assert_eq!(
+        endpoint["tlsConfig"],
+        json!({
+            "serverName": "x-nsapi-token-operator.nsapi-system.svc",
+            "ca": {"secret": {"name": "operator-metrics-tls", "key": "ca.crt"}},
+        })
+    );
+    assert_eq!(
+        endpoint["bearerTokenFile"],
+        "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    );
+    assert_eq!(endpoint["honorLabels"], true);
+
+    let auth = named(&objs, "ClusterRole", "x-nsapi-token-operator-metrics-auth")
+        .expect("the operator's review ClusterRole");
+    assert_eq!(
+        auth["rules"],
+        json!([
+            {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+            {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
+        ])
+    );
+    let auth_binding = named(
+        &objs,
+        "ClusterRoleBinding",
+        "x-nsapi-token-operator-metrics-auth",
+    )
+    .expect("its binding");
+    assert_eq!(
+        auth_binding["subjects"][0]["name"],
+        "x-nsapi-token-operator"
+    );
+    let reader = named(
+        &objs,
+        "ClusterRole",
+        "x-nsapi-token-operator-metrics-reader",
+    )
+    .expect("the metrics-reader ClusterRole");
+    assert_eq!(
+        reader["rules"],
+        json!([{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}])
+    );
+    let reader_binding = named(
+        &objs,
+        "ClusterRoleBinding",
+        "x-nsapi-token-operator-metrics-reader",
+    )
+    .expect("the readers' binding");
+    assert_eq!(reader_binding["subjects"], json!([prometheus]));
+    // The operator's namespaced rules did not grow: the reviews are in their own ClusterRole.
+    let operator_role = named(&objs, "ClusterRole", "x-nsapi-token-operator").unwrap();
+    assert!(!operator_role["rules"].to_string().contains("tokenreviews"));
+
+    // A token from a Secret instead of Prometheus' own, and a tlsConfig of one's own.
+    let objs = render(&json!({
+        "metrics": {"secure": {"enabled": true, "certSecret": "tls"}},
+        "serviceMonitor": {
+            "enabled": true,
+            "tlsConfig": {"insecureSkipVerify": true},
+            "bearerTokenSecret": {"name": "scraper-token", "key": "token"},
+        },
+    }));
+    let endpoint = &the(&objs, "ServiceMonitor")["spec"]["endpoints"][0];
+    assert_eq!(endpoint["tlsConfig"], json!({"insecureSkipVerify": true}));
+    assert_eq!(
+        endpoint["authorization"],
+        json!({"type": "Bearer", "credentials": {"name": "scraper-token", "key": "token"}})
+    );
+    assert!(endpoint.get("bearerTokenFile").is_none());
+    assert!(
+        named(
+            &objs,
+            "ClusterRoleBinding",
+            "x-nsapi-token-operator-metrics-reader"
+        )
+        .is_none()
+    );
+
+    // auth: none: TLS only, no review RBAC, no token sent.
+    let objs = render(&json!({
+        "metrics": {"secure": {"enabled": true, "certSecret": "tls", "auth": "none"}},
+        "serviceMonitor": {"enabled": true},
+    }));
+    assert!(args_of(the(&objs, "Deployment")).contains(&"--metrics-auth=none".to_owned()));
+    assert!(named(&objs, "ClusterRole", "x-nsapi-token-operator-metrics-auth").is_none());
+    assert!(
+        named(
+            &objs,
+            "ClusterRole",
+            "x-nsapi-token-operator-metrics-reader"
+        )
+        .is_none()
+    );
+    let endpoint = &the(&objs, "ServiceMonitor")["spec"]["endpoints"][0];
+    assert_eq!(endpoint["scheme"], "https");
+    assert!(endpoint.get("bearerTokenFile").is_none() && endpoint.get("authorization").is_none());
+
+    // Off by default: plain /metrics on the http port, no HTTPS port, no review RBAC.
+    let objs = render(&json!({"serviceMonitor": {"enabled": true}}));
+    assert_eq!(
+        the(&objs, "ServiceMonitor")["spec"]["endpoints"][0]["port"],
+        "http"
+    );
+    assert_eq!(
+        the(&objs, "Service")["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(!objs.iter().any(|o| o.to_string().contains("tokenreviews")));
+    assert!(
+        !objs
+            .iter()
+            .any(|o| o.to_string().contains("nonResourceURLs"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secure_metrics_rbac_lets_the_operator_review_tokens_and_only_readers_get_metrics() {
+    let _plane = PLANE.read().await;
+    let values = json!({
+        "scope": "namespace",
+        "metrics": {"secure": {"enabled": true, "certSecret": "operator-metrics-tls"}},
+    });
+    // The readers are in the release namespace, which the release itself creates.
+    let (installed, verdict) = Installed::attempt("chart-secure-metrics", &values).await;
+    verdict.unwrap_or_else(|e| panic!("helm install failed: {e}"));
+    let ns = installed.release.clone();
+    let operator = format!("system:serviceaccount:{ns}:{}", installed.fullname);
+    let sa_groups = ["system:serviceaccounts", "system:authenticated"];
+    let review = |resource: &str, group: &str| json!({"verb": "create", "group": group, "resource": resource});
+    assert!(may(
+        &operator,
+        &sa_groups,
+        review("tokenreviews", "authentication.k8s.io")
+    ));
+    assert!(may(
+        &operator,
+        &sa_groups,
+        review("subjectaccessreviews", "authorization.k8s.io")
+    ));
+    // The operator itself may not read /metrics, and nobody may until bound.
+    let metrics = json!({"verb": "get", "path": "/metrics"});
+    let scraper = format!("system:serviceaccount:{ns}:prometheus");
+    assert!(!may(&scraper, &sa_groups, metrics.clone()));
+
+    // helm upgrade with a reader: the binding lets exactly that ServiceAccount in.
+    let file = ValuesFile::new(&json!({
+        "scope": "namespace",
+        "crds": {"enabled": false},
+        "metrics": {"secure": {
+            "enabled": true,
+            "certSecret": "operator-metrics-tls",
+            "readers": [{"kind": "ServiceAccount", "name": "prometheus", "namespace": ns}],
+        }},
+    }));
+    let kubeconfig = control_plane::admin_kubeconfig().display().to_string();
+    let (chart, path) = (chart(), file.path());
+    let args = [
+        "upgrade",
+        &ns,
+        &chart,
+        "--namespace",
+        &ns,
+        "--kubeconfig",
+        &kubeconfig,
+        "-f",
+        &path,
+    ];
+    stdout_of("helm", &args, helm(&args));
+    assert!(may(&scraper, &sa_groups, metrics.clone()));
+    let other = format!("system:serviceaccount:{ns}:someone-else");
+    assert!(!may(&other, &sa_groups, metrics.clone()));
+    assert!(!may(
+        &scraper,
+        &sa_groups,
+        json!({"verb": "get", "path": "/healthz/x"})
+    ));
+    let deployment = installed.get("deployment", &installed.fullname);
+    assert!(args_of(&deployment).contains(&"--metrics-auth=kubernetes".to_owned()));
+}
+
+// ---------------------------------------------------------------------------------------------
 // The schema: a bad value of each new key fails `helm template` (and so install and upgrade).
 
 #[test]
@@ -1402,6 +1665,44 @@ fn schema_refuses_bad_values_of_every_new_key() {
         (json!({"crds": {"enabled": "yes"}}), "/crds/enabled"),
         (json!({"crds": {"keep": null}}), "/crds"),
         (json!({"crds": {"upgrade": true}}), "/crds"),
+        // certSecret defaults to "": enabled without one is refused there.
+        (
+            json!({"metrics": {"secure": {"enabled": true}}}),
+            "/metrics/secure/certSecret",
+        ),
+        (
+            json!({"metrics": {"secure": {"certSecret": "Bad_Name"}}}),
+            "/metrics/secure/certSecret",
+        ),
+        (
+            json!({"metrics": {"secure": {"auth": "tokenreview"}}}),
+            "/metrics/secure/auth",
+        ),
+        (
+            json!({"metrics": {"secure": {"port": 0}}}),
+            "/metrics/secure/port",
+        ),
+        (
+            json!({"metrics": {"secure": {"tls": true}}}),
+            "/metrics/secure",
+        ),
+        (json!({"metrics": {"insecure": {}}}), "/metrics"),
+        (
+            json!({"metrics": {"secure": {"readers": [{"kind": "ServiceAccount", "name": "prometheus"}]}}}),
+            "/metrics/secure/readers/0",
+        ),
+        (
+            json!({"metrics": {"secure": {"readers": [{"kind": "Robot", "name": "r"}]}}}),
+            "/metrics/secure/readers/0/kind",
+        ),
+        (
+            json!({"serviceMonitor": {"bearerTokenSecret": {"name": "s", "key": ""}}}),
+            "/serviceMonitor/bearerTokenSecret/key",
+        ),
+        (
+            json!({"serviceMonitor": {"tlsConfig": "insecure"}}),
+            "/serviceMonitor/tlsConfig",
+        ),
     ];
     for (values, at) in cases {
         let stderr = refused(&values);

@@ -3,9 +3,11 @@
 //! (`output_secret`), what every pass shares (`context`), the Secret-to-credential `index`,
 //! `namespaces` being deleted, restart targets and consumers (`consumers`), CA bundles read from
 //! ConfigMaps and Secrets (`trust`), the client with request deadlines (`kube_client`) and
-//! Lease election (`leader`). Every decision is taken in `core`; NetSapiens calls go through
+//! Lease election (`leader`), and the TokenReview and SubjectAccessReview of a `/metrics`
+//! scrape (`access_review`). Every decision is taken in `core`; NetSapiens calls go through
 //! `nsapi`.
 
+pub mod access_review;
 pub mod consumers;
 pub mod context;
 pub mod controller;

@@ -1,5 +1,7 @@
 //! The small HTTP server for probes and metrics: `/healthz` (the process serves), `/readyz`
-//! (the controller is running: starts false), `/metrics` (Prometheus text).
+//! (the controller is running: starts false), `/metrics` (Prometheus text). When `/metrics` is
+//! served over HTTPS on its own listener (`secure_metrics`, `--metrics-addr`), this plain
+//! server keeps only the probes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,14 +19,20 @@ use crate::telemetry::metrics::Metrics;
 pub struct AdminState {
     pub ready: Arc<AtomicBool>,
     pub metrics: Arc<Metrics>,
+    /// Whether `/metrics` is served here (false when it is served over HTTPS elsewhere).
+    pub serve_metrics: bool,
 }
 
 pub fn router(state: AdminState) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(state)
+        .route("/readyz", get(readyz));
+    let router = if state.serve_metrics {
+        router.route("/metrics", get(metrics))
+    } else {
+        router
+    };
+    router.with_state(state)
 }
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
@@ -36,12 +44,17 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    metrics_response(&state.metrics)
+}
+
+/// The metrics in the OpenMetrics text format, as a response.
+pub fn metrics_response(metrics: &Metrics) -> impl IntoResponse + use<> {
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.encode(),
+        metrics.encode(),
     )
 }
 
