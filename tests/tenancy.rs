@@ -158,3 +158,52 @@ async fn an_invalid_optional_setting_never_costs_the_token() {
     }
     f.assert_no_secret_leaked().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_credential_deleted_during_its_pass_leaves_nothing_behind() {
+    // Token requests take 2 s (the fixture's operator waits 3 s): the credential is deleted
+    // while its first one is in flight.
+    let config = SimConfig::new().fault(nsapi_sim::Fault::Latency(secs(2)));
+    let mut f = Fixture::new("deleted-mid-pass", config).await;
+    f.create_input_secrets().await;
+    f.start_operator();
+    f.create_credential("calm", |spec| {
+        spec["tokenSecret"]["name"] = json!("calm-token")
+    })
+    .await;
+    f.wait_ready("calm", secs(60)).await;
+    f.create_credential("abc", |_| {}).await;
+    let requests = f.sim.stats().token_requests;
+    control_plane::eventually("abc's token request", secs(30), || async {
+        (f.sim.stats().token_requests > requests).then_some(())
+    })
+    .await;
+    f.delete_credential("abc").await;
+    // The request is answered, the pass goes on to its writes, and ends.
+    tokio::time::sleep(secs(6)).await;
+
+    let (status, metrics) = f.operator_http("/metrics").await;
+    assert_eq!(status, 200);
+    let series = |name: &str| {
+        metrics
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.contains(&format!("name=\"{name}\"")))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        series("abc").is_empty(),
+        "a deleted credential's series came back: {:?}",
+        series("abc")
+    );
+    assert!(
+        !series("calm").is_empty(),
+        "the other credential's series are there"
+    );
+    assert!(
+        f.latest_operator_log()
+            .contains("deleted while its pass ran"),
+        "the pass did not see the deletion"
+    );
+    f.assert_no_secret_leaked().await;
+}

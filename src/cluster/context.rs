@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use kube::ResourceExt;
@@ -47,6 +48,8 @@ pub struct Context {
     pub panic_on: Option<String>,
     /// The output Secret versions this operator wrote (their watch events start no pass).
     pub own_writes: OwnWrites,
+    /// Credentials deleted in the last minutes (see [`Tombstones`]).
+    pub gone: Tombstones,
 }
 
 impl Context {
@@ -74,6 +77,7 @@ impl Context {
             trusted: TrustedClients::default(),
             consumer_check: false,
             panic_on: None,
+            gone: Tombstones::default(),
             own_writes: OwnWrites::default(),
         }
     }
@@ -114,9 +118,59 @@ impl Context {
     pub fn forget_by_name(&self, namespace: &str, name: &str, uid: Option<&str>) {
         self.metrics.forget(namespace, name);
         if let Some(uid) = uid {
+            self.gone.bury(uid, std::time::Instant::now());
             self.sessions.forget(uid);
             self.kube_retries.clear(uid);
         }
+    }
+
+    /// Whether the credential with `uid` was deleted since the operator started watching: a
+    /// pass that was running when it was deleted must not leave its state behind.
+    pub fn is_gone(&self, uid: &str) -> bool {
+        self.gone.contains(uid, std::time::Instant::now())
+    }
+}
+
+/// How long a deleted credential's UID is remembered: longer than any pass can run (a token
+/// request has a deadline of seconds, a Kubernetes call of seconds).
+const TOMBSTONE_TTL: Duration = Duration::from_secs(10 * 60);
+
+/// The UIDs of credentials deleted in the last few minutes. A pass that was running when its
+/// credential was deleted ends after the forgetting, and would otherwise bring its session (a
+/// live refresh token), metric series and own-write records back for good.
+#[derive(Default)]
+pub struct Tombstones(Mutex<HashMap<String, Instant>>);
+
+impl Tombstones {
+    pub fn bury(&self, uid: &str, now: Instant) {
+        let mut map = self.lock();
+        map.retain(|_, at| now.saturating_duration_since(*at) < TOMBSTONE_TTL);
+        map.insert(uid.to_owned(), now);
+    }
+
+    /// The credential is back in view (a label selector matches it again): not gone.
+    pub fn exhume(&self, uid: &str) {
+        self.lock().remove(uid);
+    }
+
+    pub fn contains(&self, uid: &str, now: Instant) -> bool {
+        self.lock()
+            .get(uid)
+            .is_some_and(|at| now.saturating_duration_since(*at) < TOMBSTONE_TTL)
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -156,5 +210,20 @@ mod tests {
         assert_eq!(retries.failed("b"), 1);
         retries.clear("a");
         assert_eq!(retries.failed("a"), 1);
+    }
+
+    #[test]
+    fn deleted_credentials_are_remembered_for_minutes_then_pruned() {
+        let gone = Tombstones::default();
+        let t0 = Instant::now();
+        gone.bury("a", t0);
+        assert!(gone.contains("a", t0 + Duration::from_secs(60)));
+        assert!(!gone.contains("b", t0));
+        assert!(!gone.contains("a", t0 + TOMBSTONE_TTL));
+        // Each burial prunes the expired ones: the map stays bounded by the deletion rate.
+        gone.bury("b", t0 + TOMBSTONE_TTL + Duration::from_secs(1));
+        assert_eq!(gone.len(), 1);
+        gone.exhume("b");
+        assert!(gone.is_empty());
     }
 }

@@ -207,6 +207,10 @@ impl Triggers {
 fn track(index: &SecretIndex, ctx: &Context, event: &watcher::Event<NsApiCredential>) {
     match event {
         watcher::Event::Apply(credential) | watcher::Event::InitApply(credential) => {
+            // Seen again (a selector that matches it again after a Delete event): not gone.
+            if let Some(uid) = credential.uid() {
+                ctx.gone.exhume(&uid);
+            }
             index.apply(credential)
         }
         watcher::Event::Delete(credential) => {

@@ -58,13 +58,21 @@ pub async fn reconcile(cached: Arc<NsApiCredential>, ctx: Arc<Context>) -> Resul
     let pass = Reconcile::new(&credential, &ctx)?;
     // A panic in one credential's pass (a bug) must not end the process and stop every other
     // credential's rotation: it becomes this credential's condition and a retry with backoff.
-    let action = match AssertUnwindSafe(pass.run()).catch_unwind().await {
-        Ok(action) => action?,
+    let result = match AssertUnwindSafe(pass.run()).catch_unwind().await {
+        Ok(result) => result,
         Err(_) => return internal_error(&credential, &ctx).await,
     };
-    if let Some(uid) = credential.uid() {
-        ctx.kube_retries.clear(&uid);
+    let uid = credential.uid().unwrap_or_default();
+    // Deleted while this pass ran (its last writes may have failed for that): what the pass
+    // left (a session, metric series, own-write records) is forgotten again, and nothing is
+    // scheduled.
+    if ctx.is_gone(&uid) {
+        debug!("deleted while its pass ran: forgotten");
+        ctx.forget(&credential);
+        return Ok(Action::await_change());
     }
+    let action = result?;
+    ctx.kube_retries.clear(&uid);
     Ok(action)
 }
 
