@@ -87,11 +87,13 @@ impl Context {
     pub(crate) fn grants<'g>(
         &'g self,
         nsapi: &'g NsApiClient,
+        trust: &'g str,
         uid: &'g str,
         deadline: Timestamp,
     ) -> Grants<'g> {
         Grants {
             nsapi,
+            trust,
             sessions: &self.sessions,
             metrics: &self.metrics,
             limiter: &self.limiter,

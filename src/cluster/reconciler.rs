@@ -258,7 +258,12 @@ impl<'a> Reconcile<'a> {
         {
             let last = self.status().and_then(|s| s.last_verified_at.as_ref());
             let check = ctx
-                .grants(&nsapi, &self.uid, token.times.expires_at)
+                .grants(
+                    &nsapi,
+                    ca_digest.as_deref().unwrap_or(""),
+                    &self.uid,
+                    token.times.expires_at,
+                )
                 .check_if_due(&valid, token, interval, last.map(|t| t.0))
                 .await;
             extras.next_check = Some(check.next_check);
@@ -307,7 +312,12 @@ impl<'a> Reconcile<'a> {
                 info!(?why, "obtaining a token");
                 extras.renew_honoured = renew.as_deref();
                 match ctx
-                    .grants(&nsapi, &self.uid, times.map_or(now, |t| t.expires_at))
+                    .grants(
+                        &nsapi,
+                        ca_digest.as_deref().unwrap_or(""),
+                        &self.uid,
+                        times.map_or(now, |t| t.expires_at),
+                    )
                     .obtain(&valid, &client, &subscriber, &fingerprint, why)
                     .await
                 {

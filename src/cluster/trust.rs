@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::Api;
@@ -101,9 +102,11 @@ pub async fn client_for_credential(
         }))
 }
 
-/// The NetSapiens clients for CA bundles, by digest.
+/// The NetSapiens clients for CA bundles, by digest, with when each was last used: past
+/// [`MAX_CLIENTS`] the least recently used goes (one tenant with many bundles never empties
+/// the others' cache).
 #[derive(Default)]
-pub struct TrustedClients(Mutex<HashMap<String, NsApiClient>>);
+pub struct TrustedClients(Mutex<HashMap<String, (NsApiClient, u64)>>, AtomicU64);
 
 impl TrustedClients {
     /// The client to use with `bundle`: `base` itself without one.
@@ -115,17 +118,26 @@ impl TrustedClients {
         let Some(bundle) = bundle else {
             return Ok(base.clone());
         };
+        let used = self.1.fetch_add(1, Ordering::Relaxed);
         let mut clients = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(client) = clients.get(&bundle.digest) {
+        if let Some((client, last_used)) = clients.get_mut(&bundle.digest) {
+            *last_used = used;
             return Ok(client.clone());
         }
         let client = base
             .with_ca_bundle(&bundle.certs)
             .map_err(|e| Problem::new(Reason::CaBundleInvalid, format!("spec.caBundle: {e}")))?;
-        if clients.len() >= MAX_CLIENTS {
-            clients.clear();
+        while clients.len() >= MAX_CLIENTS {
+            let Some(oldest) = clients
+                .iter()
+                .min_by_key(|(_, (_, last_used))| *last_used)
+                .map(|(digest, _)| digest.clone())
+            else {
+                break;
+            };
+            clients.remove(&oldest);
         }
-        clients.insert(bundle.digest.clone(), client.clone());
+        clients.insert(bundle.digest.clone(), (client.clone(), used));
         Ok(client)
     }
 }
@@ -155,6 +167,37 @@ mod tests {
             empty
                 .message
                 .ends_with("no PEM certificate (-----BEGIN CERTIFICATE-----) in it")
+        );
+    }
+
+    #[test]
+    fn the_client_cache_evicts_the_least_recently_used_bundle_not_all() {
+        let clock: std::sync::Arc<dyn crate::core::clock::Clock> =
+            std::sync::Arc::new(crate::core::clock::SystemClock);
+        let base = NsApiClient::new(crate::nsapi::NsApiClientConfig::default(), clock).unwrap();
+        let bundle = |i: usize| {
+            let cert = rcgen::generate_simple_self_signed(vec![format!("ca{i}.example")]).unwrap();
+            Bundle {
+                digest: format!("digest-{i}"),
+                certs: vec![cert.cert.der().clone()],
+            }
+        };
+        let cache = TrustedClients::default();
+        let bundles: Vec<Bundle> = (0..=MAX_CLIENTS).map(bundle).collect();
+        for b in &bundles[..MAX_CLIENTS] {
+            cache.client_for(&base, Some(b)).unwrap();
+        }
+        // The first bundle is used again: the second is now the least recently used.
+        cache.client_for(&base, Some(&bundles[0])).unwrap();
+        cache
+            .client_for(&base, Some(&bundles[MAX_CLIENTS]))
+            .unwrap();
+        let kept = cache.0.lock().unwrap();
+        assert_eq!(kept.len(), MAX_CLIENTS);
+        assert!(kept.contains_key("digest-0"), "a bundle in use stays");
+        assert!(
+            !kept.contains_key("digest-1"),
+            "the least recently used goes"
         );
     }
 }

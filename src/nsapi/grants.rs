@@ -58,6 +58,10 @@ pub struct Grants<'a> {
     pub metrics: &'a Metrics,
     pub limiter: &'a RateLimiter,
     pub health: &'a NodeHealth,
+    /// How `nsapi` reaches the nodes: the digest of the credential's CA bundle (`""` for the
+    /// operator's roots). Node health is shared only between credentials that reach a node
+    /// the same way.
+    pub trust: &'a str,
     pub clock: &'a dyn Clock,
     /// The credential's UID: the key of its session.
     pub uid: &'a str,
@@ -272,15 +276,17 @@ impl Grants<'_> {
     /// The nodes to try, in order.
     fn order<'v>(&self, valid: &'v ValidSpec) -> Vec<&'v ApiBaseUrl> {
         let nodes: Vec<&ApiBaseUrl> = valid.nodes().collect();
-        self.health.order(&nodes, self.clock.now())
+        self.health.order(self.trust, &nodes, self.clock.now())
     }
 
     /// Remembers how a node did (only where there are other nodes to prefer).
     fn record(&self, node: &ApiBaseUrl, error: Option<&NsApiError>) {
         match error {
-            None => self.health.answered(node),
-            Some(error) if fails_over(error) => self.health.failed(node, self.clock.now()),
-            Some(_) => self.health.answered(node),
+            None => self.health.answered(self.trust, node),
+            Some(error) if fails_over(error) => {
+                self.health.failed(self.trust, node, self.clock.now())
+            }
+            Some(_) => self.health.answered(self.trust, node),
         }
     }
 

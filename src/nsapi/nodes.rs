@@ -1,7 +1,9 @@
 //! Which API nodes to try, in what order (`spec.apiBaseUrl`, then `spec.fallbackApiBaseUrls`):
 //! a node that failed transiently is skipped for a while, then one request probes it again
 //! (claimed, so that only one caller probes at a time); a success makes it preferred again.
-//! Shared by every credential of this operator: one outage is learned once. In memory only.
+//! Shared by the credentials that reach a node the same way (the same URL and the same trusted
+//! CA bundle): one outage is learned once, and one tenant's unusable CA bundle never marks a
+//! node down for the others. In memory only.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -30,22 +32,32 @@ pub fn fails_over(error: &NsApiError) -> bool {
     }
 }
 
-/// The health of API nodes, by base URL.
+/// How long a node's failure is remembered at most, once its time out is over and nobody
+/// probed it again (its credentials were deleted or changed): the map stays bounded.
+const FORGET_AFTER: SignedDuration = SignedDuration::from_hours(1);
+
+/// The health of API nodes, by base URL as reached through one trust (the digest of a
+/// credential's CA bundle, `""` for the operator's own roots).
 #[derive(Debug, Default)]
-pub struct NodeHealth(Mutex<HashMap<String, Timestamp>>);
+pub struct NodeHealth(Mutex<HashMap<(String, String), Timestamp>>);
 
 impl NodeHealth {
     /// The order to try `nodes` in (the primary first): those passed over come last. A node
     /// whose time out is over is tried in its place, and passed over by everyone else for
     /// another [`PROBE_AFTER`] unless it answers.
-    pub fn order<'n>(&self, nodes: &[&'n ApiBaseUrl], now: Timestamp) -> Vec<&'n ApiBaseUrl> {
+    pub fn order<'n>(
+        &self,
+        trust: &str,
+        nodes: &[&'n ApiBaseUrl],
+        now: Timestamp,
+    ) -> Vec<&'n ApiBaseUrl> {
         if nodes.len() < 2 {
             return nodes.to_vec();
         }
         let mut down = self.lock();
         let (mut ready, mut passed_over) = (Vec::new(), Vec::new());
         for node in nodes {
-            match down.get_mut(node.as_str()) {
+            match down.get_mut(&key(trust, node)) {
                 Some(until) if *until > now => passed_over.push(*node),
                 Some(until) => {
                     // Its time out is over: this caller probes it.
@@ -60,22 +72,36 @@ impl NodeHealth {
     }
 
     /// A node failed in a way another node might not.
-    pub fn failed(&self, node: &ApiBaseUrl, now: Timestamp) {
-        self.lock()
-            .insert(node.as_str().to_owned(), later(now, PROBE_AFTER));
+    pub fn failed(&self, trust: &str, node: &ApiBaseUrl, now: Timestamp) {
+        let mut down = self.lock();
+        down.retain(|_, until| later(*until, FORGET_AFTER) > now);
+        down.insert(key(trust, node), later(now, PROBE_AFTER));
     }
 
     /// A node answered.
-    pub fn answered(&self, node: &ApiBaseUrl) {
+    pub fn answered(&self, trust: &str, node: &ApiBaseUrl) {
         let mut down = self.lock();
         if !down.is_empty() {
-            down.remove(node.as_str());
+            down.remove(&key(trust, node));
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Timestamp>> {
+    /// How many nodes are remembered as failed.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Timestamp>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+fn key(trust: &str, node: &ApiBaseUrl) -> (String, String) {
+    (trust.to_owned(), node.as_str().to_owned())
 }
 
 #[cfg(test)]
@@ -95,20 +121,52 @@ mod tests {
         let nodes = [&ny, &dal];
         let health = NodeHealth::default();
         let t0: Timestamp = "2026-01-01T10:00:00Z".parse().unwrap();
-        assert_eq!(health.order(&nodes, t0), [&ny, &dal]);
-        health.failed(&ny, t0);
+        assert_eq!(health.order("", &nodes, t0), [&ny, &dal]);
+        health.failed("", &ny, t0);
         // Passed over (tried last) during its time out.
         assert_eq!(
-            health.order(&nodes, t0 + SignedDuration::from_secs(30)),
+            health.order("", &nodes, t0 + SignedDuration::from_secs(30)),
             [&dal, &ny]
         );
         // Then one caller probes it; the next caller still passes it over.
         let later = t0 + PROBE_AFTER;
-        assert_eq!(health.order(&nodes, later), [&ny, &dal]);
-        assert_eq!(health.order(&nodes, later), [&dal, &ny]);
+        assert_eq!(health.order("", &nodes, later), [&ny, &dal]);
+        assert_eq!(health.order("", &nodes, later), [&dal, &ny]);
         // It answered: preferred again.
-        health.answered(&ny);
-        assert_eq!(health.order(&nodes, later), [&ny, &dal]);
+        health.answered("", &ny);
+        assert_eq!(health.order("", &nodes, later), [&ny, &dal]);
+    }
+
+    #[test]
+    fn a_node_is_down_only_for_those_who_reach_it_the_same_way() {
+        let (ny, dal) = (
+            url("https://ny.example.com/"),
+            url("https://dal.example.com/"),
+        );
+        let nodes = [&ny, &dal];
+        let health = NodeHealth::default();
+        let t0: Timestamp = "2026-01-01T10:00:00Z".parse().unwrap();
+        // One tenant's CA bundle does not trust ny: ny is down for that bundle only.
+        health.failed("digest-of-a-bad-bundle", &ny, t0);
+        assert_eq!(
+            health.order("digest-of-a-bad-bundle", &nodes, t0),
+            [&dal, &ny]
+        );
+        assert_eq!(health.order("", &nodes, t0), [&ny, &dal]);
+        assert_eq!(health.order("another-bundle", &nodes, t0), [&ny, &dal]);
+    }
+
+    #[test]
+    fn failures_nobody_probes_again_are_forgotten() {
+        let health = NodeHealth::default();
+        let t0: Timestamp = "2026-01-01T10:00:00Z".parse().unwrap();
+        for i in 0..10 {
+            health.failed(&format!("bundle-{i}"), &url("https://ny.example.com/"), t0);
+        }
+        assert_eq!(health.len(), 10);
+        let much_later = t0 + PROBE_AFTER + FORGET_AFTER;
+        health.failed("", &url("https://dal.example.com/"), much_later);
+        assert_eq!(health.len(), 1);
     }
 
     #[test]

@@ -41,6 +41,14 @@ impl Bucket {
         self.updated = now;
     }
 
+    /// Whether the bucket has filled up again by `now` (a host idle that long can be
+    /// forgotten: a new full bucket is the same).
+    pub fn is_full(&self, rate: Rate, now: Instant) -> bool {
+        let mut bucket = *self;
+        bucket.refill(rate, now);
+        bucket.tokens >= f64::from(rate.burst.max(1))
+    }
+
     /// Takes one token if there is one; otherwise says how long until there is.
     pub fn take(&mut self, rate: Rate, now: Instant) -> Result<(), Duration> {
         self.refill(rate, now);
@@ -135,7 +143,18 @@ impl RateLimiter {
     }
 
     fn host(&self, host: &str, rate: Rate, now: Instant) -> Arc<Host> {
-        lock(&self.hosts)
+        let mut hosts = lock(&self.hosts);
+        if !hosts.contains_key(host) {
+            // A new host: forget the idle ones first (nobody holds them, their bucket is full
+            // again), so hosts that credentials no longer name do not pile up.
+            hosts.retain(|_, h| {
+                Arc::strong_count(h) > 1 || {
+                    let state = lock(&h.state);
+                    !state.waiting.is_empty() || !state.bucket.is_full(rate, now)
+                }
+            });
+        }
+        hosts
             .entry(host.to_owned())
             .or_insert_with(|| {
                 Arc::new(Host {
@@ -249,5 +268,22 @@ mod tests {
         urgent.abort();
         let waited = limiter.acquire("h", at(30)).await;
         assert_eq!(waited, Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_hosts_are_forgotten_when_a_new_one_comes() {
+        let limiter = RateLimiter::new(Some(Rate {
+            per_second: 1.0,
+            burst: 2,
+        }));
+        let deadline: Timestamp = "2026-01-01T10:00:00Z".parse().unwrap();
+        for i in 0..5 {
+            limiter.acquire(&format!("host-{i}"), deadline).await;
+        }
+        assert_eq!(lock(&limiter.hosts).len(), 5);
+        // Long enough for every bucket to fill up again.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        limiter.acquire("another", deadline).await;
+        assert_eq!(lock(&limiter.hosts).len(), 1);
     }
 }
