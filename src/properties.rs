@@ -1,5 +1,6 @@
 //! Property tests (proptest, 512 cases each, bounded): the parsers and the classifier never
-//! panic on any input, and never render a secret they were given into an error.
+//! panic on any input, and never render a secret they were given into an error; and no spec,
+//! at no time (the ends of time included), panics validation, scheduling or the status step.
 
 use proptest::prelude::*;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
@@ -164,6 +165,180 @@ proptest! {
         prop_assert!(!shown.contains(&password), "{shown}");
         if let Some(after) = error.retry_after() {
             prop_assert!(after <= crate::core::api_error::MAX_RETRY_AFTER);
+        }
+    }
+}
+
+/// Durations as users write them, valid or not, with values near and past every limit.
+fn duration_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[0-9]{1,20}(\\.[0-9]{1,6})?(ms|s|m|h)",
+        "([0-9]{1,4}(ms|s|m|h)){1,4}",
+        Just("100000000h".to_owned()),
+        Just("9223372036854775807s".to_owned()),
+        Just("0s".to_owned()),
+        Just("168h".to_owned()),
+        Just("168h0m0.001s".to_owned()),
+        ".{0,12}",
+    ]
+}
+
+/// Any time jiff can hold, the ends of time included.
+fn any_time() -> impl Strategy<Value = jiff::Timestamp> {
+    let (min, max) = (
+        jiff::Timestamp::MIN.as_second(),
+        jiff::Timestamp::MAX.as_second(),
+    );
+    prop_oneof![
+        Just(jiff::Timestamp::MIN),
+        Just(jiff::Timestamp::MAX),
+        (min..=max).prop_map(|s| jiff::Timestamp::from_second(s).unwrap()),
+        (1_700_000_000i64..1_900_000_000).prop_map(|s| jiff::Timestamp::from_second(s).unwrap()),
+    ]
+}
+
+/// A spec with every field drawn: durations, URLs, counts and flags.
+fn any_spec() -> impl Strategy<Value = crate::core::crd::NsApiCredentialSpec> {
+    let url = prop_oneof![
+        Just("https://portal.example.com/ns-api/".to_owned()),
+        Just("http://127.0.0.1:8080".to_owned()),
+        "https://[a-z]{1,8}(\\.[a-z*]{1,6}){0,3}(:[0-9]{1,5})?/[a-z/-]{0,10}",
+        ".{0,30}",
+    ];
+    (
+        url.clone(),
+        proptest::collection::vec(url, 0..5),
+        duration_text(),
+        proptest::option::of(duration_text()),
+        any::<bool>(),
+        0u8..3,
+        any::<bool>(),
+        proptest::collection::vec(("[A-Za-z]{1,12}", "[a-z0-9-]{1,20}"), 0..17),
+    )
+        .prop_map(
+            |(base, fallbacks, refresh_before, verify, suspend, api, post, targets)| {
+                let token_api = ["v1", "v2", "auto"][usize::from(api)];
+                let refresh_method = if post { "POST" } else { "GET" };
+                let targets: Vec<serde_json::Value> = targets
+                    .iter()
+                    .map(|(kind, name)| {
+                        let kind = match kind.len() % 3 {
+                            0 => "Deployment",
+                            1 => "StatefulSet",
+                            _ => "DaemonSet",
+                        };
+                        serde_json::json!({"kind": kind, "name": name})
+                    })
+                    .collect();
+                serde_json::from_value(serde_json::json!({
+                    "apiBaseUrl": base,
+                    "fallbackApiBaseUrls": fallbacks,
+                    "clientSecretRef": {"name": "client"},
+                    "subscriberSecretRef": {"name": "subscriber"},
+                    "tokenSecret": {"name": "token"},
+                    "refreshBefore": refresh_before,
+                    "verifyInterval": verify,
+                    "suspend": suspend,
+                    "tokenApi": token_api,
+                    "refreshMethod": refresh_method,
+                    "rolloutRestartTargets": targets,
+                }))
+                .unwrap()
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Issue 17: nothing a tenant writes in a spec, and no time the operator reads back (from a
+    /// Secret's annotations, a status, a clock near the ends of time), panics validation,
+    /// scheduling, restart plans or the status step.
+    #[test]
+    fn any_spec_at_any_time_never_panics(
+        spec in any_spec(),
+        now in any_time(),
+        issued in any_time(),
+        expires in any_time(),
+        last_check in proptest::option::of(any_time()),
+        retry_at in any_time(),
+        failures in any::<i32>(),
+        seed in any::<u64>(),
+        flags in any::<(bool, bool, bool, bool)>(),
+        retry_after_secs in proptest::option::of(any::<u64>()),
+    ) {
+        use crate::core::api_error::NsApiError;
+        use crate::core::crd::{NsApiCredentialStatus, WorkloadRestart};
+        use crate::core::policy::{Policy, validate};
+        use crate::core::restarts::{TargetState, plan};
+        use crate::core::schedule::{self, CurrentToken, FailureClass, FailureGate, TokenTimes};
+        use crate::core::status::{self, Extras, Outcome, Pass};
+
+        let (allow_http, inputs_match, renew, with_list) = flags;
+        let policy = Policy {
+            allowed_api_hosts: if with_list { vec!["*.example.com".into(), "127.0.0.1:*".into()] } else { Vec::new() },
+            allow_insecure_http: allow_http,
+        };
+        let times = TokenTimes { issued_at: issued, expires_at: expires };
+        let old = NsApiCredentialStatus {
+            consecutive_failures: failures,
+            last_verified_at: last_check.map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
+            restarts: vec![WorkloadRestart {
+                kind: "Deployment".into(),
+                name: "app".into(),
+                restarted_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(retry_at),
+            }],
+            ..NsApiCredentialStatus::default()
+        };
+        let gate = Some(FailureGate { retry_at, inputs_match });
+        let current = Some(CurrentToken { times, inputs_match });
+
+        if let Ok(valid) = validate(&spec, &policy) {
+            let _ = schedule::decide(now, current, valid.refresh_before, seed, gate, renew);
+            let _ = schedule::refresh_at(times, valid.refresh_before, seed);
+            if let Some(interval) = valid.verify_interval {
+                let _ = schedule::next_verify(last_check, interval, now);
+            }
+        }
+        // Out-of-range values reach the pure code only after validation bounds them, but
+        // the arithmetic holds even for the raw extremes.
+        let _ = schedule::decide(now, current, jiff::SignedDuration::MAX, seed, gate, renew);
+        let _ = schedule::refresh_at(times, jiff::SignedDuration::MIN, seed);
+        let _ = schedule::next_verify(last_check, jiff::SignedDuration::MAX, now);
+        let _ = schedule::revocation_believed(&[issued, expires, retry_at], now);
+        let _ = plan(TargetState { ours: Some(retry_at), annotation: Some(issued), created: Some(expires) }, issued, now);
+        let retry_after = retry_after_secs.map(|s| jiff::SignedDuration::from_secs(s.min(i64::MAX as u64) as i64));
+        for class in [FailureClass::Transient, FailureClass::Refused] {
+            let _ = schedule::retry_delay(class, failures.unsigned_abs(), retry_after, seed);
+        }
+
+        let error = NsApiError::Transient {
+            message: "x".into(),
+            status: Some(503),
+            retry_after: retry_after_secs.map(std::time::Duration::from_secs),
+            label: "server_error",
+        };
+        let problem = crate::core::conditions::Problem::new(crate::core::conditions::Reason::InvalidSpec, "x");
+        let ignored = vec!["spec.verifyInterval: x".to_owned()];
+        for outcome in [
+            Outcome::Blocked(&problem),
+            Outcome::Suspended,
+            Outcome::Waiting { until: retry_at, token_secret: Some("token") },
+            Outcome::Failed { error: &error, fingerprint: "fp", seed },
+        ] {
+            let pass = Pass {
+                old: &old,
+                generation: Some(i64::from(failures)),
+                now,
+                token: Some(times),
+                extras: Extras {
+                    verified_at: last_check,
+                    next_check: last_check,
+                    ignored_settings: Some(&ignored),
+                    ..Extras::default()
+                },
+            };
+            let _ = status::next(pass, outcome);
         }
     }
 }
