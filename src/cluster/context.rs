@@ -110,6 +110,14 @@ impl Context {
         let namespace = credential.namespace().unwrap_or_default();
         self.own_writes
             .forget(&namespace, &credential.spec.token_secret.name);
+        // The name written before a rename, if the status still names it.
+        if let Some(old) = credential
+            .status
+            .as_ref()
+            .and_then(|s| s.token_secret_name.as_deref())
+        {
+            self.own_writes.forget(&namespace, old);
+        }
         self.forget_by_name(
             &credential.namespace().unwrap_or_default(),
             &credential.name_any(),

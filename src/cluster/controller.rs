@@ -167,27 +167,46 @@ fn slim(credential: &mut NsApiCredential) {
 /// that finds nothing to do). Every credential of a re-list does: a re-list follows a watch
 /// that broke, and a credential waiting out a Kubernetes error is then looked at again at once
 /// rather than at the end of its backoff. Timers are the requeue of each pass.
+/// A re-list also prunes what it no longer lists (credentials deleted while the watch was
+/// down never send a Delete).
 #[derive(Default)]
-struct Triggers(HashMap<String, u64>);
+struct Triggers {
+    seen: HashMap<String, u64>,
+    /// The UIDs listed so far by a re-list in progress.
+    relisted: Option<std::collections::HashSet<String>>,
+}
 
 impl Triggers {
     fn select(&mut self, event: watcher::Event<NsApiCredential>) -> Option<NsApiCredential> {
         match event {
             watcher::Event::Apply(credential) => {
                 let seen = Self::user_part(&credential);
-                let before = self.0.insert(credential.uid().unwrap_or_default(), seen);
+                let before = self.seen.insert(credential.uid().unwrap_or_default(), seen);
                 (before != Some(seen)).then_some(credential)
             }
             watcher::Event::InitApply(credential) => {
                 let seen = Self::user_part(&credential);
-                self.0.insert(credential.uid().unwrap_or_default(), seen);
+                let uid = credential.uid().unwrap_or_default();
+                if let Some(relisted) = &mut self.relisted {
+                    relisted.insert(uid.clone());
+                }
+                self.seen.insert(uid, seen);
                 Some(credential)
             }
             watcher::Event::Delete(credential) => {
-                self.0.remove(&credential.uid().unwrap_or_default());
+                self.seen.remove(&credential.uid().unwrap_or_default());
                 Some(credential)
             }
-            watcher::Event::Init | watcher::Event::InitDone => None,
+            watcher::Event::Init => {
+                self.relisted = Some(Default::default());
+                None
+            }
+            watcher::Event::InitDone => {
+                if let Some(relisted) = self.relisted.take() {
+                    self.seen.retain(|uid, _| relisted.contains(uid));
+                }
+                None
+            }
         }
     }
 
@@ -291,6 +310,22 @@ mod tests {
     }
 
     #[test]
+    fn a_relist_forgets_the_credentials_it_no_longer_lists() {
+        use watcher::Event::*;
+        let mut t = Triggers::default();
+        t.select(Apply(credential(1, &[], "True")));
+        let mut other = credential(1, &[], "True");
+        other.metadata.uid = Some("u2".into());
+        t.select(Apply(other.clone()));
+        assert_eq!(t.seen.len(), 2);
+        // u1 was deleted while the watch was down: the re-list lists u2 only.
+        t.select(Init);
+        t.select(InitApply(other));
+        t.select(InitDone);
+        assert_eq!(t.seen.keys().collect::<Vec<_>>(), ["u2"]);
+    }
+
+    #[test]
     fn user_changes_and_relists_start_a_pass_and_status_writes_do_not() {
         use watcher::Event::*;
         let mut t = Triggers::default();
@@ -326,6 +361,6 @@ mod tests {
             &mut t,
             Delete(credential(2, &[("a", "b")], "False"))
         ));
-        assert!(t.0.is_empty(), "a deleted credential is forgotten");
+        assert!(t.seen.is_empty(), "a deleted credential is forgotten");
     }
 }
