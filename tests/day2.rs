@@ -1,6 +1,7 @@
 //! Day-2 operations against the local control plane and nsapi-sim: renewal on demand,
-//! revocation checks, rollout restarts of consumers, pods that cannot see a new token, and the
-//! metrics the alerts are built on. The operator runs as a real process (see `fixture`).
+//! revocation checks, rollout restarts of consumers (with their consent, retried after a
+//! failure), pods that cannot see a new token, and the metrics the alerts are built on. The
+//! operator runs as a real process (see `fixture`).
 
 mod chart;
 mod control_plane;
@@ -479,6 +480,224 @@ async fn restarts_the_operator_may_not_make_are_a_condition_until_granted() {
     )
     .await;
     assert!(restarted_at(&f, "reporter").await.is_some());
+    f.assert_no_secret_leaked().await;
+}
+
+/// A Deployment whose pods do not read the credential's Secret, with `annotations` on the
+/// Deployment itself.
+fn bystander(name: &str, annotations: Value) -> Deployment {
+    let mut d = deployment(name, "unrelated");
+    d.metadata.annotations = serde_json::from_value(annotations).unwrap();
+    d
+}
+
+/// A Deployment that mounts `secret` as a volume (no env var).
+fn mounter(name: &str, secret: &str) -> Deployment {
+    let mut d = deployment(name, secret);
+    d.spec.template.spec = serde_json::from_value(json!({
+        "containers": [{"name": "app", "image": "localhost/none:1",
+            "volumeMounts": [{"name": "token", "mountPath": "/var/run/nsapi"}]}],
+        "volumes": [{"name": "token", "secret": {"secretName": secret}}]
+    }))
+    .unwrap();
+    d
+}
+
+/// Finding 8 of issue 17: a credential's editor cannot restart a workload of the namespace
+/// that does not read the token and has not opted in.
+#[tokio::test(flavor = "multi_thread")]
+async fn restart_targets_need_consent_from_the_target() {
+    let mut f = Fixture::new("restart-consent", SimConfig::new()).await;
+    f.create_input_secrets().await;
+    let deployments = Api::<Deployment>::namespaced(f.client.clone(), f.namespace());
+    // Opted in for another credential only: no consent for "abc".
+    let others = json!({"nsapi.io/allow-restart-by": "other-credential"});
+    for d in [
+        bystander("bystander", others),
+        mounter("mounter", "abc-token"),
+    ] {
+        deployments
+            .create(&PostParams::default(), &d)
+            .await
+            .unwrap();
+    }
+    f.start_operator_as(&control_plane::admin_kubeconfig(), &[]);
+    f.create_credential("abc", |spec| {
+        spec["rolloutRestartTargets"] = json!([
+            {"kind": "Deployment", "name": "bystander"},
+            {"kind": "Deployment", "name": "mounter"},
+        ])
+    })
+    .await;
+    f.wait_ready("abc", READY_TIMEOUT).await;
+    let cred = f
+        .wait_condition(
+            "abc",
+            "RolloutRestart",
+            "False",
+            Some("RestartNotConsented"),
+            secs(30),
+        )
+        .await;
+    let message = &status_of(&cred)
+        .condition("RolloutRestart")
+        .unwrap()
+        .message;
+    for text in [
+        "Deployment \"bystander\" was not restarted",
+        "reference the Secret \"abc-token\"",
+        "nsapi.io/allow-restart-by: \"abc\"",
+    ] {
+        assert!(message.contains(text), "{text:?} not in {message}");
+    }
+    assert!(!message.contains("mounter"), "{message}");
+    // The Deployment that mounts the Secret is restarted as before; the bystander is not.
+    control_plane::eventually("the mounter's restart", secs(30), || async {
+        restarted_at(&f, "mounter").await
+    })
+    .await;
+    assert_eq!(restarted_at(&f, "bystander").await, None);
+    let cred = f.credential("abc").await;
+    let restarted: Vec<&str> = status_of(&cred)
+        .restarts
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(restarted, ["mounter"]);
+    assert_eq!(status_of(&cred).condition("Ready").unwrap().status, "True");
+    control_plane::eventually("a RestartNotConsented Event", secs(30), || async {
+        event_reasons(&f)
+            .iter()
+            .any(|r| r == "RestartNotConsented")
+            .then_some(())
+    })
+    .await;
+
+    // The workload opts in for this credential: the next pass restarts it, for the same token.
+    let token = data(&f.token_secret("abc-token").await.unwrap(), "access_token").unwrap();
+    let patch = json!({"metadata": {"annotations": {"nsapi.io/allow-restart-by": "other-credential, abc"}}});
+    deployments
+        .patch("bystander", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    poke(&f, "abc", "1").await;
+    f.wait_condition(
+        "abc",
+        "RolloutRestart",
+        "True",
+        Some("RolloutRestarted"),
+        secs(30),
+    )
+    .await;
+    assert!(restarted_at(&f, "bystander").await.is_some());
+    assert_eq!(
+        data(&f.token_secret("abc-token").await.unwrap(), "access_token").as_ref(),
+        Some(&token),
+        "no new token was needed"
+    );
+    f.assert_no_secret_leaked().await;
+}
+
+/// Deletes a cluster-scoped ValidatingWebhookConfiguration when dropped.
+struct WebhookGuard(String);
+
+impl Drop for WebhookGuard {
+    fn drop(&mut self) {
+        control_plane::kubectl(&[
+            "delete",
+            "validatingwebhookconfiguration",
+            &self.0,
+            "--ignore-not-found",
+        ]);
+    }
+}
+
+/// Finding 4 of issue 17: a restart that fails for a reason that passes is retried with a
+/// short backoff, not at the next token. The failure is real: a validating webhook whose
+/// endpoint does not answer, with `failurePolicy: Fail`, makes the API server answer the
+/// operator's PATCH with 500 (only in this test's namespace).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_that_failed_for_a_passing_reason_is_retried_without_a_new_token() {
+    let mut f = Fixture::new("restart-retry", SimConfig::new()).await;
+    f.create_input_secrets().await;
+    Api::<Deployment>::namespaced(f.client.clone(), f.namespace())
+        .create(&PostParams::default(), &deployment("reporter", "abc-token"))
+        .await
+        .unwrap();
+    let webhook = WebhookGuard(format!("nsapi-test-{}", f.namespace()));
+    let config = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": webhook.0},
+        "webhooks": [{
+            "name": "unreachable.nsapi.test",
+            "clientConfig": {"url": "https://127.0.0.1:1/validate"},
+            "rules": [{"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ["UPDATE"], "resources": ["deployments"]}],
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": f.namespace()}},
+            "failurePolicy": "Fail",
+            "sideEffects": "None",
+            "admissionReviewVersions": ["v1"],
+            "timeoutSeconds": 2
+        }]
+    });
+    let out = control_plane::kubectl_stdin(&["apply", "-f", "-"], &config.to_string());
+    assert!(out.status.success(), "{out:?}");
+    tokio::time::sleep(secs(2)).await;
+
+    f.start_operator_as(&control_plane::admin_kubeconfig(), &[]);
+    f.create_credential("abc", |spec| {
+        spec["rolloutRestartTargets"] = json!([{"kind": "Deployment", "name": "reporter"}])
+    })
+    .await;
+    f.wait_ready("abc", READY_TIMEOUT).await;
+    let cred = f
+        .wait_condition(
+            "abc",
+            "RolloutRestart",
+            "False",
+            Some("RestartFailed"),
+            secs(30),
+        )
+        .await;
+    let message = &status_of(&cred)
+        .condition("RolloutRestart")
+        .unwrap()
+        .message;
+    assert!(
+        message.contains("(500)") && message.contains("tried again"),
+        "{message}"
+    );
+    let issued = status_of(&cred).issued_at.clone();
+    let token = data(&f.token_secret("abc-token").await.unwrap(), "access_token").unwrap();
+    // Let a retry or two fail too, then let the PATCH through. Nothing else changes: only the
+    // operator's own retry can restart the workload now.
+    tokio::time::sleep(secs(15)).await;
+    assert_eq!(restarted_at(&f, "reporter").await, None);
+    drop(webhook);
+    let fixed = std::time::Instant::now();
+    control_plane::eventually("the retried restart", secs(90), || async {
+        restarted_at(&f, "reporter").await
+    })
+    .await;
+    let waited = fixed.elapsed();
+    let cred = f
+        .wait_condition(
+            "abc",
+            "RolloutRestart",
+            "True",
+            Some("RolloutRestarted"),
+            secs(30),
+        )
+        .await;
+    assert_eq!(status_of(&cred).issued_at, issued, "the same token");
+    assert_eq!(
+        data(&f.token_secret("abc-token").await.unwrap(), "access_token").as_ref(),
+        Some(&token)
+    );
+    eprintln!(
+        "measure: restart retried {} s after the failure's cause went",
+        waited.as_secs()
+    );
     f.assert_no_secret_leaked().await;
 }
 

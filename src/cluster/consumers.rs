@@ -1,7 +1,7 @@
 //! The API calls about the pods and workloads that read a credential's token, beside the
 //! operator, in the credential's namespace only: restarting the `rolloutRestartTargets` after
-//! each new token, and a namespaced list of pods at rotation time (never a cache). What to do is
-//! decided in `core::restarts`.
+//! each new token (those that consent to it), and a namespaced list of pods at rotation time
+//! (never a cache). What to do is decided in `core::restarts`.
 
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
@@ -15,7 +15,10 @@ use crate::core::crd::{
     FIELD_MANAGER, NsApiCredential, RESTARTED_AT_ANNOTATION, RolloutRestartTarget, WorkloadKind,
     WorkloadRestart,
 };
-use crate::core::restarts::{RestartPlan, RestartReport, TargetState, plan, stale_consumers};
+use crate::core::restarts::{
+    RestartFailure, RestartPlan, RestartReport, TargetState, consent, failure_kind, plan,
+    stale_consumers,
+};
 
 /// The API calls about consumers, in one namespace.
 pub struct Consumers {
@@ -76,27 +79,36 @@ impl Consumers {
                 r.kind == t.kind.as_str() && r.name == t.name && r.restarted_at.0 >= issued
             })
         };
+        let credential_name = credential.metadata.name.clone().unwrap_or_default();
+        let token_secret = credential.spec.token_secret.name.clone();
         if targets.iter().all(done) {
             return RestartReport {
                 records,
                 targets: targets.len(),
+                credential: credential_name,
+                token_secret,
                 ..RestartReport::default()
             };
         }
-        self.restart(targets, records, issued, now).await
+        let consumer = (credential_name.as_str(), token_secret.as_str());
+        self.restart(targets, records, consumer, issued, now).await
     }
 
-    /// Restarts what needs a restart for the token issued at `token_issued`.
+    /// Restarts what needs a restart for the token issued at `token_issued`, of the targets
+    /// that consent to restarts by `credential` (a name) whose output Secret is `secret`.
     pub async fn restart(
         &self,
         targets: &[RolloutRestartTarget],
         records: Vec<WorkloadRestart>,
+        (credential, secret): (&str, &str),
         token_issued: Timestamp,
         now: Timestamp,
     ) -> RestartReport {
         let mut report = RestartReport {
             records,
             targets: targets.len(),
+            credential: credential.to_owned(),
+            token_secret: secret.to_owned(),
             ..RestartReport::default()
         };
         for target in targets {
@@ -106,22 +118,35 @@ impl Consumers {
                 .iter()
                 .find(|r| r.kind == kind && r.name == name)
                 .map(|r| r.restarted_at.0);
+            let failed = |(code, why): (Option<u16>, String)| RestartFailure {
+                kind: kind.clone(),
+                name: name.clone(),
+                why,
+                failure: failure_kind(code),
+            };
             let state = match self.workload(target).await {
-                Ok(Some((created, template))) => TargetState {
-                    ours,
-                    annotation: template
-                        .metadata
-                        .and_then(|m| m.annotations)
-                        .and_then(|a| a.get(RESTARTED_AT_ANNOTATION).cloned())
-                        .and_then(|v| v.parse::<Timestamp>().ok()),
-                    created,
-                },
+                Ok(Some((meta, template))) => {
+                    let annotations = meta.annotations.as_ref();
+                    if !consent(annotations, template.spec.as_ref(), secret, credential).given() {
+                        report.not_consented.push((kind, name));
+                        continue;
+                    }
+                    TargetState {
+                        ours,
+                        annotation: template
+                            .metadata
+                            .and_then(|m| m.annotations)
+                            .and_then(|a| a.get(RESTARTED_AT_ANNOTATION).cloned())
+                            .and_then(|v| v.parse::<Timestamp>().ok()),
+                        created: meta.creation_timestamp.as_ref().map(|t| t.0),
+                    }
+                }
                 Ok(None) => {
                     report.missing.push((kind, name));
                     continue;
                 }
                 Err(error) => {
-                    report.failed.push((kind, name, error));
+                    report.failed.push(failed(error));
                     continue;
                 }
             };
@@ -139,39 +164,42 @@ impl Consumers {
                         report.records.push(record);
                         report.restarted.push((kind, name));
                     }
-                    Err(error) => report.failed.push((kind, name, error)),
+                    Err(error) => report.failed.push(failed(error)),
                 },
             }
         }
         report
     }
 
-    /// A target's creation time and pod template; `None` if it does not exist.
+    /// A target's metadata and pod template; `None` if it does not exist.
     async fn workload(
         &self,
         target: &RolloutRestartTarget,
-    ) -> Result<Option<(Option<Timestamp>, PodTemplateSpec)>, String> {
+    ) -> Result<Option<(ObjectMeta, PodTemplateSpec)>, (Option<u16>, String)> {
         let ns = &self.namespace;
         let client = self.client.clone();
-        let created = |meta: &ObjectMeta| meta.creation_timestamp.as_ref().map(|t| t.0);
         let result = match target.kind {
             WorkloadKind::Deployment => Api::<Deployment>::namespaced(client, ns)
                 .get_opt(&target.name)
                 .await
-                .map(|w| w.map(|w| (created(&w.metadata), w.spec.template))),
+                .map(|w| w.map(|w| (w.metadata, w.spec.template))),
             WorkloadKind::StatefulSet => Api::<StatefulSet>::namespaced(client, ns)
                 .get_opt(&target.name)
                 .await
-                .map(|w| w.map(|w| (created(&w.metadata), w.spec.template))),
+                .map(|w| w.map(|w| (w.metadata, w.spec.template))),
             WorkloadKind::DaemonSet => Api::<DaemonSet>::namespaced(client, ns)
                 .get_opt(&target.name)
                 .await
-                .map(|w| w.map(|w| (created(&w.metadata), w.spec.template))),
+                .map(|w| w.map(|w| (w.metadata, w.spec.template))),
         };
         result.map_err(|e| describe(&e))
     }
 
-    async fn patch(&self, target: &RolloutRestartTarget, now: Timestamp) -> Result<(), String> {
+    async fn patch(
+        &self,
+        target: &RolloutRestartTarget,
+        now: Timestamp,
+    ) -> Result<(), (Option<u16>, String)> {
         let patch = json!({"spec": {"template": {"metadata": {"annotations": {
             RESTARTED_AT_ANNOTATION: crate::core::clock::rfc3339(now)
         }}}}});
@@ -215,10 +243,14 @@ impl Consumers {
     }
 }
 
-/// A Kubernetes error in a few words (its status message, which names no secret).
-fn describe(error: &kube::Error) -> String {
+/// A Kubernetes error's HTTP status (`None`: no answer) and a few words (its status message,
+/// which names no secret).
+fn describe(error: &kube::Error) -> (Option<u16>, String) {
     match error {
-        kube::Error::Api(status) => format!("{} ({})", status.message, status.code),
-        other => crate::core::text::truncate(&other.to_string(), 200),
+        kube::Error::Api(status) => (
+            Some(status.code),
+            format!("{} ({})", status.message, status.code),
+        ),
+        other => (None, crate::core::text::truncate(&other.to_string(), 200)),
     }
 }

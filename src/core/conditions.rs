@@ -69,6 +69,9 @@ pub enum Reason {
     RestartTargetMissing,
     /// A rollout-restart target could not be restarted (RBAC, a conflict, ...).
     RestartFailed,
+    /// A rollout-restart target was not restarted: it neither references the output Secret nor
+    /// carries the `nsapi.io/allow-restart-by` annotation for the credential.
+    RestartNotConsented,
     /// A target was restarted less than a minute ago: the next restart waits.
     RestartPending,
     /// Pods read the token through env vars or a `subPath` mount.
@@ -107,6 +110,7 @@ impl Reason {
             Reason::RolloutRestarted => "RolloutRestarted",
             Reason::RestartTargetMissing => "RestartTargetMissing",
             Reason::RestartFailed => "RestartFailed",
+            Reason::RestartNotConsented => "RestartNotConsented",
             Reason::RestartPending => "RestartPending",
             Reason::ConsumersCannotRefresh => "ConsumersCannotRefresh",
             Reason::ConsumersRefresh => "ConsumersRefresh",
@@ -231,6 +235,7 @@ mod tests {
             Reason::SecretMissing,
             Reason::ApiHostNotAllowed,
             Reason::ApiRequestRejected,
+            Reason::RestartNotConsented,
         ] {
             assert_eq!(format!("{reason:?}"), reason.as_str());
             assert_eq!(reason.to_string(), reason.as_str());

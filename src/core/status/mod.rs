@@ -14,7 +14,10 @@ use crate::core::conditions::{
     Stamp, is_true,
 };
 use crate::core::crd::{NsApiCredential, NsApiCredentialStatus, RENEW_ANNOTATION};
-use crate::core::restarts::{MAX_NAMED_PODS, RestartReport};
+use crate::core::restarts::{
+    self, ALLOW_RESTART_ANNOTATION, FailureKind, MAX_NAMED_PODS, RECHECK, RETRY_MAX, RETRY_MIN,
+    RestartReport,
+};
 use crate::core::schedule::{self, FailureClass, FailureGate, TokenTimes};
 use crate::core::token::{Grant, TokenGrant, TokenInfo};
 
@@ -416,6 +419,9 @@ impl Step<'_> {
         extras.restarts.and_then(|r| self.restarts(r))
     }
 
+    /// The `RolloutRestart` condition (its reason is the first of: a missing target, a target
+    /// that does not consent, a failure, a wait; its message says all of them), its Events, and
+    /// when the targets need another pass (`restarts::next_attempt`).
     fn restarts(&mut self, report: &RestartReport) -> Option<Timestamp> {
         self.status.restarts = report.records.clone();
         if report.targets == 0 {
@@ -425,48 +431,81 @@ impl Step<'_> {
             return None;
         }
         let list = |items: Vec<String>| items.join(", ");
-        let (status, reason, message) = if !report.missing.is_empty() {
-            let names = report.missing.iter().map(|(k, n)| format!("{k} {n:?}"));
-            (
-                false,
+        let named = |items: &[(String, String)]| {
+            list(items.iter().map(|(k, n)| format!("{k} {n:?}")).collect())
+        };
+        let mut problems: Vec<(Reason, String)> = Vec::new();
+        if !report.missing.is_empty() {
+            problems.push((
                 Reason::RestartTargetMissing,
                 format!(
                     "{} does not exist in this namespace: fix spec.rolloutRestartTargets",
-                    list(names.collect())
+                    named(&report.missing)
                 ),
-            )
-        } else if !report.failed.is_empty() {
-            let names = report
+            ));
+        }
+        if !report.not_consented.is_empty() {
+            problems.push((
+                Reason::RestartNotConsented,
+                format!(
+                    "{} was not restarted: it does not consent to restarts by this credential; either reference the Secret {:?} in its pod template (a volume, env or envFrom), or annotate the workload itself (not its pod template) with {ALLOW_RESTART_ANNOTATION}: {:?} (or \"*\"); or remove it from spec.rolloutRestartTargets",
+                    named(&report.not_consented),
+                    report.token_secret,
+                    report.credential,
+                ),
+            ));
+        }
+        let failed = |kind: FailureKind| {
+            let names: Vec<String> = report
                 .failed
                 .iter()
-                .map(|(k, n, why)| format!("{k} {n:?}: {why}"));
-            (
-                false,
+                .filter(|f| f.failure == kind)
+                .map(|f| format!("{} {:?}: {}", f.kind, f.name, f.why))
+                .collect();
+            (!names.is_empty()).then(|| list(names))
+        };
+        if let Some(names) = failed(FailureKind::Permanent) {
+            problems.push((
                 Reason::RestartFailed,
                 format!(
-                    "could not restart {} (the chart grants it with rolloutRestart.enabled)",
-                    list(names.collect())
+                    "could not restart {names} (the chart grants it with rolloutRestart.enabled); tried again every {} min or when the credential changes",
+                    RECHECK.as_secs() / 60
                 ),
-            )
-        } else if !report.pending.is_empty() {
+            ));
+        }
+        if let Some(names) = failed(FailureKind::Transient) {
+            problems.push((
+                Reason::RestartFailed,
+                format!(
+                    "could not restart {names}; tried again within {} s, then less and less often (at most every {} s) until it works or the next token",
+                    RETRY_MIN.as_secs(),
+                    RETRY_MAX.as_secs()
+                ),
+            ));
+        }
+        if !report.pending.is_empty() {
             let names = report
                 .pending
                 .iter()
                 .map(|(k, n, at)| format!("{k} {n:?} at {}", rfc3339(*at)));
-            (
-                false,
+            problems.push((
                 Reason::RestartPending,
                 format!(
                     "restarted less than a minute ago; next restart of {}",
                     list(names.collect())
                 ),
-            )
-        } else {
-            (
+            ));
+        }
+        let (status, reason, message) = match problems.first() {
+            Some((reason, _)) => {
+                let messages: Vec<&str> = problems.iter().map(|(_, m)| m.as_str()).collect();
+                (false, *reason, messages.join("; "))
+            }
+            None => (
                 true,
                 Reason::RolloutRestarted,
                 "every target was restarted for the current token".to_owned(),
-            )
+            ),
         };
         let changed = self
             .pass
@@ -475,17 +514,16 @@ impl Step<'_> {
             .is_none_or(|c| c.reason != reason.as_str() || c.message != message);
         self.set(ROLLOUT_RESTART, status, reason.as_str(), &message);
         if !report.restarted.is_empty() {
-            let names = report.restarted.iter().map(|(k, n)| format!("{k} {n:?}"));
             self.note(
                 EventType::Normal,
                 Reason::RolloutRestarted,
-                format!("restarted {} for the new token", list(names.collect())),
+                format!("restarted {} for the new token", named(&report.restarted)),
             );
         }
         if changed && !status && reason != Reason::RestartPending {
             self.note(EventType::Warning, reason, message);
         }
-        report.pending.iter().map(|(_, _, at)| *at).min()
+        restarts::next_attempt(report, self.pass.token.map(|t| t.issued_at), self.pass.now)
     }
 
     /// `SettingsIgnored` while an optional setting is invalid (a Warning Event when that

@@ -767,3 +767,242 @@ fn an_ignored_setting_has_its_own_condition_and_leaves_ready_alone() {
     let unchecked = next(pass(&again.status, None), waiting);
     assert!(unchecked.status.condition(SETTINGS_IGNORED).is_some());
 }
+
+#[test]
+fn restart_reports_make_the_rollout_restart_condition_and_the_requeue() {
+    use crate::core::restarts::{FailureKind, RestartFailure};
+    let target = |name: &str| ("Deployment".to_owned(), name.to_owned());
+    let failure = |failure, why: &str| RestartFailure {
+        kind: "Deployment".into(),
+        name: "reporter".into(),
+        why: why.into(),
+        failure,
+    };
+    let base = RestartReport {
+        targets: 1,
+        credential: "abc".into(),
+        token_secret: "abc-token".into(),
+        ..RestartReport::default()
+    };
+    let restarted = RestartReport {
+        restarted: vec![target("reporter")],
+        ..base.clone()
+    };
+    let transient = RestartReport {
+        failed: vec![failure(
+            FailureKind::Transient,
+            "Internal error occurred (500)",
+        )],
+        ..base.clone()
+    };
+    let forbidden = RestartReport {
+        failed: vec![failure(FailureKind::Permanent, "forbidden (403)")],
+        ..base.clone()
+    };
+    let refused = RestartReport {
+        not_consented: vec![target("reporter")],
+        ..base.clone()
+    };
+    let refused_and_missing = RestartReport {
+        missing: vec![("StatefulSet".into(), "absent".into())],
+        targets: 2,
+        ..refused.clone()
+    };
+    let pending = RestartReport {
+        pending: vec![(
+            "Deployment".into(),
+            "reporter".into(),
+            ts("2026-01-01T10:00:40Z"),
+        )],
+        ..base.clone()
+    };
+    let with = |reason: &str, message: &str| {
+        let mut s = healthy();
+        s.conditions
+            .push(condition(ROLLOUT_RESTART, false, reason, message));
+        s
+    };
+    let waiting = Outcome::Waiting {
+        until: ts("2026-01-01T10:49:30Z"),
+        token_secret: Some("abc-token"),
+    };
+    let run = |old: &NsApiCredentialStatus, now: &str, report: &RestartReport| {
+        next(
+            Pass {
+                old,
+                generation: Some(1),
+                now: ts(now),
+                token: Some(hour_token()),
+                extras: Extras {
+                    restarts: Some(report),
+                    ..Extras::default()
+                },
+            },
+            waiting,
+        )
+    };
+    // (name, old status, now, report, condition, events, requeue, message has)
+    type Row<'a> = (
+        &'static str,
+        NsApiCredentialStatus,
+        &'static str,
+        &'a RestartReport,
+        (bool, &'static str),
+        Vec<Reason>,
+        u64,
+        Vec<&'static str>,
+    );
+    let rows: Vec<Row> = vec![
+        (
+            "restarted",
+            healthy(),
+            "2026-01-01T10:00:05Z",
+            &restarted,
+            (true, "RolloutRestarted"),
+            vec![Reason::RolloutRestarted],
+            2965,
+            vec!["every target was restarted"],
+        ),
+        (
+            "a transient failure is retried in 10 s",
+            healthy(),
+            "2026-01-01T10:00:05Z",
+            &transient,
+            (false, "RestartFailed"),
+            vec![Reason::RestartFailed],
+            10,
+            vec![
+                "Deployment \"reporter\": Internal error occurred (500)",
+                "tried again",
+            ],
+        ),
+        (
+            "still failing two minutes into the token: retried in two minutes, no second Event",
+            with(
+                "RestartFailed",
+                &run(&healthy(), "2026-01-01T10:00:05Z", &transient)
+                    .status
+                    .condition(ROLLOUT_RESTART)
+                    .unwrap()
+                    .message,
+            ),
+            "2026-01-01T10:02:00Z",
+            &transient,
+            (false, "RestartFailed"),
+            vec![],
+            120,
+            vec![],
+        ),
+        (
+            "still failing later: at most every 160 s",
+            healthy(),
+            "2026-01-01T10:30:00Z",
+            &transient,
+            (false, "RestartFailed"),
+            vec![Reason::RestartFailed],
+            160,
+            vec![],
+        ),
+        (
+            "RBAC: looked at again in 10 minutes",
+            healthy(),
+            "2026-01-01T10:00:05Z",
+            &forbidden,
+            (false, "RestartFailed"),
+            vec![Reason::RestartFailed],
+            600,
+            vec!["forbidden (403)", "rolloutRestart.enabled"],
+        ),
+        (
+            "a target that does not consent is not restarted and says how to consent",
+            healthy(),
+            "2026-01-01T10:00:05Z",
+            &refused,
+            (false, "RestartNotConsented"),
+            vec![Reason::RestartNotConsented],
+            600,
+            vec![
+                "Deployment \"reporter\" was not restarted",
+                "reference the Secret \"abc-token\"",
+                "nsapi.io/allow-restart-by: \"abc\" (or \"*\")",
+                "remove it from spec.rolloutRestartTargets",
+            ],
+        ),
+        (
+            "a missing target comes first; the message says both",
+            healthy(),
+            "2026-01-01T10:00:05Z",
+            &refused_and_missing,
+            (false, "RestartTargetMissing"),
+            vec![Reason::RestartTargetMissing],
+            600,
+            vec![
+                "StatefulSet \"absent\" does not exist",
+                "Deployment \"reporter\" was not restarted",
+            ],
+        ),
+        (
+            "a pending restart: requeue at its time, no Warning",
+            healthy(),
+            "2026-01-01T10:00:05Z",
+            &pending,
+            (false, "RestartPending"),
+            vec![],
+            35,
+            vec!["next restart of Deployment \"reporter\" at 2026-01-01T10:00:40Z"],
+        ),
+    ];
+    for (name, old, now, report, (status, reason), events, requeue, texts) in rows {
+        let out = run(&old, now, report);
+        let c = out.status.condition(ROLLOUT_RESTART).unwrap();
+        assert_eq!(
+            (c.status == "True", c.reason.as_str()),
+            (status, reason),
+            "{name}"
+        );
+        let reasons: Vec<_> = out.events.iter().map(|e| e.reason).collect();
+        assert_eq!(reasons, events, "{name}: events");
+        assert_eq!(out.requeue_after, Some(secs(requeue)), "{name}: requeue");
+        for text in texts {
+            assert!(
+                c.message.contains(text),
+                "{name}: {text:?} not in {:?}",
+                c.message
+            );
+        }
+    }
+    // The same refusal again: no second Event.
+    let first = run(&healthy(), "2026-01-01T10:00:05Z", &refused);
+    let again = run(&first.status, "2026-01-01T10:10:05Z", &refused);
+    assert!(again.events.is_empty(), "{:?}", again.events);
+
+    // A new token whose restart fails: retried 10 s later, not at the next rotation.
+    let password = grant(Grant::Password);
+    let new_times = TokenTimes {
+        issued_at: ts("2026-01-01T10:50:00Z"),
+        expires_at: ts("2026-01-01T11:50:00Z"),
+    };
+    let obtained = next(
+        Pass {
+            old: &healthy(),
+            generation: Some(1),
+            now: ts("2026-01-01T10:50:01Z"),
+            token: Some(hour_token()),
+            extras: Extras {
+                restarts: Some(&transient),
+                ..Extras::default()
+            },
+        },
+        Outcome::Obtained(Obtained {
+            grant: &password,
+            info: None,
+            fallback_from: None,
+            times: new_times,
+            next_refresh_at: ts("2026-01-01T11:39:40Z"),
+            fingerprint: FP,
+            served_by: "https://portal.example.com/ns-api/",
+            token_secret: "abc-token",
+        }),
+    );
+    assert_eq!(obtained.requeue_after, Some(secs(10)));
+}
