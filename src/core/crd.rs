@@ -140,7 +140,10 @@ pub struct NsApiCredentialSpec {
 
     /// Workloads in this namespace to restart after each new token (by a pod-template
     /// annotation, as `kubectl rollout restart` does), for applications that read the token only
-    /// when they start. At most once per token, and at most once a minute per workload.
+    /// when they start. At most once per token, and at most once a minute per workload. A
+    /// workload must consent: its pod template references the output Secret (volume, env or
+    /// envFrom), or its metadata carries `nsapi.io/allow-restart-by` naming this credential
+    /// (or `*`); otherwise it is skipped and the RolloutRestart condition says why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub rollout_restart_targets: Vec<RolloutRestartTarget>,
