@@ -240,14 +240,22 @@ impl From<SubscriberJson> for Subscriber {
 }
 
 /// Request counters. `by_key` maps `"endpoint/grant/result"` to a count, where endpoint is
-/// `token` (v1), `v2` or `read`; grant is `password`, `refresh_token`, `other` or `-`; result
+/// `token` (v1), `v2`, `read`, `jwt` (`POST v2/jwt`), `jwt_read` (`GET v2/jwt`), `jwt_revoke`
+/// (`DELETE v2/jwt[/{jti}]`), `version` (`v2/version`) or `route` (an unknown route answered
+/// with v2's JSON 404, result `no_route`); grant is `password`, `refresh_token`, `mfa`,
+/// `other` or `-`; result
 /// is `ok`, `mfa_required`, an error (`invalid_client`, `invalid_credentials`,
 /// `invalid_request`, `unsupported_grant_type`, `refresh_unknown`, `refresh_reused`,
 /// `refresh_expired`, `refresh_revoked`, `refresh_rejected`, `refresh_other_client`,
-/// `not_found`, `absent_<status>` (v2 disabled), `method_not_allowed`, and on `read`: `missing_token`, `invalid_token`,
-/// `expired`, `revoked`) or a fault (`fault_503`, `fault_429`, `fault_firewall`, `fault_hang`,
+/// `not_found`, `absent_<status>` (v2 disabled), `method_not_allowed`; for `mfa`:
+/// `mfa_passcode`, `mfa_passcode_reused`, `mfa_not_enrolled`, `mfa_token_unknown`,
+/// `mfa_token_mismatch`, `mfa_token_used`, `mfa_token_expired`; on `read` and `jwt_read`:
+/// `missing_token`, `invalid_token`, `expired`, `revoked`, and `refresh_jwt`,
+/// `cookie_missing` for JWTs; `revoked` on `jwt_revoke`) or a fault (`fault_503`,
+/// `fault_429`, `fault_firewall`, `fault_hang`,
 /// `fault_invalid_scope`, `fault_method_not_allowed`, `fault_empty_body_<result>`,
-/// `fault_malformed_json_<result>`, `fault_truncated_body_<result>`, `fault_huge_body_<result>`).
+/// `fault_malformed_json_<result>`, `fault_truncated_body_<result>`, `fault_huge_body_<result>`,
+/// `fault_no_token_<body>_<result>`).
 /// E.g. `"token/password/ok"`. Requests a node answers itself (its `status` or `hang` state)
 /// count only under `node/-/status_<status>` and `node/-/hang`.
 #[derive(Clone, Debug, Default, Serialize)]

@@ -757,3 +757,31 @@ async fn the_admin_api_changes_the_portal_settings() {
     let res = v1_mfa(&sim, &mfa_fields(TOTP_USER, &intermediate, &code)).await;
     assert_eq!(res.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn v2_fields_in_a_post_query_and_format_json_are_accepted() {
+    let sim = start().await;
+    let res = http()
+        .post(format!("{}v2/tokens", sim.base_url()))
+        .query(&password_fields(USER, PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = http()
+        .post(format!("{}oauth2/token/?format=json", sim.base_url()))
+        .form(&password_fields(USER, PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = http()
+        .get(format!("{}oauth2/token", sim.base_url()))
+        .query(&password_fields(USER, PASSWORD))
+        .query(&[("format", "json")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(sim.stats().password_grants_ok, 3);
+}
