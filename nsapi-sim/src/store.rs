@@ -837,8 +837,9 @@ impl Store {
             }
             return true;
         }
-        if let Some(jti) = self.jwt_id(token) {
-            return self.revoke_jwt(&jti);
+        if let Some(j) = self.jwt_id(token).and_then(|jti| self.jwts.get_mut(&jti)) {
+            j.revoked = true;
+            return true;
         }
         false
     }

@@ -426,6 +426,8 @@ async fn portal_flags_play_basic_auth_totp_the_44_0_answer_and_jwt_cookies() {
         "--jwt-cookie",
         "PHPSESSID",
         "--jwt-cookie-required",
+        "--log",
+        "debug",
     ])
     .await;
     // basic-only: the fields alone are a bad client.
@@ -481,6 +483,12 @@ async fn portal_flags_play_basic_auth_totp_the_44_0_answer_and_jwt_cookies() {
         .unwrap();
     assert_eq!(res.status(), 401, "the cookie is required");
     let stderr = stop(child).await;
-    assert!(!stderr.contains(SEED) && !stderr.contains(PASSWORD));
-    assert!(!stderr.contains(str_field(&jwt, "token")));
+    assert!(
+        stderr.contains("jwt"),
+        "debug logs name the endpoint: {stderr}"
+    );
+    for secret in [SEED, PASSWORD, CLIENT_SECRET, str_field(&jwt, "token")] {
+        assert!(!stderr.contains(secret), "a secret in the logs");
+    }
+    assert!(!stderr.contains(str_field(&jwt, "refresh_token")));
 }

@@ -570,6 +570,7 @@ async fn jwt_is_issued_read_and_revoked() {
     assert_eq!(res.status(), 202);
     assert_eq!(jwt_get(&sim, &jwt, None).await.status(), 401);
     assert!(!sim.is_token_valid(&jwt));
+    assert!(sim.issued_tokens().contains(&jwt));
     let res = http()
         .delete(format!("{}v2/jwt", sim.base_url()))
         .bearer_auth(&second)
@@ -580,6 +581,18 @@ async fn jwt_is_issued_read_and_revoked() {
     let res = jwt_get(&sim, &second, None).await;
     assert_eq!(res.status(), 401);
     assert_eq!(res.json::<Value>().await.unwrap()["code"], 401);
+    // The test handles revoke and expire JWTs too.
+    let third = str_field(
+        &post_v2(&sim, "v2/jwt", v2_password(USER))
+            .await
+            .json::<Value>()
+            .await
+            .unwrap(),
+        "token",
+    )
+    .to_owned();
+    sim.expire_token(&third);
+    assert_eq!(jwt_get(&sim, &third, None).await.status(), 401);
 
     // Bad credentials: v2's JSON errors.
     let mut bad = v2_password(USER);
@@ -591,8 +604,9 @@ async fn jwt_is_issued_read_and_revoked() {
     assert_eq!(jwt_get(&sim, &tampered, None).await.status(), 401);
 
     let stats = sim.stats();
-    assert_eq!((stats.jwt_issued, stats.jwt_revoked), (2, 2));
-    assert_eq!(stats.count("jwt/password/ok"), 2);
+    assert_eq!((stats.jwt_issued, stats.jwt_revoked), (3, 2));
+    assert_eq!(stats.count("jwt/password/ok"), 3);
+    assert_eq!(stats.count("jwt_read/-/expired"), 1);
     assert_eq!(stats.count("jwt/password/invalid_credentials"), 1);
 }
 
