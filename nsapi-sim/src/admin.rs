@@ -160,7 +160,7 @@ struct TokenBody {
 }
 
 fn validity(sh: &Shared, token: &str) -> Response {
-    let answer = sh.lock().read(token, Instant::now());
+    let answer = sh.lock().token_valid(token, Instant::now());
     let body = match answer {
         Ok(_) => json!({"valid": true}),
         Err(reason) => json!({"valid": false, "reason": reason}),

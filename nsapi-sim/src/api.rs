@@ -1,4 +1,5 @@
-//! The simulated NetSapiens endpoints: v1 `oauth2/token` and `oauth2/read`, v2 `tokens`.
+//! The simulated NetSapiens endpoints: v1 `oauth2/token` and `oauth2/read`, v2 `tokens`,
+//! `jwt` and `version`, and the 404 of unknown routes.
 //! Turns HTTP into [`GrantRequest`]s and store answers into the body shapes real servers send.
 //! Never logs a secret: only endpoint, grant type, result and status. It reaches state
 //! through `server` only, and must not import `admin` or `node`.
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -15,9 +16,12 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::fault::{BodyFault, EarlyAnswer};
-use crate::model::ErrorBody;
+use crate::model::{ErrorBody, V1Answer};
 use crate::server::{Shared, node_of};
-use crate::store::{GrantError, GrantKind, GrantRequest, Issued, Settings, TokenInfo};
+use crate::store::{
+    GrantError, GrantKind, GrantRequest, Issued, JwtIssued, JwtLogin, Settings, TokenInfo,
+    unix_secs,
+};
 use crate::wire::{HTML, format_expires, html_response, parse_urlencoded, respond, xml_escape};
 
 /// Largest request body read (a token request is a few hundred bytes).
@@ -115,8 +119,12 @@ async fn token_endpoint(sh: Arc<Shared>, api: Api, req: Request) -> Response {
             res,
         );
     }
+    let basic = basic_auth(req.headers());
     let grant_req = match read_params(req).await {
-        Ok(pairs) => GrantRequest::from_pairs(pairs),
+        Ok(pairs) => GrantRequest {
+            basic,
+            ..GrantRequest::from_pairs(pairs)
+        },
         Err(e) => {
             let err = GrantError::InvalidRequest(e);
             let res = error_response(&sh.lock().settings, api, &err);
@@ -136,6 +144,7 @@ async fn token_endpoint(sh: Arc<Shared>, api: Api, req: Request) -> Response {
         match grant {
             GrantKind::Password => st.tally(node, |s| s.password_grants += 1),
             GrantKind::Refresh => st.tally(node, |s| s.refresh_grants += 1),
+            GrantKind::Mfa => st.tally(node, |s| s.mfa_attempts += 1),
             _ => {}
         }
         st.faults
@@ -206,6 +215,9 @@ async fn token_endpoint(sh: Arc<Shared>, api: Api, req: Request) -> Response {
                 if err.result_key() == "refresh_reused" {
                     st.tally(node, |s| s.refresh_token_reuse += 1);
                 }
+                if grant == GrantKind::Mfa {
+                    st.tally(node, |s| s.mfa_refusals += 1);
+                }
                 (
                     error_response(&st.settings, api, &err),
                     err.result_key(),
@@ -231,6 +243,11 @@ async fn token_endpoint(sh: Arc<Shared>, api: Api, req: Request) -> Response {
         Some(BodyFault::Huge { bytes, chunked }) => (
             huge(res, bytes, chunked),
             format!("fault_huge_body_{key}"),
+            false,
+        ),
+        Some(BodyFault::NoToken(body)) => (
+            json_response(200, &body.json()),
+            format!("fault_no_token_{}_{key}", body.name()),
             false,
         ),
     };
@@ -341,6 +358,20 @@ struct TokenAnswer<'a> {
     uid: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     client_id: Option<&'a str>,
+    /// A 44.0.x v1 answer's extras; `expires` is the expiry as an epoch string.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rate_limit: Option<&'static str>,
+    /// v2 (44.1.x) and 44.0.x v1 extras.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    department: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    login: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_email: Option<&'static str>,
+    #[serde(rename = "displayName", skip_serializing_if = "Option::is_none")]
+    display_name: Option<&'a str>,
 }
 
 fn to_json<T: Serialize>(status: u16, body: &T) -> Response {
@@ -351,28 +382,48 @@ fn to_json<T: Serialize>(status: u16, body: &T) -> Response {
     )
 }
 
+/// A number as the settings want it: a JSON number, or a string (`"3600"`).
+fn number(v: Value, settings: &Settings) -> Value {
+    match v {
+        Value::Number(n) if settings.numbers_as_strings => Value::String(n.to_string()),
+        other => other,
+    }
+}
+
 /// A successful grant's answer; `expires_in` is the lifetime reported (the real one unless a
-/// fault says otherwise).
+/// fault says otherwise). v1 keeps `legacy` (and, as a 44.0.x portal, adds `client_id`, an
+/// epoch-string `expires`, `rate_limit`, `login`, `user_email`, `displayName`); v2 answers as
+/// a 44.1.x server, without `legacy` and with `client_id`, `department`, `login`,
+/// `user_email`, `displayName`.
 fn token_body(t: &Issued, expires_in: Value, settings: &Settings, api: Api) -> Response {
     let s = &t.subscriber;
+    let user = s.username.split('@').next();
+    let v44_0 = api == Api::V1 && settings.v1_answer == V1Answer::V44_0;
+    let extras = api == Api::V2 || v44_0;
     to_json(
         200,
         &TokenAnswer {
             access_token: &t.access_token,
-            expires_in,
+            expires_in: number(expires_in, settings),
             scope: &s.scope,
             token_type: "Bearer",
             refresh_token: t.refresh_token.as_deref(),
-            legacy: Some(false),
+            legacy: (api == Api::V1).then_some(false),
             domain: &s.domain,
             apiversion: &settings.api_version,
             mfa_type: None,
             mfa_vendor: None,
             username: &s.username,
-            user: s.username.split('@').next(),
+            user,
             territory: Some(&s.territory),
             uid: Some(&s.uid),
-            client_id: (api == Api::V2).then_some(t.client_id.as_str()),
+            client_id: extras.then_some(t.client_id.as_str()),
+            expires: v44_0.then(|| unix_secs(t.expires_wall).to_string()),
+            rate_limit: v44_0.then_some("0"),
+            department: (api == Api::V2).then_some(""),
+            login: extras.then_some(s.username.as_str()),
+            user_email: extras.then_some(""),
+            display_name: if extras { user } else { None },
         },
     )
 }
@@ -384,20 +435,31 @@ fn mfa_body(t: &Issued, expires_in: Value, settings: &Settings) -> Response {
         200,
         &TokenAnswer {
             access_token: &t.access_token,
-            expires_in,
+            expires_in: number(expires_in, settings),
             scope: "mfa_required",
             token_type: "Bearer",
             refresh_token: None,
             legacy: None,
             domain: &s.domain,
             apiversion: &settings.api_version,
-            mfa_type: Some("totp"),
+            // A user who can pass the second step uses an authenticator app.
+            mfa_type: Some(if s.totp_seed.is_some() {
+                "authenticator"
+            } else {
+                "totp"
+            }),
             mfa_vendor: Some("google"),
             username: &s.username,
             user: None,
             territory: None,
             uid: None,
             client_id: None,
+            expires: None,
+            rate_limit: None,
+            department: None,
+            login: None,
+            user_email: None,
+            display_name: None,
         },
     )
 }
@@ -577,6 +639,22 @@ pub(crate) async fn read(State(sh): State<Arc<Shared>>, req: Request) -> Respons
     finish(&sh, node, "read", GrantKind::Missing, "ok", res)
 }
 
+/// The client id and secret of an `Authorization: Basic` header (`None` if absent or not
+/// `base64(id:secret)`).
+fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = data_encoding::BASE64
+        .decode(encoded.trim().as_bytes())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (id, secret) = decoded.split_once(':')?;
+    Some((id.to_owned(), secret.to_owned()))
+}
+
 fn bearer(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
     let (scheme, token) = value.split_once(' ')?;
@@ -622,6 +700,255 @@ fn read_xml(info: &TokenInfo, version: &str) -> String {
     xml
 }
 
-pub(crate) async fn not_found() -> impl IntoResponse {
-    html_response(404, "The requested URL was not found on this server.")
+/// An unknown route: under the API base of a server with v2, v2's own JSON
+/// `{"code":404,"message":"No Route Found [92]"}`; elsewhere, and without v2, the web
+/// server's HTML page.
+pub(crate) async fn not_found(State(sh): State<Arc<Shared>>, req: Request) -> Response {
+    let node = node_of(&req);
+    let path = req.uri().path();
+    let base = sh.base_path();
+    let under_base = path
+        .strip_prefix(base)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+    let v2 = sh.lock().settings.v2_enabled;
+    if under_base && v2 && !path.starts_with("/_sim/") {
+        let res = json_response(404, &json!({"code": 404, "message": "No Route Found [92]"}));
+        return finish(&sh, node, "route", GrantKind::Missing, "no_route", res);
+    }
+    html_response(404, "The requested URL was not found on this server.").into_response()
+}
+
+/// `GET v2/version`: `{"apiversion": "..."}` on a server with v2, the v2-absent page without.
+pub(crate) async fn v2_version(State(sh): State<Arc<Shared>>, req: Request) -> Response {
+    let node = node_of(&req);
+    let (v2, absent, version) = {
+        let st = sh.lock();
+        (
+            st.settings.v2_enabled,
+            st.settings.v2_absent_status,
+            st.settings.api_version.clone(),
+        )
+    };
+    if !v2 {
+        let (key, res) = v2_absent(absent);
+        return finish(&sh, node, "version", GrantKind::Missing, &key, res);
+    }
+    let res = json_response(200, &json!({"apiversion": version}));
+    finish(&sh, node, "version", GrantKind::Missing, "ok", res)
+}
+
+fn v2_error(status: u16, message: &str) -> Response {
+    json_response(status, &json!({"code": status, "message": message}))
+}
+
+/// The value of cookie `name` among the request's `Cookie` headers.
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// Whether a request that presents a JWT of this session may go on: always, unless the
+/// simulator sets a session cookie and requires it back.
+fn cookie_ok(settings: &Settings, headers: &HeaderMap, session: Option<&str>) -> bool {
+    if !settings.jwt_cookie_required || settings.jwt_cookie.is_empty() {
+        return true;
+    }
+    let sent = cookie_value(headers, &settings.jwt_cookie);
+    sent.is_some() && sent.as_deref() == session
+}
+
+/// `{"token": JWT[, "refresh_token": refresh JWT]}`, with the session cookie if one is set.
+fn jwt_answer(issued: &JwtIssued, settings: &Settings) -> Response {
+    let mut body = json!({"token": issued.token});
+    if let Some(refresh) = &issued.refresh {
+        body["refresh_token"] = json!(refresh);
+    }
+    let mut res = json_response(200, &body);
+    if let Some(session) = issued.session.as_deref()
+        && !settings.jwt_cookie.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&format!(
+            "{}={session}; Path=/; HttpOnly",
+            settings.jwt_cookie
+        ))
+    {
+        res.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    res
+}
+
+/// The v2-absent answer when v2 is off, counted under `jwt`.
+fn jwt_v2_off(sh: &Shared, node: usize) -> Option<Response> {
+    let (v2, absent) = {
+        let st = sh.lock();
+        (st.settings.v2_enabled, st.settings.v2_absent_status)
+    };
+    (!v2).then(|| {
+        let (key, res) = v2_absent(absent);
+        finish(sh, node, "jwt", GrantKind::Missing, &key, res)
+    })
+}
+
+/// `POST v2/jwt`: a password login (or its MFA second step) answers `{"token"}`; with a
+/// refresh JWT (`grant_type=refresh_token`), a new JWT and refresh JWT.
+pub(crate) async fn jwt_post(State(sh): State<Arc<Shared>>, req: Request) -> Response {
+    let node = node_of(&req);
+    if let Some(res) = jwt_v2_off(&sh, node) {
+        return res;
+    }
+    let headers = req.headers().clone();
+    let basic = basic_auth(&headers);
+    let grant_req = match read_params(req).await {
+        Ok(pairs) => GrantRequest {
+            basic,
+            ..GrantRequest::from_pairs(pairs)
+        },
+        Err(e) => {
+            let res = v2_error(400, e);
+            return finish(&sh, node, "jwt", GrantKind::Missing, "invalid_request", res);
+        }
+    };
+    let grant = grant_req.grant();
+    let (now, wall) = (Instant::now(), SystemTime::now());
+    let mut st = sh.lock();
+    if grant == GrantKind::Mfa {
+        st.tally(node, |s| s.mfa_attempts += 1);
+    }
+    let (res, key): (Response, String) = if grant == GrantKind::Refresh {
+        let Some(token) = grant_req.refresh_token.as_deref() else {
+            drop(st);
+            let res = v2_error(400, "refresh_token is required");
+            return finish(&sh, node, "jwt", grant, "invalid_request", res);
+        };
+        let session = st.jwt_session(token);
+        if session.is_some() && !cookie_ok(&st.settings, &headers, session.flatten().as_deref()) {
+            drop(st);
+            let res = v2_error(401, "Session cookie required");
+            return finish(&sh, node, "jwt", grant, "cookie_missing", res);
+        }
+        match st.jwt_refresh(token, now, wall) {
+            Ok(issued) => {
+                st.tally(node, |s| {
+                    s.jwt_issued += 1;
+                    s.jwt_refreshed += 1;
+                });
+                (jwt_answer(&issued, &st.settings), "ok".into())
+            }
+            Err(err) => (
+                v2_error(err.status(&st.settings), err.message()),
+                err.result_key().into(),
+            ),
+        }
+    } else {
+        match st.jwt_login(&grant_req, now, wall) {
+            Ok(JwtLogin::Jwt(issued)) => {
+                st.tally(node, |s| s.jwt_issued += 1);
+                (jwt_answer(&issued, &st.settings), "ok".into())
+            }
+            Ok(JwtLogin::Mfa(intermediate)) => {
+                let expires_in = Value::from(intermediate.expires_in);
+                (
+                    mfa_body(&intermediate, expires_in, &st.settings),
+                    "mfa_required".into(),
+                )
+            }
+            Err(err) => {
+                if grant == GrantKind::Mfa {
+                    st.tally(node, |s| s.mfa_refusals += 1);
+                }
+                (
+                    v2_error(err.status(&st.settings), err.message()),
+                    err.result_key().into(),
+                )
+            }
+        }
+    };
+    drop(st);
+    finish(&sh, node, "jwt", grant, &key, res)
+}
+
+/// Why a request's JWT was refused (always 401): the message and the stats key.
+struct Refused(&'static str, &'static str);
+
+impl Refused {
+    fn answer(self) -> (Response, &'static str) {
+        (v2_error(401, self.0), self.1)
+    }
+}
+
+/// The claims of the request's valid access JWT (Bearer, and its cookie if required).
+fn current_jwt(sh: &Shared, headers: &HeaderMap) -> Result<Value, Refused> {
+    let Some(token) = bearer(headers) else {
+        return Err(Refused("No token was provided", "missing_token"));
+    };
+    let st = sh.lock();
+    let info = st
+        .check_jwt(&token, Instant::now())
+        .map_err(|why| Refused("Invalid or expired token", why))?;
+    if !cookie_ok(&st.settings, headers, info.session.as_deref()) {
+        return Err(Refused("Session cookie required", "cookie_missing"));
+    }
+    Ok(info.claims)
+}
+
+/// `GET v2/jwt`: the claims of the Bearer JWT.
+pub(crate) async fn jwt_get(State(sh): State<Arc<Shared>>, req: Request) -> Response {
+    let node = node_of(&req);
+    if let Some(res) = jwt_v2_off(&sh, node) {
+        return res;
+    }
+    let (res, key) = match current_jwt(&sh, req.headers()) {
+        Ok(claims) => (json_response(200, &claims), "ok"),
+        Err(refused) => refused.answer(),
+    };
+    finish(&sh, node, "jwt_read", GrantKind::Missing, key, res)
+}
+
+/// `DELETE v2/jwt`: revoke the Bearer JWT (202).
+pub(crate) async fn jwt_delete(State(sh): State<Arc<Shared>>, req: Request) -> Response {
+    let node = node_of(&req);
+    if let Some(res) = jwt_v2_off(&sh, node) {
+        return res;
+    }
+    let (res, key) = match current_jwt(&sh, req.headers()) {
+        Ok(claims) => {
+            let mut st = sh.lock();
+            if st.revoke_jwt(claims["jti"].as_str().unwrap_or_default()) {
+                st.tally(node, |s| s.jwt_revoked += 1);
+            }
+            (v2_error(202, "Accepted"), "revoked")
+        }
+        Err(refused) => refused.answer(),
+    };
+    finish(&sh, node, "jwt_revoke", GrantKind::Missing, key, res)
+}
+
+/// `DELETE v2/jwt/{jti}`: revoke that JWT (202; 404 if unknown), for the holder of a valid one.
+pub(crate) async fn jwt_delete_one(
+    State(sh): State<Arc<Shared>>,
+    Path(jti): Path<String>,
+    req: Request,
+) -> Response {
+    let node = node_of(&req);
+    if let Some(res) = jwt_v2_off(&sh, node) {
+        return res;
+    }
+    let (res, key) = match current_jwt(&sh, req.headers()) {
+        Ok(_) => {
+            let mut st = sh.lock();
+            if st.revoke_jwt(&jti) {
+                st.tally(node, |s| s.jwt_revoked += 1);
+                (v2_error(202, "Accepted"), "revoked")
+            } else {
+                (v2_error(404, "JWT not found"), "not_found")
+            }
+        }
+        Err(refused) => refused.answer(),
+    };
+    finish(&sh, node, "jwt_revoke", GrantKind::Missing, key, res)
 }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::duration::{serde_some_duration, serde_some_opt_duration};
 use crate::fault::{Fault, FaultEntry};
-use crate::model::{Client, ErrorBody, RefreshMode, Subscriber};
+use crate::model::{Client, ClientAuth, ErrorBody, RefreshMode, Subscriber, V1Answer};
 use crate::store::{MIN_TTL, Settings, SettingsPatch};
 
 /// How to start a simulator. Build with [`SimConfig::new`] and the builder methods, or read a
@@ -49,6 +49,22 @@ pub struct SimConfig {
     pub error_body: ErrorBody,
     /// The `apiversion` string reported (`"Version: 44.1.0"`).
     pub api_version: String,
+    /// Report numbers as strings in token answers (`"expires_in":"3600"`).
+    pub numbers_as_strings: bool,
+    /// The shape of successful v1 token answers.
+    pub v1_answer: V1Answer,
+    /// How token endpoints take the client id and secret.
+    pub client_auth: ClientAuth,
+    /// Lifetime of an MFA intermediate token, at most `token_ttl` (300 s).
+    pub mfa_token_ttl: Duration,
+    /// Lifetime of a `v2/jwt` JWT (24 h).
+    pub jwt_ttl: Duration,
+    /// `v2/jwt` answers carry a single-use refresh JWT (off).
+    pub jwt_refresh: bool,
+    /// The name of the session cookie `v2/jwt` answers set (`""`: none).
+    pub jwt_cookie: String,
+    /// Requests that present a JWT must send its session cookie back, else 401 (off).
+    pub jwt_cookie_required: bool,
     /// OAuth clients.
     pub clients: Vec<Client>,
     /// Subscribers.
@@ -66,27 +82,38 @@ impl Default for SimConfig {
 impl SimConfig {
     /// Listen on 127.0.0.1:0 (one node, plain HTTP), base path `/ns-api`, TTL 3600 s, refresh mode Same, no refresh
     /// token lifetime, v2 enabled (404 when disabled), bad client → 401, bad refresh → 400, OAuth-style error
-    /// bodies, `apiversion` `Version: 44.1.0`, no clients, subscribers or faults.
+    /// bodies, `apiversion` `Version: 44.1.0`, numbers as numbers, the standard v1 answer, client
+    /// credentials in the fields only, MFA tokens for 300 s, JWTs for 24 h without refresh JWT
+    /// or cookie, no clients, subscribers or faults.
     pub fn new() -> Self {
+        let d = Settings::defaults();
         SimConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             nodes: 1,
             tls: false,
-            tls_untrusted: false,
             base_path: "/ns-api".into(),
-            token_ttl: Duration::from_secs(3600),
-            refresh_mode: RefreshMode::Same,
-            refresh_token_ttl: None,
-            password_grant_revokes_previous: false,
-            v2_enabled: true,
-            v2_absent_status: 404,
-            bad_client_status: 401,
-            bad_refresh_status: 400,
-            error_body: ErrorBody::OAuth,
-            api_version: "Version: 44.1.0".into(),
             clients: Vec::new(),
             subscribers: Vec::new(),
             faults: Vec::new(),
+            token_ttl: d.token_ttl,
+            refresh_mode: d.refresh_mode,
+            refresh_token_ttl: d.refresh_token_ttl,
+            password_grant_revokes_previous: d.password_grant_revokes_previous,
+            v2_enabled: d.v2_enabled,
+            v2_absent_status: d.v2_absent_status,
+            bad_client_status: d.bad_client_status,
+            bad_refresh_status: d.bad_refresh_status,
+            error_body: d.error_body,
+            api_version: d.api_version,
+            tls_untrusted: d.tls_untrusted,
+            numbers_as_strings: d.numbers_as_strings,
+            v1_answer: d.v1_answer,
+            client_auth: d.client_auth,
+            mfa_token_ttl: d.mfa_token_ttl,
+            jwt_ttl: d.jwt_ttl,
+            jwt_refresh: d.jwt_refresh,
+            jwt_cookie: d.jwt_cookie,
+            jwt_cookie_required: d.jwt_cookie_required,
         }
     }
 
@@ -195,6 +222,64 @@ impl SimConfig {
         }
     }
 
+    /// Report numbers as strings in token answers (`"expires_in":"3600"`), as some portals do.
+    pub fn numbers_as_strings(self, yes: bool) -> Self {
+        Self {
+            numbers_as_strings: yes,
+            ..self
+        }
+    }
+
+    /// The shape of successful v1 token answers ([`V1Answer::V44_0`]: a 44.0.x portal's).
+    pub fn v1_answer(self, shape: V1Answer) -> Self {
+        Self {
+            v1_answer: shape,
+            ..self
+        }
+    }
+
+    /// How token endpoints take the client id and secret (HTTP Basic or the fields).
+    pub fn client_auth(self, mode: ClientAuth) -> Self {
+        Self {
+            client_auth: mode,
+            ..self
+        }
+    }
+
+    /// Lifetime of MFA intermediate tokens (raised to 1 s; at most the token lifetime).
+    pub fn mfa_token_ttl(self, ttl: Duration) -> Self {
+        Self {
+            mfa_token_ttl: ttl.max(MIN_TTL),
+            ..self
+        }
+    }
+
+    /// Lifetime of `v2/jwt` JWTs (raised to 1 s; 24 h by default).
+    pub fn jwt_ttl(self, ttl: Duration) -> Self {
+        Self {
+            jwt_ttl: ttl.max(MIN_TTL),
+            ..self
+        }
+    }
+
+    /// `v2/jwt` answers carry a single-use refresh JWT (the 45.0 edition).
+    pub fn jwt_refresh(self, yes: bool) -> Self {
+        Self {
+            jwt_refresh: yes,
+            ..self
+        }
+    }
+
+    /// `v2/jwt` answers set a session cookie of this name (`""`: none); with `required`,
+    /// requests that present a JWT without it are refused 401.
+    pub fn jwt_cookie(self, name: &str, required: bool) -> Self {
+        Self {
+            jwt_cookie: name.to_owned(),
+            jwt_cookie_required: required,
+            ..self
+        }
+    }
+
     /// Add an OAuth client.
     pub fn client(mut self, id: &str, secret: &str) -> Self {
         self.clients.push(Client {
@@ -252,10 +337,12 @@ impl SimConfig {
     ///  "refresh_mode": "rotate", "refresh_token_ttl": "1h",
     ///  "password_grant_revokes_previous": false, "v2_enabled": true, "v2_absent_status": 404,
     ///  "bad_client_status": 401, "bad_refresh_status": 400, "error_body": "oauth",
-    ///  "api_version": "Version: 44.1.0",
+    ///  "api_version": "Version: 44.1.0", "numbers_as_strings": false, "v1_answer": "standard",
+    ///  "client_auth": "body_only", "mfa_token_ttl": "300s", "jwt_ttl": "24h",
+    ///  "jwt_refresh": false, "jwt_cookie": "", "jwt_cookie_required": false,
     ///  "clients": [{"id": "client-id", "secret": "client-secret"}],
     ///  "subscribers": [{"username": "111@abc-company", "password": "s3cret",
-    ///                   "scope": "Office Manager", "mfa": false}],
+    ///                   "scope": "Office Manager", "mfa": false, "totp_seed": null}],
     ///  "faults": [{"type": "status", "status": 503, "count": 2}]}
     /// ```
     pub fn from_json(text: &str) -> Result<Self, String> {
@@ -276,6 +363,14 @@ impl SimConfig {
             error_body: self.error_body,
             api_version: self.api_version.clone(),
             tls_untrusted: self.tls_untrusted,
+            numbers_as_strings: self.numbers_as_strings,
+            v1_answer: self.v1_answer,
+            client_auth: self.client_auth,
+            mfa_token_ttl: self.mfa_token_ttl.max(MIN_TTL),
+            jwt_ttl: self.jwt_ttl.max(MIN_TTL),
+            jwt_refresh: self.jwt_refresh,
+            jwt_cookie: self.jwt_cookie.clone(),
+            jwt_cookie_required: self.jwt_cookie_required,
         }
     }
 
@@ -293,6 +388,14 @@ impl SimConfig {
             error_body,
             api_version,
             tls_untrusted,
+            numbers_as_strings,
+            v1_answer,
+            client_auth,
+            mfa_token_ttl,
+            jwt_ttl,
+            jwt_refresh,
+            jwt_cookie,
+            jwt_cookie_required,
         } = s;
         SimConfig {
             token_ttl,
@@ -306,6 +409,14 @@ impl SimConfig {
             error_body,
             api_version,
             tls_untrusted,
+            numbers_as_strings,
+            v1_answer,
+            client_auth,
+            mfa_token_ttl,
+            jwt_ttl,
+            jwt_refresh,
+            jwt_cookie,
+            jwt_cookie_required,
             ..self
         }
     }
@@ -333,6 +444,16 @@ struct ConfigFile {
     error_body: Option<ErrorBody>,
     api_version: Option<String>,
     tls_untrusted: Option<bool>,
+    numbers_as_strings: Option<bool>,
+    v1_answer: Option<V1Answer>,
+    client_auth: Option<ClientAuth>,
+    #[serde(default, with = "serde_some_duration")]
+    mfa_token_ttl: Option<Duration>,
+    #[serde(default, with = "serde_some_duration")]
+    jwt_ttl: Option<Duration>,
+    jwt_refresh: Option<bool>,
+    jwt_cookie: Option<String>,
+    jwt_cookie_required: Option<bool>,
     #[serde(default)]
     clients: Vec<Client>,
     #[serde(default)]
@@ -384,6 +505,14 @@ impl ConfigFile {
             error_body: self.error_body,
             api_version: self.api_version,
             tls_untrusted: self.tls_untrusted,
+            numbers_as_strings: self.numbers_as_strings,
+            v1_answer: self.v1_answer,
+            client_auth: self.client_auth,
+            mfa_token_ttl: self.mfa_token_ttl,
+            jwt_ttl: self.jwt_ttl,
+            jwt_refresh: self.jwt_refresh,
+            jwt_cookie: self.jwt_cookie,
+            jwt_cookie_required: self.jwt_cookie_required,
         };
         patch.validate()?;
         let mut settings = c.settings();
@@ -437,5 +566,33 @@ mod tests {
         assert!(SimConfig::from_json(r#"{"v2_absent_status": 600}"#).is_err());
         let c = SimConfig::from_json(r#"{"v2_enabled": false, "v2_absent_status": 503}"#).unwrap();
         assert_eq!((c.v2_enabled, c.v2_absent_status), (false, 503));
+        assert!(SimConfig::from_json(r#"{"jwt_cookie": "a=b"}"#).is_err());
+        assert!(SimConfig::from_json(r#"{"client_auth": "basic"}"#).is_err());
+    }
+
+    #[test]
+    fn reads_the_portal_settings() {
+        let c = SimConfig::from_json(
+            r#"{"numbers_as_strings": true, "v1_answer": "v44_0", "client_auth": "basic_only",
+                "mfa_token_ttl": "60s", "jwt_ttl": "90s", "jwt_refresh": true,
+                "jwt_cookie": "PHPSESSID", "jwt_cookie_required": true,
+                "subscribers": [{"username": "m@d", "password": "p",
+                                 "totp_seed": "JBSWY3DPEHPK3PXP"}]}"#,
+        )
+        .unwrap();
+        assert!(c.numbers_as_strings && c.jwt_refresh && c.jwt_cookie_required);
+        assert_eq!(c.v1_answer, V1Answer::V44_0);
+        assert_eq!(c.client_auth, ClientAuth::BasicOnly);
+        assert_eq!(c.mfa_token_ttl, Duration::from_secs(60));
+        assert_eq!(c.jwt_ttl, Duration::from_secs(90));
+        assert_eq!(c.jwt_cookie, "PHPSESSID");
+        assert!(c.subscribers[0].mfa);
+        assert_eq!(
+            c.subscribers[0].totp_seed.as_deref(),
+            Some("JBSWY3DPEHPK3PXP")
+        );
+        let d = SimConfig::new();
+        assert_eq!(d.settings().v1_answer, V1Answer::Standard);
+        assert_eq!(d.settings().client_auth, ClientAuth::BodyOnly);
     }
 }

@@ -65,6 +65,47 @@ pub enum Fault {
     /// any JSON value, e.g. `0`, `-5`, `"soon"`, `1e300`, `2592000` or `null`. The token
     /// issued still lives the configured `token_ttl`.
     ExpiresIn { value: serde_json::Value },
+    /// Process the grant, then answer `200 OK` with JSON that carries no `access_token`, as
+    /// one public client says a portal can: `{}` ([`NoTokenBody::EmptyObject`]), an in-band
+    /// RFC 6749 error or an in-band `{"code","message"}` error. Applies to every token request
+    /// answered normally (successful or not); a rotated refresh token is consumed.
+    NoToken { body: NoTokenBody },
+}
+
+/// The body of a [`Fault::NoToken`] answer (always with status 200).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoTokenBody {
+    /// `{}`.
+    #[default]
+    EmptyObject,
+    /// `{"error":"invalid_grant","error_description":"Invalid username and password combination"}`.
+    OauthError,
+    /// `{"code":401,"message":"Invalid username and password combination"}`.
+    CodeMessage,
+}
+
+impl NoTokenBody {
+    /// The body sent.
+    pub fn json(self) -> serde_json::Value {
+        const MESSAGE: &str = "Invalid username and password combination";
+        match self {
+            NoTokenBody::EmptyObject => serde_json::json!({}),
+            NoTokenBody::OauthError => {
+                serde_json::json!({"error": "invalid_grant", "error_description": MESSAGE})
+            }
+            NoTokenBody::CodeMessage => serde_json::json!({"code": 401, "message": MESSAGE}),
+        }
+    }
+
+    /// The stats name (`fault_no_token_<name>_<result>`).
+    pub fn name(self) -> &'static str {
+        match self {
+            NoTokenBody::EmptyObject => "empty_object",
+            NoTokenBody::OauthError => "oauth_error",
+            NoTokenBody::CodeMessage => "code_message",
+        }
+    }
 }
 
 impl Fault {
@@ -87,6 +128,7 @@ impl Fault {
             Fault::TruncatedBody => "truncated_body",
             Fault::HugeBody { .. } => "huge_body",
             Fault::ExpiresIn { .. } => "expires_in",
+            Fault::NoToken { .. } => "no_token",
         }
     }
 
@@ -205,6 +247,10 @@ enum FaultJson {
     ExpiresIn {
         value: serde_json::Value,
     },
+    NoToken {
+        #[serde(default)]
+        body: NoTokenBody,
+    },
 }
 
 impl From<FaultJson> for Fault {
@@ -234,6 +280,7 @@ impl From<FaultJson> for Fault {
             FaultJson::TruncatedBody => Fault::TruncatedBody,
             FaultJson::HugeBody { bytes, chunked } => Fault::HugeBody { bytes, chunked },
             FaultJson::ExpiresIn { value } => Fault::ExpiresIn { value },
+            FaultJson::NoToken { body } => Fault::NoToken { body },
         }
     }
 }
@@ -265,6 +312,7 @@ impl From<Fault> for FaultJson {
             Fault::TruncatedBody => FaultJson::TruncatedBody,
             Fault::HugeBody { bytes, chunked } => FaultJson::HugeBody { bytes, chunked },
             Fault::ExpiresIn { value } => FaultJson::ExpiresIn { value },
+            Fault::NoToken { body } => FaultJson::NoToken { body },
         }
     }
 }
@@ -341,6 +389,7 @@ pub(crate) enum BodyFault {
     JsonAsHtml,
     Truncated,
     Huge { bytes: u64, chunked: bool },
+    NoToken(NoTokenBody),
 }
 
 /// The faults that apply to one token request.
@@ -463,6 +512,7 @@ impl ActiveFaults {
                     Fault::JsonAsHtml => Some(BodyFault::JsonAsHtml),
                     Fault::TruncatedBody => Some(BodyFault::Truncated),
                     Fault::HugeBody { bytes, chunked } => Some(BodyFault::Huge { bytes, chunked }),
+                    Fault::NoToken { body } => Some(BodyFault::NoToken(body)),
                     Fault::RejectRefresh if is_refresh && !plan.reject_refresh => {
                         plan.reject_refresh = true;
                         f.consume();
@@ -589,6 +639,23 @@ mod tests {
             .unwrap(),
             serde_json::json!({"type":"huge_body","bytes":10,"chunked":true})
         );
+    }
+
+    #[test]
+    fn no_token_reads_its_body() {
+        let f: Fault = r#"{"type":"no_token"}"#.parse().unwrap();
+        assert_eq!(
+            f,
+            Fault::NoToken {
+                body: NoTokenBody::EmptyObject
+            }
+        );
+        let f: Fault = r#"{"type":"no_token","body":"code_message"}"#.parse().unwrap();
+        assert_eq!(
+            serde_json::to_value(&f).unwrap(),
+            serde_json::json!({"type":"no_token","body":"code_message"})
+        );
+        assert!(r#"{"type":"no_token","body":"x"}"#.parse::<Fault>().is_err());
     }
 
     #[test]

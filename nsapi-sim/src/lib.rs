@@ -26,7 +26,8 @@
 #![forbid(unsafe_code)]
 
 // Layout, lowest first; a module imports only modules of lower layers:
-// - duration, wire, tls, model: leaves (parsing, wire formats, certificates, value types);
+// - duration, wire, tls, model, totp, jwt: leaves (parsing, wire formats, certificates, value
+//   types, one-time passcodes, JWT signing);
 // - fault, then store (the state, pure), then config (how a simulator starts);
 // - server: the shared state, the nodes and their listeners; it names no handler;
 // - api (NetSapiens endpoints), admin (`/_sim/`), node (NodeHandle): each on server, not
@@ -38,6 +39,7 @@ mod api;
 mod config;
 mod duration;
 mod fault;
+mod jwt;
 mod model;
 mod node;
 pub mod proxy;
@@ -45,6 +47,7 @@ mod routes;
 mod server;
 mod store;
 mod tls;
+pub mod totp;
 mod wire;
 
 use std::net::SocketAddr;
@@ -55,8 +58,8 @@ use tokio::sync::watch;
 
 pub use config::SimConfig;
 pub use duration::{format_duration, parse_duration};
-pub use fault::{Fault, FaultEntry};
-pub use model::{Client, ErrorBody, RefreshMode, Stats, Subscriber};
+pub use fault::{Fault, FaultEntry, NoTokenBody};
+pub use model::{Client, ClientAuth, ErrorBody, RefreshMode, Stats, Subscriber, V1Answer};
 pub use node::NodeHandle;
 pub use server::NodeState;
 
@@ -280,6 +283,34 @@ impl Sim {
         self.shared().lock().settings.v2_absent_status = status;
     }
 
+    /// How token endpoints take the client id and secret from now on.
+    pub fn set_client_auth(&self, mode: ClientAuth) {
+        self.shared().lock().settings.client_auth = mode;
+    }
+
+    /// Report numbers as strings in token answers from now on (`"expires_in":"3600"`).
+    pub fn set_numbers_as_strings(&self, yes: bool) {
+        self.shared().lock().settings.numbers_as_strings = yes;
+    }
+
+    /// The shape of successful v1 token answers from now on.
+    pub fn set_v1_answer(&self, shape: V1Answer) {
+        self.shared().lock().settings.v1_answer = shape;
+    }
+
+    /// Whether `v2/jwt` answers carry a single-use refresh JWT from now on.
+    pub fn set_jwt_refresh(&self, yes: bool) {
+        self.shared().lock().settings.jwt_refresh = yes;
+    }
+
+    /// The session cookie `v2/jwt` answers set from now on (`""`: none), and whether requests
+    /// that present a JWT must send it back.
+    pub fn set_jwt_cookie(&self, name: &str, required: bool) {
+        let mut st = self.shared().lock();
+        st.settings.jwt_cookie = name.to_owned();
+        st.settings.jwt_cookie_required = required;
+    }
+
     /// Activate a fault on every node (see [`Fault`] for how long each lasts; use
     /// [`NodeHandle::inject`] for one node).
     pub fn inject(&self, fault: Fault) {
@@ -308,21 +339,21 @@ impl Sim {
     }
 
     /// Whether this access token would be accepted by `oauth2/read` right now (known, not
-    /// expired, not revoked, not an MFA intermediate token).
+    /// expired, not revoked, not an MFA intermediate token), or this JWT by `GET v2/jwt`.
     pub fn is_token_valid(&self, access_token: &str) -> bool {
         self.shared()
             .lock()
-            .read(access_token, Instant::now())
+            .token_valid(access_token, Instant::now())
             .is_ok()
     }
 
     /// Revoke an access token (and its refresh token), or a refresh token (and the access
-    /// tokens issued with it).
+    /// tokens issued with it), or a JWT.
     pub fn revoke_token(&self, token: &str) {
         self.shared().lock().revoke(token);
     }
 
-    /// Make an access token (or a refresh token) expire now.
+    /// Make an access token (or a refresh token, or a JWT) expire now.
     pub fn expire_token(&self, token: &str) {
         self.shared()
             .lock()

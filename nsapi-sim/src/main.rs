@@ -8,7 +8,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use nsapi_sim::{ErrorBody, FaultEntry, RefreshMode, Sim, SimConfig, Subscriber, parse_duration};
+use nsapi_sim::{
+    ClientAuth, ErrorBody, FaultEntry, RefreshMode, Sim, SimConfig, Subscriber, V1Answer,
+    parse_duration,
+};
 
 const ADMIN_HELP: &str = "\
 ENDPOINTS (BASE = http://ADDR/ns-api by default; https with --tls; every node serves them all):
@@ -17,6 +20,13 @@ ENDPOINTS (BASE = http://ADDR/ns-api by default; https with --tls; every node se
   GET      BASE/oauth2/read?format=json   token info for `Authorization: Bearer TOKEN`
                                   (XML without format=json)
   POST     BASE/v2/tokens[/]      v2 grants, JSON body; errors {\"code\",\"message\"}
+           (grant_type mfa: the second step, on v1 too: passcode, access_token = the MFA token)
+  GET      BASE/v2/version        {\"apiversion\"}
+  POST     BASE/v2/jwt            password (or mfa) login -> {\"token\"[,\"refresh_token\"]};
+                                  grant_type refresh_token with a refresh JWT (single use)
+  GET      BASE/v2/jwt            the Bearer JWT's claims
+  DELETE   BASE/v2/jwt[/JTI]      revoke the Bearer JWT (or that one): 202
+  Unknown paths under BASE answer {\"code\":404,\"message\":\"No Route Found [92]\"} with v2, HTML without.
 
 ADMIN API (JSON, no authentication: keep the simulator on loopback):
   GET    /_sim/health                       200 \"ok\"
@@ -33,10 +43,12 @@ ADMIN API (JSON, no authentication: keep the simulator on loopback):
                                             refresh_token_ttl, password_grant_revokes_previous,
                                             v2_enabled, v2_absent_status, bad_client_status,
                                             bad_refresh_status, error_body, api_version,
-                                            tls_untrusted
+                                            tls_untrusted, numbers_as_strings, v1_answer,
+                                            client_auth, mfa_token_ttl, jwt_ttl, jwt_refresh,
+                                            jwt_cookie, jwt_cookie_required
   POST   /_sim/clients                      {\"id\",\"secret\"}
   POST   /_sim/subscribers                  {\"username\",\"password\"[,\"scope\",\"domain\",
-                                            \"territory\",\"uid\",\"mfa\"]}
+                                            \"territory\",\"uid\",\"mfa\",\"totp_seed\"]}
   PUT    /_sim/subscribers/USERNAME/password  {\"password\"}
   POST   /_sim/tokens/valid                 {\"token\"} -> {\"valid\":bool[,\"reason\"]}
   GET    /_sim/tokens/valid?token=TOKEN     the same
@@ -74,6 +86,8 @@ FAULTS (JSON for --fault, the config file and POST /_sim/faults; add \"times\":N
                                             filler (\"chunked\":true: no Content-Length)
   {\"type\":\"expires_in\",\"value\":-5}                   successful grants report this expires_in
                                             (any JSON value; the token keeps its real ttl)
+  {\"type\":\"no_token\",\"body\":\"empty_object\"}           200 without access_token: {} (empty_object),
+                                            oauth_error or code_message in-band errors
 Token faults apply to v1 oauth2/token and v2 tokens. Durations: 60s, 500ms, 2m, 1h or seconds.";
 
 /// A NetSapiens API simulator: OAuth2 token endpoints (v1 and v2) with the real API's quirks
@@ -111,8 +125,10 @@ struct Cli {
     /// JSON config file: listen, nodes, tls, tls_untrusted, base_path, token_ttl, refresh_mode, refresh_token_ttl,
     /// password_grant_revokes_previous, v2_enabled, v2_absent_status, bad_client_status,
     /// bad_refresh_status,
-    /// error_body, api_version, clients [{id, secret}], subscribers [{username, password,
-    /// scope, domain, territory, uid, mfa}], faults [...].
+    /// error_body, api_version, numbers_as_strings, v1_answer, client_auth, mfa_token_ttl,
+    /// jwt_ttl, jwt_refresh, jwt_cookie, jwt_cookie_required, clients [{id, secret}],
+    /// subscribers [{username, password, scope, domain, territory, uid, mfa, totp_seed}],
+    /// faults [...].
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 
@@ -178,6 +194,45 @@ struct Cli {
     #[arg(long, value_name = "USERNAME:PASSWORD", value_parser = parse_pair)]
     mfa_subscriber: Vec<(String, String)>,
 
+    /// An MFA subscriber who can pass the second step, USERNAME:SEED:PASSWORD (repeatable),
+    /// SEED the base32 TOTP seed (RFC 6238, SHA-1, 30 s, 6 digits).
+    #[arg(long, value_name = "USERNAME:SEED:PASSWORD", value_parser = parse_triple)]
+    totp_subscriber: Vec<(String, String, String)>,
+
+    /// Report numbers as strings in token answers ("expires_in":"3600").
+    #[arg(long)]
+    numbers_as_strings: bool,
+
+    /// Shape of v1 token answers: standard, or v44.0 (adds client_id, an epoch-string
+    /// expires, rate_limit "0", login, user_email, displayName) [default: standard].
+    #[arg(long, value_name = "SHAPE")]
+    v1_answer: Option<V1Answer>,
+
+    /// Client credentials: body-only (the fields), basic-or-body (HTTP Basic if sent, else
+    /// the fields) or basic-only (HTTP Basic, else a bad client) [default: body-only].
+    #[arg(long, value_name = "MODE")]
+    client_auth: Option<ClientAuth>,
+
+    /// Lifetime of MFA intermediate tokens (at most --token-ttl) [default: 300s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    mfa_token_ttl: Option<Duration>,
+
+    /// Lifetime of v2/jwt JWTs [default: 24h].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    jwt_ttl: Option<Duration>,
+
+    /// v2/jwt answers carry a single-use refresh JWT (the 45.0 edition).
+    #[arg(long)]
+    jwt_refresh: bool,
+
+    /// v2/jwt answers set a session cookie of this name.
+    #[arg(long, value_name = "NAME")]
+    jwt_cookie: Option<String>,
+
+    /// With --jwt-cookie, requests that present a JWT without its cookie are refused 401.
+    #[arg(long)]
+    jwt_cookie_required: bool,
+
     /// A fault active from the start, as JSON (repeatable), e.g.
     /// '{"type":"status","status":503,"count":2}', with "times" and "node" if wanted; see
     /// FAULTS below (--help).
@@ -195,6 +250,15 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
     match s.split_once(':') {
         Some((a, b)) if !a.is_empty() => Ok((a.to_owned(), b.to_owned())),
         _ => Err("expected NAME:SECRET".to_owned()),
+    }
+}
+
+/// Split `A:B:C` at the first two colons (the password, last, may contain colons).
+fn parse_triple(s: &str) -> Result<(String, String, String), String> {
+    let (a, rest) = parse_pair(s)?;
+    match rest.split_once(':') {
+        Some((b, c)) if !b.is_empty() => Ok((a, b.to_owned(), c.to_owned())),
+        _ => Err("expected USERNAME:SEED:PASSWORD".to_owned()),
     }
 }
 
@@ -256,6 +320,49 @@ fn build_config(cli: Cli) -> Result<SimConfig, String> {
     }
     for (user, password) in &cli.mfa_subscriber {
         c = c.subscriber(Subscriber::new(user, password).with_mfa(true));
+    }
+    for (user, seed, password) in &cli.totp_subscriber {
+        if nsapi_sim::totp::decode_seed(seed).is_none() {
+            return Err(format!("--totp-subscriber {user}: the seed is not base32"));
+        }
+        c = c.subscriber(Subscriber::new(user, password).with_totp_seed(seed));
+    }
+    if cli.numbers_as_strings {
+        c = c.numbers_as_strings(true);
+    }
+    if let Some(v) = cli.v1_answer {
+        c = c.v1_answer(v);
+    }
+    if let Some(v) = cli.client_auth {
+        c = c.client_auth(v);
+    }
+    if let Some(v) = cli.mfa_token_ttl {
+        c = c.mfa_token_ttl(v);
+    }
+    if let Some(v) = cli.jwt_ttl {
+        c = c.jwt_ttl(v);
+    }
+    if cli.jwt_refresh {
+        c = c.jwt_refresh(true);
+    }
+    if cli.jwt_cookie.is_some() || cli.jwt_cookie_required {
+        let name = cli
+            .jwt_cookie
+            .clone()
+            .unwrap_or_else(|| c.jwt_cookie.clone());
+        if name.is_empty() {
+            return Err("--jwt-cookie-required needs --jwt-cookie NAME".into());
+        }
+        if !name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch))
+        {
+            return Err(format!(
+                "--jwt-cookie {name:?}: letters, digits, '_', '-' and '.' only"
+            ));
+        }
+        let required = cli.jwt_cookie_required || c.jwt_cookie_required;
+        c = c.jwt_cookie(&name, required);
     }
     for f in cli.fault {
         c = c.fault_entry(f);

@@ -75,6 +75,60 @@ impl std::str::FromStr for ErrorBody {
     }
 }
 
+/// How token endpoints take the client id and secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// `client_id` and `client_secret` among the request's fields only; an `Authorization:
+    /// Basic` header is ignored (the guide's way).
+    #[default]
+    BodyOnly,
+    /// `Authorization: Basic base64(client_id:client_secret)` if sent (it wins), else the fields.
+    BasicOrBody,
+    /// `Authorization: Basic` only: a request without it is refused as a bad client, whatever
+    /// its fields carry.
+    BasicOnly,
+}
+
+impl std::str::FromStr for ClientAuth {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.replace('-', "_").as_str() {
+            "body_only" => Ok(ClientAuth::BodyOnly),
+            "basic_or_body" => Ok(ClientAuth::BasicOrBody),
+            "basic_only" => Ok(ClientAuth::BasicOnly),
+            _ => Err(format!(
+                "client auth {s:?}: expected body-only, basic-or-body or basic-only"
+            )),
+        }
+    }
+}
+
+/// The shape of a successful v1 `oauth2/token` answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum V1Answer {
+    /// The guide's fields plus `username`, `user`, `territory`, `uid`.
+    #[default]
+    Standard,
+    /// As a 44.0.x portal answered: the standard fields plus `client_id`, `expires` (the
+    /// token's expiry as a Unix-epoch string, e.g. `"1686420498"`), `rate_limit: "0"` (a
+    /// string), `login`, `user_email` and `displayName`.
+    #[serde(rename = "v44_0")]
+    V44_0,
+}
+
+impl std::str::FromStr for V1Answer {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.replace(['-', '.'], "_").as_str() {
+            "standard" => Ok(V1Answer::Standard),
+            "v44_0" | "44_0" => Ok(V1Answer::V44_0),
+            _ => Err(format!("v1 answer {s:?}: expected standard or v44.0")),
+        }
+    }
+}
+
 /// An OAuth client known to the simulator.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct Client {
@@ -106,6 +160,10 @@ pub struct Subscriber {
     /// MFA enabled: the password grant answers an intermediate `mfa_required` token that
     /// is not valid for anything.
     pub mfa: bool,
+    /// The base32 TOTP seed (RFC 6238, SHA-1, 30 s, 6 digits) of an MFA user who can pass the
+    /// second step (`grant_type=mfa`); its intermediate answer says `mfa_type:
+    /// "authenticator"`. `None`: no second step is possible (`mfa_type: "totp"`).
+    pub totp_seed: Option<String>,
 }
 
 impl Subscriber {
@@ -124,6 +182,17 @@ impl Subscriber {
             territory: "sim-territory".to_owned(),
             uid: username.to_owned(),
             mfa: false,
+            totp_seed: None,
+        }
+    }
+
+    /// The same subscriber with MFA on and this base32 TOTP seed (see
+    /// [`crate::totp::passcode`]).
+    pub fn with_totp_seed(self, seed: &str) -> Self {
+        Subscriber {
+            mfa: true,
+            totp_seed: Some(seed.to_owned()),
+            ..self
         }
     }
 
@@ -152,6 +221,7 @@ struct SubscriberJson {
     uid: Option<String>,
     #[serde(default)]
     mfa: bool,
+    totp_seed: Option<String>,
 }
 
 impl From<SubscriberJson> for Subscriber {
@@ -162,21 +232,30 @@ impl From<SubscriberJson> for Subscriber {
             domain: j.domain.unwrap_or(d.domain),
             territory: j.territory.unwrap_or(d.territory),
             uid: j.uid.unwrap_or(d.uid),
-            mfa: j.mfa,
+            mfa: j.mfa || j.totp_seed.is_some(),
+            totp_seed: j.totp_seed,
             ..d
         }
     }
 }
 
 /// Request counters. `by_key` maps `"endpoint/grant/result"` to a count, where endpoint is
-/// `token` (v1), `v2` or `read`; grant is `password`, `refresh_token`, `other` or `-`; result
+/// `token` (v1), `v2`, `read`, `jwt` (`POST v2/jwt`), `jwt_read` (`GET v2/jwt`), `jwt_revoke`
+/// (`DELETE v2/jwt[/{jti}]`), `version` (`v2/version`) or `route` (an unknown route answered
+/// with v2's JSON 404, result `no_route`); grant is `password`, `refresh_token`, `mfa`,
+/// `other` or `-`; result
 /// is `ok`, `mfa_required`, an error (`invalid_client`, `invalid_credentials`,
 /// `invalid_request`, `unsupported_grant_type`, `refresh_unknown`, `refresh_reused`,
 /// `refresh_expired`, `refresh_revoked`, `refresh_rejected`, `refresh_other_client`,
-/// `not_found`, `absent_<status>` (v2 disabled), `method_not_allowed`, and on `read`: `missing_token`, `invalid_token`,
-/// `expired`, `revoked`) or a fault (`fault_503`, `fault_429`, `fault_firewall`, `fault_hang`,
+/// `not_found`, `absent_<status>` (v2 disabled), `method_not_allowed`; for `mfa`:
+/// `mfa_passcode`, `mfa_passcode_reused`, `mfa_not_enrolled`, `mfa_token_unknown`,
+/// `mfa_token_mismatch`, `mfa_token_used`, `mfa_token_expired`; on `read` and `jwt_read`:
+/// `missing_token`, `invalid_token`, `expired`, `revoked`, and `refresh_jwt`,
+/// `cookie_missing` for JWTs; `revoked` on `jwt_revoke`) or a fault (`fault_503`,
+/// `fault_429`, `fault_firewall`, `fault_hang`,
 /// `fault_invalid_scope`, `fault_method_not_allowed`, `fault_empty_body_<result>`,
-/// `fault_malformed_json_<result>`, `fault_truncated_body_<result>`, `fault_huge_body_<result>`).
+/// `fault_malformed_json_<result>`, `fault_truncated_body_<result>`, `fault_huge_body_<result>`,
+/// `fault_no_token_<body>_<result>`).
 /// E.g. `"token/password/ok"`. Requests a node answers itself (its `status` or `hang` state)
 /// count only under `node/-/status_<status>` and `node/-/hang`.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -197,6 +276,16 @@ pub struct Stats {
     pub read_requests: u64,
     /// Requests to the v2 `tokens` endpoint (counted in `token_requests` too).
     pub v2_requests: u64,
+    /// Token requests with `grant_type=mfa` (v1, v2 `tokens` and v2 `jwt`).
+    pub mfa_attempts: u64,
+    /// MFA second steps refused (bad or reused passcode, bad intermediate token, ...).
+    pub mfa_refusals: u64,
+    /// JWTs issued by `v2/jwt` (logins and refreshes).
+    pub jwt_issued: u64,
+    /// JWTs issued for a refresh JWT.
+    pub jwt_refreshed: u64,
+    /// JWTs revoked by `DELETE v2/jwt[/{jti}]` (and refresh JWTs used up).
+    pub jwt_revoked: u64,
     /// Counts by `"endpoint/grant/result"`.
     pub by_key: BTreeMap<String, u64>,
     /// The same counters for each node alone, by index (in

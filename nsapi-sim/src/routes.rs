@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{any, get};
+use axum::routing::{any, delete, get, post};
 
 use crate::server::Shared;
 use crate::{admin, api};
@@ -19,6 +19,24 @@ pub(crate) fn routes(base: &str) -> Router<Arc<Shared>> {
         .route(&format!("{base}/oauth2/read"), get(api::read))
         .route(&format!("{base}/oauth2/read/"), get(api::read))
         .route(&format!("{base}/v2/tokens"), any(api::v2_tokens))
-        .route(&format!("{base}/v2/tokens/"), any(api::v2_tokens));
+        .route(&format!("{base}/v2/tokens/"), any(api::v2_tokens))
+        .route(&format!("{base}/v2/version"), get(api::v2_version))
+        .route(&format!("{base}/v2/version/"), get(api::v2_version))
+        .route(
+            &format!("{base}/v2/jwt"),
+            post(api::jwt_post)
+                .get(api::jwt_get)
+                .delete(api::jwt_delete),
+        )
+        .route(
+            &format!("{base}/v2/jwt/"),
+            post(api::jwt_post)
+                .get(api::jwt_get)
+                .delete(api::jwt_delete),
+        )
+        .route(
+            &format!("{base}/v2/jwt/{{jti}}"),
+            delete(api::jwt_delete_one),
+        );
     api.merge(admin::router()).fallback(api::not_found)
 }

@@ -365,6 +365,15 @@ async fn help_documents_every_option_and_the_admin_api() {
         "--client",
         "--subscriber",
         "--mfa-subscriber",
+        "--totp-subscriber",
+        "--numbers-as-strings",
+        "--v1-answer",
+        "--client-auth",
+        "--mfa-token-ttl",
+        "--jwt-ttl",
+        "--jwt-refresh",
+        "--jwt-cookie",
+        "--jwt-cookie-required",
         "--fault",
         "--log",
         "/_sim/stats",
@@ -380,7 +389,106 @@ async fn help_documents_every_option_and_the_admin_api() {
         "truncated_body",
         "huge_body",
         "expires_in",
+        "no_token",
+        "v2/jwt",
+        "v2/version",
+        "No Route Found [92]",
     ] {
         assert!(help.contains(needle), "--help lacks {needle}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn portal_flags_play_basic_auth_totp_the_44_0_answer_and_jwt_cookies() {
+    const SEED: &str = "JBSWY3DPEHPK3PXP";
+    let client = format!("{CLIENT_ID}:{CLIENT_SECRET}");
+    let subscriber = format!("{USER}:{PASSWORD}");
+    let totp_user = format!("totp@abc:{SEED}:{PASSWORD}");
+    let (child, base) = spawn(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--client",
+        &client,
+        "--subscriber",
+        &subscriber,
+        "--totp-subscriber",
+        &totp_user,
+        "--client-auth",
+        "basic-only",
+        "--v1-answer",
+        "v44.0",
+        "--numbers-as-strings",
+        "--mfa-token-ttl",
+        "30s",
+        "--jwt-ttl",
+        "2m",
+        "--jwt-refresh",
+        "--jwt-cookie",
+        "PHPSESSID",
+        "--jwt-cookie-required",
+        "--log",
+        "debug",
+    ])
+    .await;
+    // basic-only: the fields alone are a bad client.
+    let res = http()
+        .post(format!("{base}oauth2/token/"))
+        .form(&password_fields(USER, PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let login = |user: &'static str| {
+        http()
+            .post(format!("{base}oauth2/token/"))
+            .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+            .form(&[
+                ("grant_type", "password"),
+                ("username", user),
+                ("password", PASSWORD),
+            ])
+            .send()
+    };
+    let t: Value = login(USER).await.unwrap().json().await.unwrap();
+    assert_eq!(t["expires_in"], "3600");
+    assert_eq!(t["rate_limit"], "0");
+    assert!(str_field(&t, "expires").parse::<u64>().is_ok(), "{t}");
+    let t: Value = login("totp@abc").await.unwrap().json().await.unwrap();
+    assert_eq!(t["mfa_type"], "authenticator");
+    assert_eq!(t["expires_in"], "30");
+    let res = http()
+        .post(format!("{base}v2/jwt"))
+        .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+        .json(
+            &serde_json::json!({"grant_type": "password", "username": USER,
+                                  "password": PASSWORD}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .starts_with("PHPSESSID=")
+    );
+    let jwt: Value = res.json().await.unwrap();
+    assert!(jwt["refresh_token"].is_string());
+    let res = http()
+        .get(format!("{base}v2/jwt"))
+        .bearer_auth(str_field(&jwt, "token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401, "the cookie is required");
+    let stderr = stop(child).await;
+    assert!(
+        stderr.contains("jwt"),
+        "debug logs name the endpoint: {stderr}"
+    );
+    for secret in [SEED, PASSWORD, CLIENT_SECRET, str_field(&jwt, "token")] {
+        assert!(!stderr.contains(secret), "a secret in the logs");
+    }
+    assert!(!stderr.contains(str_field(&jwt, "refresh_token")));
 }
