@@ -20,7 +20,13 @@ pub(crate) enum GrantBodyError {
         mfa_type: Option<String>,
         mfa_vendor: Option<String>,
     },
+    /// No `access_token` (or an empty one) and no sign of an error: `{}` is the observed shape
+    /// of "a 200 without a token".
     MissingAccessToken,
+    /// No `access_token`, but an in-band error: RFC 6749 `error` (with or without
+    /// `error_description`), or `{code,message}` whose `code` is not a 2xx. Classified from the
+    /// body (`classify::classify_grant_body`) like the HTTP refusal it stands for.
+    InBandError,
     /// `expires_in` is missing, not a number, not positive, or too large to be a date.
     InvalidExpiresIn(&'static str),
 }
@@ -32,7 +38,12 @@ impl GrantBodyError {
             GrantBodyError::NotJson => "the body is not JSON".to_owned(),
             GrantBodyError::NotAnObject => "the body is JSON but not an object".to_owned(),
             GrantBodyError::MfaRequired { .. } => "scope is mfa_required".to_owned(),
-            GrantBodyError::MissingAccessToken => "access_token is missing or empty".to_owned(),
+            GrantBodyError::MissingAccessToken => {
+                "access_token is missing or empty (a 200 without a token)".to_owned()
+            }
+            GrantBodyError::InBandError => {
+                "no access_token, and the body carries an error".to_owned()
+            }
             GrantBodyError::InvalidExpiresIn(why) => format!("expires_in is {why}"),
         }
     }
@@ -69,6 +80,7 @@ pub(crate) fn parse_grant_body(
         Some(Value::String(token)) if !token.trim().is_empty() => {
             Confidential::new(token.trim().to_owned())
         }
+        _ if has_in_band_error(object) => return Err(GrantBodyError::InBandError),
         _ => return Err(GrantBodyError::MissingAccessToken),
     };
     let refresh_token = match object.get("refresh_token") {
@@ -117,6 +129,22 @@ pub(crate) fn parse_token_info(body: &[u8]) -> Option<TokenInfo> {
         api_version: text_field(object, &["apiversion", "api_version", "apiVersion"]),
         expires: text_field(object, &["expires"]),
     })
+}
+
+/// Whether a body without a token says why: an RFC 6749 `error` (a string or an object), or a
+/// `code` (number or numeric string) that is not a 2xx.
+fn has_in_band_error(object: &Map<String, Value>) -> bool {
+    let error = match object.get("error") {
+        Some(Value::String(s)) => !s.trim().is_empty(),
+        Some(Value::Object(_)) => true,
+        _ => false,
+    };
+    let code = match object.get("code") {
+        Some(Value::Number(n)) => n.as_i64(),
+        Some(Value::String(s)) => s.trim().parse::<i64>().ok(),
+        _ => None,
+    };
+    error || code.is_some_and(|c| !(200..=299).contains(&c))
 }
 
 /// The object itself, or the first element of an array of objects.
@@ -373,6 +401,64 @@ mod tests {
         assert_eq!(
             parse(r#"{"access_token":42,"expires_in":3600}"#),
             Err(GrantBodyError::MissingAccessToken)
+        );
+    }
+
+    #[test]
+    fn a_200_without_a_token_is_named() {
+        for body in [
+            "{}",
+            r#"{"access_token":"","expires_in":3600}"#,
+            r#"{"code":200,"message":"OK"}"#,
+            r#"{"code":"200"}"#,
+            r#"{"error":""}"#,
+        ] {
+            assert_eq!(
+                parse(body),
+                Err(GrantBodyError::MissingAccessToken),
+                "{body}"
+            );
+        }
+        for body in [
+            r#"{"error":"invalid_grant","error_description":"Invalid username and password combination"}"#,
+            r#"{"error":"invalid_client"}"#,
+            r#"{"code":401,"message":"Invalid username and password combination"}"#,
+            r#"{"code":"403","message":"Forbidden"}"#,
+            r#"{"error":{"code":500,"message":"x"}}"#,
+            r#"[{"code":429}]"#,
+        ] {
+            assert_eq!(parse(body), Err(GrantBodyError::InBandError), "{body}");
+        }
+        // A token wins over anything else in the body.
+        assert!(parse(r#"{"access_token":"t","expires_in":60,"code":401}"#).is_ok());
+    }
+
+    #[test]
+    fn a_44_0_portals_v1_answer_with_string_numbers_is_a_token() {
+        let grant = parse(
+            r#"{"access_token":"a1b2c3","expires_in":"3600","scope":"Office Manager",
+                "token_type":"Bearer","refresh_token":"r1","legacy":false,"domain":"abc",
+                "apiversion":"Version: 44.0.3","username":"111@abc","user":"111",
+                "territory":"T1","uid":"111@abc","client_id":"cid","expires":"1686420498",
+                "rate_limit":"0","login":"111@abc","user_email":"","displayName":"111"}"#,
+        )
+        .unwrap();
+        assert_eq!(grant.expires_in, 3600);
+        assert_eq!(grant.expires_at, at() + SignedDuration::from_secs(3600));
+        assert_eq!(grant.access_token.expose(), "a1b2c3");
+        assert_eq!(grant.api_version.as_deref(), Some("Version: 44.0.3"));
+        // `expires` (an epoch string) never overrides the lifetime measured from expires_in.
+        let grant =
+            parse(r#"{"access_token":"t","expires_in":"60","expires":"1686420498"}"#).unwrap();
+        assert_eq!(grant.expires_in, 60);
+        // Everything numeric may be a string.
+        let grant = parse(
+            r#"{"access_token":"t","expires_in":"120","legacy":"0","territory":"7","uid":"42"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (grant.expires_in, grant.legacy, grant.territory.as_deref()),
+            (120, Some(false), Some("7"))
         );
     }
 

@@ -199,6 +199,20 @@ pub(crate) fn classify_status(
     let retry_after =
         header_str(headers, RETRY_AFTER.as_str()).and_then(|v| parse_retry_after(v, ex.now));
     let answer = ex.answer(status, parsed.text.as_deref());
+    classify_refusal(ex, status, headers, &parsed, retry_after, &answer)
+}
+
+/// The classification proper, shared by a non-2xx answer and a 2xx whose body carries an
+/// in-band error (then `status` is the status that error stands for).
+fn classify_refusal(
+    ex: &Exchange<'_>,
+    status: u16,
+    headers: &HeaderMap,
+    parsed: &ErrorBody,
+    retry_after: Option<Duration>,
+    answer: &str,
+) -> NsApiError {
+    let answer = answer.to_owned();
     let what = ex.what();
 
     match status {
@@ -256,9 +270,9 @@ pub(crate) fn classify_status(
             label: "unexpected_status",
         },
         _ => match ex.op {
-            Operation::PasswordGrant => classify_password_refusal(ex, status, &parsed, &answer),
+            Operation::PasswordGrant => classify_password_refusal(ex, status, parsed, &answer),
             Operation::RefreshGrant => classify_refresh_refusal(ex, status, &answer),
-            Operation::ReadToken => classify_read_refusal(ex, status, &parsed, &answer),
+            Operation::ReadToken => classify_read_refusal(ex, status, parsed, &answer),
         },
     }
 }
@@ -392,13 +406,53 @@ fn not_found_message(ex: &Exchange<'_>, answer: &str) -> String {
     }
 }
 
-/// A 2xx body that is not a usable token.
+/// The HTTP status an in-band error stands for: its `code` when that is a 4xx or 5xx, else
+/// what RFC 6749 (5.2) answers with its `error` (401 for `invalid_client`, 400 otherwise; the
+/// password classification treats 400, 401 and 403 alike). `None`: no usable clue.
+fn in_band_status(body: &ErrorBody) -> Option<u16> {
+    if let Some(code) = body.code {
+        return u16::try_from(code).ok().filter(|c| (400..=599).contains(c));
+    }
+    match body.oauth_error.as_deref()? {
+        "invalid_client" | "unauthorized_client" => Some(401),
+        "access_denied" => Some(403),
+        "temporarily_unavailable" => Some(503),
+        "server_error" => Some(500),
+        _ => Some(400),
+    }
+}
+
+/// A 2xx body that is not a usable token. `body` is read only for an in-band error (a body
+/// without a token), and only through [`ErrorBody`], which scrubs what the request sent.
 pub(crate) fn classify_grant_body(
     ex: &Exchange<'_>,
     status: u16,
+    headers: &HeaderMap,
+    body: &[u8],
     problem: &GrantBodyError,
 ) -> NsApiError {
     match problem {
+        // "A 200 without a token" with an error in it: classified like the refusal it stands
+        // for, so a refused password gets the lockout-safe backoff of a 401, never a retry
+        // loop, and a refused refresh token falls back to the password grant.
+        GrantBodyError::InBandError => {
+            let content_type = header_str(headers, CONTENT_TYPE.as_str());
+            let parsed = ErrorBody::parse(content_type, body, ex.secrets);
+            let Some(meant) = in_band_status(&parsed) else {
+                return malformed(ex, status, &problem.describe());
+            };
+            let mut answer = format!(
+                "HTTP {status} without a token from {}, in-band error {meant}",
+                ex.endpoint()
+            );
+            if let Some(text) = parsed.text.as_deref() {
+                answer.push_str(&format!(", server said: \"{text}\""));
+            }
+            // 200 is what came over the wire; the kind and reason follow the in-band code.
+            let mut err = classify_refusal(ex, meant, headers, &parsed, None, &answer);
+            set_status(&mut err, status);
+            err
+        }
         GrantBodyError::MfaRequired {
             mfa_type,
             mfa_vendor,
@@ -418,6 +472,16 @@ pub(crate) fn classify_grant_body(
             }
         }
         other => malformed(ex, status, &other.describe()),
+    }
+}
+
+fn set_status(err: &mut NsApiError, wire: u16) {
+    match err {
+        NsApiError::Transient { status, .. }
+        | NsApiError::Permanent { status, .. }
+        | NsApiError::Authentication { status, .. }
+        | NsApiError::RefreshRejected { status, .. } => *status = Some(wire),
+        _ => {}
     }
 }
 
@@ -889,11 +953,84 @@ mod tests {
     }
 
     #[test]
+    fn a_200_without_a_token() {
+        use ErrorKind::*;
+        use Operation::*;
+        use TokenApi::{V1, V2};
+        // (operation, api, body, kind, metric label, message mentions)
+        #[rustfmt::skip]
+        let cases: &[(Operation, TokenApi, &str, ErrorKind, &str, &str)] = &[
+            // No clue: an unusable answer, retried with backoff.
+            (PasswordGrant, V1, "{}", Transient, "malformed_response", "a 200 without a token"),
+            (PasswordGrant, V2, r#"{"access_token":""}"#, Transient, "malformed_response", "access_token is missing"),
+            (PasswordGrant, V1, r#"{"code":302,"message":"Moved"}"#, Transient, "malformed_response", "carries an error"),
+            // An in-band refusal is the refusal it stands for: lockout-safe backoff.
+            (PasswordGrant, V1, r#"{"error":"invalid_grant","error_description":"Invalid username and password combination"}"#, Authentication, "authentication", "invalid_grant: Invalid username and password combination"),
+            (PasswordGrant, V1, r#"{"error":"invalid_client"}"#, Authentication, "authentication", "in-band error 401"),
+            (PasswordGrant, V1, r#"{"code":401,"message":"Invalid username and password combination"}"#, Authentication, "authentication", "client_secret"),
+            (PasswordGrant, V2, r#"{"code":"403","message":"Forbidden"}"#, Authentication, "authentication", "in-band error 403"),
+            (PasswordGrant, V2, r#"{"code":401,"message":"Invalid Scope [APP001]"}"#, Authentication, "permission_denied", "lacks permission"),
+            (PasswordGrant, V1, r#"{"error":"unsupported_grant_type"}"#, Permanent, "unsupported", "unsupported_grant_type"),
+            (PasswordGrant, V1, r#"{"code":503,"message":"Maintenance"}"#, Transient, "server_error", "Maintenance"),
+            (PasswordGrant, V1, r#"{"code":429}"#, Transient, "rate_limited", "in-band error 429"),
+            // A refused refresh token falls back to the password grant.
+            (RefreshGrant, V1, r#"{"error":"invalid_grant"}"#, RefreshRejected, "refresh_rejected", "password grant"),
+            (RefreshGrant, V2, r#"{"code":401,"message":"Refresh token expired"}"#, RefreshRejected, "refresh_rejected", "Refresh token expired"),
+        ];
+        for &(op, api, body, kind, label, mentions) in cases {
+            let ex = exchange(op, api);
+            let problem = crate::nsapi::answer::parse_grant_body(
+                body.as_bytes(),
+                crate::core::token::Grant::Password,
+                api,
+                now(),
+            )
+            .unwrap_err();
+            let err = classify_grant_body(
+                &ex,
+                200,
+                &headers(Some("application/json"), None),
+                body.as_bytes(),
+                &problem,
+            );
+            let shown = err.to_string();
+            assert_eq!(
+                (err.kind(), err.metric_label()),
+                (kind, label),
+                "{op:?} {api:?} {body}: {shown}"
+            );
+            assert_eq!(err.status(), Some(200), "{body}");
+            assert!(shown.contains("HTTP 200"), "{shown}");
+            assert!(
+                shown.contains(mentions),
+                "{shown:?} should mention {mentions:?}"
+            );
+        }
+        // An in-band error that echoes a secret is scrubbed like any other.
+        let body = serde_json::json!({
+            "error": "invalid_grant",
+            "error_description": format!("bad password {PASSWORD}"),
+        })
+        .to_string();
+        let ex = exchange(PasswordGrant, V1);
+        let err = classify_grant_body(
+            &ex,
+            200,
+            &HeaderMap::new(),
+            body.as_bytes(),
+            &GrantBodyError::InBandError,
+        );
+        assert!(!err.to_string().contains(PASSWORD), "{err}");
+    }
+
+    #[test]
     fn grant_body_problems() {
         let ex = exchange(Operation::PasswordGrant, TokenApi::V1);
         let err = classify_grant_body(
             &ex,
             200,
+            &HeaderMap::new(),
+            b"",
             &GrantBodyError::MfaRequired {
                 mfa_type: Some("totp".into()),
                 mfa_vendor: None,
@@ -903,7 +1040,13 @@ mod tests {
         assert_eq!(err.status(), Some(200));
         assert!(err.to_string().contains("without MFA"), "{err}");
         assert!(err.to_string().contains("totp"), "{err}");
-        let err = classify_grant_body(&ex, 200, &GrantBodyError::InvalidExpiresIn("missing"));
+        let err = classify_grant_body(
+            &ex,
+            200,
+            &HeaderMap::new(),
+            b"",
+            &GrantBodyError::InvalidExpiresIn("missing"),
+        );
         assert_eq!(
             (err.kind(), err.metric_label()),
             (ErrorKind::Transient, "malformed_response")

@@ -432,8 +432,9 @@ fn finish_grant(ex: &Exchange<'_>, grant: Grant, answer: Answer) -> Result<Token
             &answer.body,
         ));
     }
-    parse_grant_body(&answer.body, grant, ex.api, answer.requested_at)
-        .map_err(|problem| classify_grant_body(ex, answer.status, &problem))
+    parse_grant_body(&answer.body, grant, ex.api, answer.requested_at).map_err(|problem| {
+        classify_grant_body(ex, answer.status, &answer.headers, &answer.body, &problem)
+    })
 }
 
 async fn read_capped(response: &mut reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
