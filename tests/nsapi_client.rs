@@ -5,12 +5,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
-use nsapi_sim::{ErrorBody, Fault, RefreshMode, Sim, SimConfig, Subscriber};
+use nsapi_sim::{
+    ClientAuth as SimClientAuth, ErrorBody, Fault, RefreshMode, Sim, SimConfig, Subscriber,
+};
 use nsapi_token_operator::core::api_error::{ErrorKind, FIREWALL_BACKOFF, NsApiError};
 use nsapi_token_operator::core::base_url::ApiBaseUrl;
 use nsapi_token_operator::core::clock::Clock;
 use nsapi_token_operator::core::credentials::{
-    ClientCredentials, Confidential, SubscriberCredentials,
+    ClientAuth, ClientCredentials, Confidential, SubscriberCredentials,
 };
 use nsapi_token_operator::core::token::{Grant, RefreshMethod, TokenApi, TokenGrant};
 use nsapi_token_operator::nsapi::{NsApiClient, NsApiClientConfig};
@@ -67,6 +69,7 @@ async fn fixture_with(config: SimConfig, timeout: Duration) -> Fixture {
         client: ClientCredentials {
             client_id: CLIENT_ID.to_owned(),
             client_secret: Confidential::from(CLIENT_SECRET),
+            auth: ClientAuth::Body,
         },
         subscriber: SubscriberCredentials {
             username: USERNAME.to_owned(),
@@ -325,6 +328,7 @@ async fn a_wrong_password_or_client_secret_is_an_authentication_error() {
     let bad_client = ClientCredentials {
         client_id: CLIENT_ID.to_owned(),
         client_secret: Confidential::from(WRONG_PASSWORD),
+        auth: ClientAuth::Body,
     };
     let err = f
         .api
@@ -333,6 +337,81 @@ async fn a_wrong_password_or_client_secret_is_an_authentication_error() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Authentication);
     assert_no_secret(&err, &[]);
+}
+
+/// The client's id and secret by HTTP Basic (spec.clientAuth: basic), against a portal that
+/// wants only Basic, one that takes either, and one that takes only the fields.
+#[tokio::test]
+async fn basic_client_auth_for_every_grant_and_api() {
+    let f = fixture_with(
+        SimConfig::new()
+            .token_ttl(Duration::from_secs(600))
+            .refresh_mode(RefreshMode::Rotate)
+            .client_auth(SimClientAuth::BasicOnly),
+        Duration::from_secs(5),
+    )
+    .await;
+    let basic = ClientCredentials {
+        auth: ClientAuth::Basic,
+        ..f.client.clone()
+    };
+    // The default (fields in the body) is refused by a Basic-only portal, as a bad client.
+    for api in [TokenApi::V1, TokenApi::V2] {
+        let err = f.password(api).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Authentication, "{api:?}: {err}");
+        assert_no_secret(&err, &[]);
+    }
+    for api in [TokenApi::V1, TokenApi::V2, TokenApi::Auto] {
+        let grant = f
+            .api
+            .password_grant(&f.base, api, &basic, &f.subscriber)
+            .await
+            .unwrap_or_else(|e| panic!("{api:?}: {e}"));
+        assert!(f.sim.is_token_valid(grant.access_token.expose()));
+        let mut token = refresh_token_of(&grant);
+        for method in [RefreshMethod::Get, RefreshMethod::Post] {
+            let refreshed = f
+                .api
+                .refresh_grant(&f.base, api, method, &basic, &token)
+                .await
+                .unwrap_or_else(|e| panic!("{api:?} {method:?}: {e}"));
+            assert_eq!(refreshed.grant, Grant::RefreshToken);
+            assert!(f.sim.is_token_valid(refreshed.access_token.expose()));
+            token = refresh_token_of(&refreshed);
+        }
+    }
+    // A wrong secret by Basic is a refused client, and the error shows neither the secret
+    // nor the header's base64.
+    let wrong = ClientCredentials {
+        client_secret: Confidential::from(WRONG_PASSWORD),
+        ..basic.clone()
+    };
+    let err = f
+        .api
+        .password_grant(&f.base, TokenApi::V1, &wrong, &f.subscriber)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Authentication, "{err}");
+    use base64::Engine as _;
+    let header =
+        base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{WRONG_PASSWORD}"));
+    assert_no_secret(&err, &[&header]);
+
+    // Either way on a portal that takes both; Basic is refused where only the fields count.
+    f.sim.set_client_auth(SimClientAuth::BasicOrBody);
+    f.password(TokenApi::V1).await.unwrap();
+    f.api
+        .password_grant(&f.base, TokenApi::V1, &basic, &f.subscriber)
+        .await
+        .unwrap();
+    f.sim.set_client_auth(SimClientAuth::BodyOnly);
+    let err = f
+        .api
+        .password_grant(&f.base, TokenApi::V2, &basic, &f.subscriber)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Authentication, "{err}");
+    f.password(TokenApi::V2).await.unwrap();
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ mod fixture;
 use std::time::Duration;
 
 use fixture::{Fixture, data};
-use nsapi_sim::{Fault, NoTokenBody, SimConfig, V1Answer};
+use nsapi_sim::{ClientAuth, Fault, NoTokenBody, SimConfig, V1Answer};
 use serde_json::json;
 
 fn secs(n: u64) -> Duration {
@@ -113,7 +113,10 @@ async fn a_200_with_an_in_band_refusal_is_a_refusal_with_lockout_safe_backoff() 
         assert!(f.token_secret(&format!("{name}-token")).await.is_none());
     }
     let events = f.events_json();
-    assert!(events.contains("AuthenticationFailed"), "no Event: {events}");
+    assert!(
+        events.contains("AuthenticationFailed"),
+        "no Event: {events}"
+    );
     f.assert_no_secret_leaked().await;
 }
 
@@ -151,5 +154,46 @@ async fn string_numbers_and_a_44_0_portals_v1_answer_give_a_ready_token() {
     let before = f.sim.stats().token_requests;
     tokio::time::sleep(secs(10)).await;
     assert_eq!(f.sim.stats().token_requests, before, "tokens in a loop");
+    f.assert_no_secret_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_basic_only_portal_refuses_the_default_and_accepts_client_auth_basic() {
+    let f = started(
+        "client-auth",
+        SimConfig::new().client_auth(ClientAuth::BasicOnly),
+    )
+    .await;
+    f.create_credential("fields", |_| {}).await;
+    let message = condition(&f, "fields", "Ready", "False", "AuthenticationFailed").await;
+    assert!(message.contains("client_secret"), "{message}");
+    assert!(f.token_secret("fields-token").await.is_none());
+
+    for api in ["v1", "v2"] {
+        let name = format!("basic-{api}");
+        f.create_credential(&name, |spec| {
+            spec["tokenSecret"]["name"] = json!(format!("{name}-token"));
+            spec["tokenApi"] = json!(api);
+            spec["clientAuth"] = json!("basic");
+        })
+        .await;
+        f.wait_ready(&name, secs(60)).await;
+        let secret = f.token_secret(&format!("{name}-token")).await.unwrap();
+        let token = data(&secret, "access_token").unwrap();
+        assert!(f.sim.is_token_valid(&token), "{api}");
+    }
+
+    // Switching the refused credential to Basic is a change of what the token depends on: a
+    // new password grant at once, not after the refusal's backoff.
+    let patch = json!({"spec": {"clientAuth": "basic"}});
+    f.credentials()
+        .patch(
+            "fields",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    f.wait_ready("fields", secs(30)).await;
     f.assert_no_secret_leaked().await;
 }

@@ -123,6 +123,13 @@ pub struct NsApiCredentialSpec {
     #[serde(default)]
     pub token_api: TokenApiSpec,
 
+    /// How the OAuth client's id and secret are sent: `body` (as `client_id` and
+    /// `client_secret` fields, as the NetSapiens guide documents) or `basic` (an HTTP Basic
+    /// `Authorization` header, RFC 6749 2.3.1, and not in the fields), for a portal that wants
+    /// it. Applies to every token request: password and refresh grants, v1 and v2.
+    #[serde(default)]
+    pub client_auth: ClientAuthSpec,
+
     /// Stop calling the NetSapiens API for this credential. The current token stays in place
     /// until it expires.
     #[serde(default)]
@@ -303,6 +310,19 @@ pub enum RefreshMethodSpec {
     /// Form body.
     #[serde(rename = "POST")]
     Post,
+}
+
+/// How the OAuth client authenticates to the token endpoint.
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuthSpec {
+    /// `client_id` and `client_secret` in the request's fields.
+    #[default]
+    Body,
+    /// `Authorization: Basic base64(urlencode(client_id):urlencode(client_secret))`.
+    Basic,
 }
 
 /// Which token endpoint the operator calls.

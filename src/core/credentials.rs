@@ -56,6 +56,27 @@ impl fmt::Display for Confidential {
 pub struct ClientCredentials {
     pub client_id: String,
     pub client_secret: Confidential,
+    /// How they are sent (`spec.clientAuth`).
+    pub auth: ClientAuth,
+}
+
+/// How the client id and secret reach the token endpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// As `client_id` and `client_secret` fields of the request.
+    #[default]
+    Body,
+    /// As an HTTP Basic `Authorization` header (RFC 6749 2.3.1), not in the fields.
+    Basic,
+}
+
+impl ClientAuth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientAuth::Body => "body",
+            ClientAuth::Basic => "basic",
+        }
+    }
 }
 
 /// The subscriber whose scope the token gets.
@@ -83,6 +104,7 @@ mod tests {
         let client = ClientCredentials {
             client_id: "my-client".to_owned(),
             client_secret: Confidential::from("client-secret-value"),
+            auth: ClientAuth::Basic,
         };
         let subscriber = SubscriberCredentials {
             username: "111@abc-company".to_owned(),

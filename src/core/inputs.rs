@@ -4,8 +4,10 @@
 use k8s_openapi::api::core::v1::Secret;
 
 use crate::core::conditions::{Problem, Reason};
-use crate::core::crd::NsApiCredentialSpec;
-use crate::core::credentials::{ClientCredentials, Confidential, SubscriberCredentials};
+use crate::core::crd::{ClientAuthSpec, NsApiCredentialSpec};
+use crate::core::credentials::{
+    ClientAuth, ClientCredentials, Confidential, SubscriberCredentials,
+};
 use crate::core::policy::ValidSpec;
 
 /// Values longer than this are refused: no client id, username, password or client secret is
@@ -80,6 +82,10 @@ pub fn client_credentials(
     Ok(ClientCredentials {
         client_id,
         client_secret,
+        auth: match spec.client_auth {
+            ClientAuthSpec::Body => ClientAuth::Body,
+            ClientAuthSpec::Basic => ClientAuth::Basic,
+        },
     })
 }
 
@@ -110,8 +116,8 @@ fn pair(
     Ok((identity, Confidential::new(confidential)))
 }
 
-/// A digest of everything a token depends on: the API URL, the token API and both
-/// credentials. It is an HMAC keyed with the client secret, so a pod that can read the output
+/// A digest of everything a token depends on: the API URL, the token API, both credentials
+/// and how the client's are sent (`spec.clientAuth`: a change is a new password grant). It is an HMAC keyed with the client secret, so a pod that can read the output
 /// Secret (where the digest is stored) cannot use it to guess the password offline.
 pub fn fingerprint(
     spec: &ValidSpec,
@@ -131,6 +137,13 @@ pub fn fingerprint(
         &subscriber.username,
         subscriber.password.expose(),
     ] {
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part.as_bytes());
+    }
+    // Only when not the default, so that the fingerprints recorded before `clientAuth`
+    // existed stay valid (an upgrade costs no password grant).
+    if client.auth != ClientAuth::Body {
+        let part = client.auth.as_str();
         ctx.update(&(part.len() as u64).to_be_bytes());
         ctx.update(part.as_bytes());
     }
@@ -228,6 +241,11 @@ mod tests {
         let c = client_credentials(&s, Some(&client)).unwrap();
         assert_eq!(c.client_id, "abc");
         assert_eq!(c.client_secret.expose(), "s3cr3t");
+        assert_eq!(c.auth, ClientAuth::Body);
+        let mut basic = s.clone();
+        basic.client_auth = ClientAuthSpec::Basic;
+        let c = client_credentials(&basic, Some(&client)).unwrap();
+        assert_eq!(c.auth, ClientAuth::Basic);
         let u = subscriber_credentials(&s, Some(&subscriber)).unwrap();
         assert_eq!(u.username, "111@abc-company");
         assert_eq!(u.password.expose(), "pa55");
@@ -286,6 +304,7 @@ mod tests {
         let client = ClientCredentials {
             client_id: "abc".into(),
             client_secret: Confidential::from("s3cr3t"),
+            auth: ClientAuth::Body,
         };
         let user = SubscriberCredentials {
             username: "111@abc".into(),
@@ -303,6 +322,9 @@ mod tests {
         let mut other_api = valid.clone();
         other_api.token_api = TokenApi::V1;
         assert_ne!(base, fingerprint(&other_api, &client, &user));
+        let mut basic = client.clone();
+        basic.auth = ClientAuth::Basic;
+        assert_ne!(base, fingerprint(&valid, &basic, &user));
         let mut other_method = valid.clone();
         other_method.refresh_method = RefreshMethod::Get;
         assert_eq!(base, fingerprint(&other_method, &client, &user));
@@ -314,6 +336,7 @@ mod tests {
         let client = ClientCredentials {
             client_id: "abc".into(),
             client_secret: Confidential::from("s3cr3t"),
+            auth: ClientAuth::Body,
         };
         let user = SubscriberCredentials {
             username: "111@abc".into(),

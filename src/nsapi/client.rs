@@ -6,8 +6,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use jiff::Timestamp;
-use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue};
 use reqwest::redirect;
 use rustls::pki_types::CertificateDer;
 use serde_json::json;
@@ -22,7 +23,9 @@ use super::tls;
 use crate::core::api_error::NsApiError;
 use crate::core::base_url::ApiBaseUrl;
 use crate::core::clock::Clock;
-use crate::core::credentials::{ClientCredentials, Confidential, SubscriberCredentials};
+use crate::core::credentials::{
+    ClientAuth, ClientCredentials, Confidential, SubscriberCredentials,
+};
 use crate::core::token::{Grant, RefreshMethod, TokenApi, TokenGrant, TokenInfo};
 
 /// Bodies are read up to this size; a token answer is a few hundred bytes.
@@ -94,13 +97,14 @@ impl GrantRequest<'_> {
         }
     }
 
-    /// The `grant_type` plus the grant's own fields, in the order the guide lists them.
+    /// The `grant_type` plus the grant's own fields, in the order the guide lists them. With
+    /// Basic client authentication the client id and secret are in the header only.
     fn fields<'a>(&'a self, client: &'a ClientCredentials) -> Vec<(&'static str, &'a str)> {
-        let mut fields = vec![
-            ("grant_type", self.grant().as_str()),
-            ("client_id", client.client_id.as_str()),
-            ("client_secret", client.client_secret.expose()),
-        ];
+        let mut fields = vec![("grant_type", self.grant().as_str())];
+        if client.auth == ClientAuth::Body {
+            fields.push(("client_id", client.client_id.as_str()));
+            fields.push(("client_secret", client.client_secret.expose()));
+        }
         match self {
             GrantRequest::Password(subscriber) => {
                 fields.push(("username", subscriber.username.as_str()));
@@ -111,13 +115,62 @@ impl GrantRequest<'_> {
         fields
     }
 
-    /// Every secret value the request sends, to scrub from whatever comes back.
-    fn secrets<'a>(&'a self, client: &'a ClientCredentials) -> [&'a str; 2] {
+    /// Every secret value the request sends, to scrub from whatever comes back: the Basic
+    /// credentials (base64, empty with body authentication) too.
+    fn secrets<'a>(
+        &'a self,
+        client: &'a ClientCredentials,
+        basic: &'a BasicCredentials,
+    ) -> [&'a str; 3] {
         let own = match self {
             GrantRequest::Password(subscriber) => subscriber.password.expose(),
             GrantRequest::Refresh(token, _) => token.expose(),
         };
-        [client.client_secret.expose(), own]
+        [client.client_secret.expose(), own, basic.encoded.expose()]
+    }
+}
+
+/// The client's HTTP Basic credentials (RFC 6749 2.3.1):
+/// `base64(urlencode(client_id) ":" urlencode(client_secret))`, form-urlencoded as Appendix B
+/// says. Empty with body authentication.
+struct BasicCredentials {
+    encoded: Confidential,
+}
+
+impl BasicCredentials {
+    fn of(client: &ClientCredentials) -> Self {
+        let encoded = match client.auth {
+            ClientAuth::Body => String::new(),
+            ClientAuth::Basic => {
+                let form = |s: &str| {
+                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+                };
+                let pair = format!(
+                    "{}:{}",
+                    form(&client.client_id),
+                    form(client.client_secret.expose())
+                );
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            }
+        };
+        Self {
+            encoded: Confidential::new(encoded),
+        }
+    }
+
+    /// Adds the `Authorization` header (marked sensitive) when Basic is in use.
+    fn apply(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        if self.encoded.is_empty() {
+            return request;
+        }
+        match HeaderValue::from_str(&format!("Basic {}", self.encoded.expose())) {
+            Ok(mut value) => {
+                value.set_sensitive(true);
+                request.header(AUTHORIZATION, value)
+            }
+            // base64 is always a valid header value.
+            Err(_) => request,
+        }
     }
 }
 
@@ -321,7 +374,8 @@ impl NsApiClient {
         if get {
             url.query_pairs_mut().extend_pairs(fields.iter().copied());
         }
-        let secrets = request.secrets(client);
+        let basic = BasicCredentials::of(client);
+        let secrets = request.secrets(client, &basic);
         let mut ex = Exchange {
             op: request.operation(),
             api: TokenApi::V1,
@@ -329,11 +383,11 @@ impl NsApiClient {
             secrets: &secrets,
             now: self.clock.now(),
         };
-        let builder = if get {
+        let builder = basic.apply(if get {
             self.http.get(url.clone())
         } else {
             self.http.post(url.clone()).form(&fields)
-        };
+        });
         let answer = self.send(builder, &mut ex).await?;
         finish_grant(&ex, request.grant(), answer)
     }
@@ -350,7 +404,8 @@ impl NsApiClient {
             .into_iter()
             .map(|(name, value)| (name.to_owned(), json!(value)))
             .collect();
-        let secrets = request.secrets(client);
+        let basic = BasicCredentials::of(client);
+        let secrets = request.secrets(client, &basic);
         let mut ex = Exchange {
             op: request.operation(),
             api: TokenApi::V2,
@@ -358,7 +413,7 @@ impl NsApiClient {
             secrets: &secrets,
             now: self.clock.now(),
         };
-        let builder = self.http.post(url.clone()).json(&body);
+        let builder = basic.apply(self.http.post(url.clone()).json(&body));
         let answer = self
             .send(builder, &mut ex)
             .await
@@ -495,7 +550,9 @@ mod tests {
         let client = ClientCredentials {
             client_id: "cid".into(),
             client_secret: "csecret".into(),
+            auth: ClientAuth::Body,
         };
+        let none = BasicCredentials::of(&client);
         let subscriber = SubscriberCredentials {
             username: "111@abc-company".into(),
             password: "pw".into(),
@@ -511,7 +568,7 @@ mod tests {
                 ("password", "pw"),
             ]
         );
-        assert_eq!(password.secrets(&client), ["csecret", "pw"]);
+        assert_eq!(password.secrets(&client, &none), ["csecret", "pw", ""]);
         let refresh_token = Confidential::from("rtok");
         let refresh = GrantRequest::Refresh(&refresh_token, RefreshMethod::Get);
         assert_eq!(
@@ -523,7 +580,51 @@ mod tests {
                 ("refresh_token", "rtok"),
             ]
         );
-        assert_eq!(refresh.secrets(&client), ["csecret", "rtok"]);
+        assert_eq!(refresh.secrets(&client, &none), ["csecret", "rtok", ""]);
+    }
+
+    #[test]
+    fn basic_client_auth_moves_the_client_to_the_header() {
+        // RFC 6749 2.3.1: each part form-urlencoded, then base64 of `id:secret`.
+        let client = ClientCredentials {
+            client_id: "my client".into(),
+            client_secret: "s3cr:t/+&=".into(),
+            auth: ClientAuth::Basic,
+        };
+        let basic = BasicCredentials::of(&client);
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(basic.encoded.expose())
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(decoded).unwrap(),
+            "my+client:s3cr%3At%2F%2B%26%3D"
+        );
+        let subscriber = SubscriberCredentials {
+            username: "111@abc-company".into(),
+            password: "pa55w0rd".into(),
+        };
+        let password = GrantRequest::Password(&subscriber);
+        assert_eq!(
+            password.fields(&client),
+            [
+                ("grant_type", "password"),
+                ("username", "111@abc-company"),
+                ("password", "pa55w0rd"),
+            ]
+        );
+        let secrets = password.secrets(&client, &basic);
+        assert_eq!(secrets[..2], ["s3cr:t/+&=", "pa55w0rd"]);
+        assert_eq!(secrets[2], basic.encoded.expose());
+        // The header, if a server echoed it, is scrubbed from what it says.
+        let echo = format!("bad header Authorization: Basic {}", basic.encoded.expose());
+        let shown = crate::nsapi::redact::scrub(&echo, &secrets).unwrap();
+        assert!(!shown.contains(basic.encoded.expose()), "{shown}");
+        let token = Confidential::from("rtok");
+        let refresh = GrantRequest::Refresh(&token, RefreshMethod::Get);
+        assert_eq!(
+            refresh.fields(&client),
+            [("grant_type", "refresh_token"), ("refresh_token", "rtok")]
+        );
     }
 
     #[test]
