@@ -9,7 +9,7 @@ use crate::core::base_url::ApiBaseUrl;
 use crate::core::schedule::parse_duration;
 use crate::core::token::{Grant, TokenApi};
 use crate::nsapi::answer::{parse_grant_body, parse_token_info};
-use crate::nsapi::classify::{Exchange, Operation, classify_status};
+use crate::nsapi::classify::{Exchange, Operation, classify_grant_body, classify_status};
 
 fn config() -> ProptestConfig {
     ProptestConfig {
@@ -142,7 +142,19 @@ proptest! {
         op in prop_oneof![Just(Operation::PasswordGrant), Just(Operation::RefreshGrant), Just(Operation::ReadToken)],
         api in prop_oneof![Just(TokenApi::V1), Just(TokenApi::V2)],
     ) {
-        let body = echo(if style % 2 == 0 { &client_secret } else { &password }, style / 2, &filler);
+        // The Basic credentials (spec.clientAuth: basic) are a secret the request sends too.
+        let basic = {
+            use base64::Engine as _;
+            let form = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+            base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{}", form("client-id"), form(&client_secret)))
+        };
+        let echoed = match style % 3 {
+            0 => &client_secret,
+            1 => &password,
+            _ => &basic,
+        };
+        let body = echo(echoed, style / 3, &filler);
         let mut headers = HeaderMap::new();
         if let Ok(v) = HeaderValue::from_str(content_type) {
             headers.insert(CONTENT_TYPE, v);
@@ -150,7 +162,7 @@ proptest! {
         if let Ok(v) = HeaderValue::from_str(&retry_after) {
             headers.insert(RETRY_AFTER, v);
         }
-        let secrets = [client_secret.as_str(), password.as_str()];
+        let secrets = [client_secret.as_str(), password.as_str(), basic.as_str()];
         let url = format!("https://portal.example.com/ns-api/oauth2/token/?client_secret={client_secret}");
         let ex = Exchange {
             op,
@@ -163,6 +175,15 @@ proptest! {
         let shown = format!("{error} {error:?}");
         prop_assert!(!shown.contains(&client_secret), "{shown}");
         prop_assert!(!shown.contains(&password), "{shown}");
+        prop_assert!(!shown.contains(&basic), "{shown}");
+        // The same body as a 2xx without a token (an in-band error is read for its message).
+        if let Err(problem) = parse_grant_body(body.as_bytes(), Grant::Password, api, ex.now) {
+            let error = classify_grant_body(&ex, 200, &headers, body.as_bytes(), &problem);
+            let shown = format!("{error} {error:?}");
+            prop_assert!(!shown.contains(&client_secret), "{shown}");
+            prop_assert!(!shown.contains(&password), "{shown}");
+            prop_assert!(!shown.contains(&basic), "{shown}");
+        }
         if let Some(after) = error.retry_after() {
             prop_assert!(after <= crate::core::api_error::MAX_RETRY_AFTER);
         }
