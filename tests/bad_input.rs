@@ -223,6 +223,8 @@ async fn every_bad_input_ends_in_a_rejection_or_a_named_condition() {
         ("duration with a space", set("/refreshBefore", json!("1h 30m")), Expect::Rejected("refreshBefore")),
         ("empty key name", set("/subscriberSecretRef/usernameKey", json!("")), Expect::Rejected("usernameKey")),
         ("token API in capitals", set("/tokenApi", json!("V1")), Expect::Rejected("tokenApi")),
+        ("client auth in capitals", set("/clientAuth", json!("Basic")), Expect::Rejected("clientAuth")),
+        ("unknown client auth", set("/clientAuth", json!("header")), Expect::Rejected("clientAuth")),
         ("label key with a space", set("/tokenSecret/labels", json!({"bad key": "x"})), Expect::Rejected("label keys")),
         ("label value of 64 characters", set("/tokenSecret/labels", json!({"team": "v".repeat(64)})), Expect::Rejected("labels")),
         ("annotation key with a slash too many", set("/tokenSecret/annotations", json!({"a/b/c": "x"})), Expect::Rejected("annotation keys")),
