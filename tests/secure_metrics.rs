@@ -24,6 +24,10 @@ use fixture::Fixture;
 /// The operator's identity in the test bed (control_plane::operator_kubeconfig).
 const OPERATOR_SA: (&str, &str) = ("nsapi-system", "nsapi-token-operator");
 
+/// The tests bind that one identity cluster-wide, one with the review rights and one without:
+/// they take turns, or one would see the other's grant.
+static OPERATOR_IDENTITY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Cluster-wide objects of this test, deleted when it ends (even on failure).
 struct ClusterObjects(Vec<(&'static str, String)>);
 
@@ -188,6 +192,7 @@ async fn start_with_https_metrics(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn https_metrics_need_a_token_the_api_server_authorises_for_get_metrics() {
+    let _turn = OPERATOR_IDENTITY.lock().await;
     let mut f = Fixture::new("secure-metrics", SimConfig::new()).await;
     let mut cluster = ClusterObjects(Vec::new());
     grant_operator(&f, &mut cluster, true).await;
@@ -314,6 +319,7 @@ async fn a_bad_serving_certificate_stops_the_operator_at_start() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_review_the_api_server_refuses_is_a_503_never_a_200_and_auth_none_is_tls_only() {
+    let _turn = OPERATOR_IDENTITY.lock().await;
     let mut f = Fixture::new("secure-metrics-norbac", SimConfig::new()).await;
     let mut cluster = ClusterObjects(Vec::new());
     // The operator may do its work but not create TokenReviews.
