@@ -17,6 +17,7 @@ use crate::cluster::trust::TrustedClients;
 use crate::core::clock::Clock;
 use crate::core::crd::NsApiCredential;
 use crate::core::policy::Policy;
+use crate::core::schedule::{self, FailureClass};
 use crate::nsapi::NsApiClient;
 use crate::nsapi::grants::Grants;
 use crate::nsapi::nodes::NodeHealth;
@@ -195,6 +196,15 @@ impl KubeRetries {
         let count = counts.entry(uid.to_owned()).or_insert(0);
         *count = count.saturating_add(1);
         *count
+    }
+
+    /// Counts one more failure and returns how long to wait before the next pass: exponential
+    /// with jitter, as `schedule::retry_delay` decides for a transient failure.
+    pub fn next_delay(&self, uid: &str) -> Duration {
+        let failures = self.failed(uid);
+        let seed = schedule::seed_of(&[uid, &failures.to_string()]);
+        let delay = schedule::retry_delay(FailureClass::Transient, failures, None, seed);
+        Duration::try_from(delay).unwrap_or(Duration::from_secs(10))
     }
 
     pub fn clear(&self, uid: &str) {

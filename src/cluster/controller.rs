@@ -21,7 +21,6 @@ use crate::cluster::index::SecretIndex;
 use crate::cluster::reconciler::reconcile;
 use crate::cluster::{Error, Result};
 use crate::core::crd::{NsApiCredential, NsApiCredentialStatus};
-use crate::core::schedule::{self, FailureClass};
 
 /// Which credentials this operator instance acts on.
 #[derive(Clone, Debug, Default)]
@@ -279,9 +278,7 @@ fn error_policy(credential: Arc<NsApiCredential>, error: &Error, ctx: Arc<Contex
         return Action::requeue(Duration::from_secs(1));
     }
     let uid = credential.uid().unwrap_or_default();
-    let failures = ctx.kube_retries.failed(&uid);
-    let seed = schedule::seed_of(&[&uid, &failures.to_string()]);
-    let delay = schedule::retry_delay(FailureClass::Transient, failures, None, seed);
+    let delay = ctx.kube_retries.next_delay(&uid);
     warn!(
         credential = %credential.name_any(),
         namespace = credential.namespace().unwrap_or_default(),
@@ -289,7 +286,7 @@ fn error_policy(credential: Arc<NsApiCredential>, error: &Error, ctx: Arc<Contex
         retry_in = ?delay,
         "reconcile failed"
     );
-    Action::requeue(Duration::try_from(delay).unwrap_or(Duration::from_secs(10)))
+    Action::requeue(delay)
 }
 
 #[cfg(test)]

@@ -27,9 +27,7 @@ use crate::core::crd::{NsApiCredential, NsApiCredentialSpec, NsApiCredentialStat
 use crate::core::credentials::{ClientCredentials, SubscriberCredentials};
 use crate::core::inputs;
 use crate::core::policy::{self, ValidSpec};
-use crate::core::schedule::{
-    self, CurrentToken, Decision, FailureClass, MintReason, TokenTimes, WaitReason,
-};
+use crate::core::schedule::{self, CurrentToken, Decision, MintReason, TokenTimes, WaitReason};
 use crate::core::status::{self, Extras, Obtained, Outcome};
 use crate::core::token::Minted;
 use crate::core::token_secret::StoredToken;
@@ -87,9 +85,7 @@ async fn internal_error(credential: &NsApiCredential, ctx: &Context) -> Result<A
         "a pass panicked (a bug); other credentials are not affected"
     );
     ctx.metrics.reconcile_error("internal");
-    let failures = ctx.kube_retries.failed(&uid);
-    let seed = schedule::seed_of(&[&uid, &failures.to_string()]);
-    let delay = schedule::retry_delay(FailureClass::Transient, failures, None, seed);
+    let delay = ctx.kube_retries.next_delay(&uid);
     let problem = Problem::new(
         Reason::InternalError,
         format!(
@@ -102,9 +98,7 @@ async fn internal_error(credential: &NsApiCredential, ctx: &Context) -> Result<A
     Record { credential, ctx }
         .report(None, Outcome::Blocked(&problem), Extras::default())
         .await?;
-    Ok(Action::requeue(
-        std::time::Duration::try_from(delay).unwrap_or(std::time::Duration::from_secs(10)),
-    ))
+    Ok(Action::requeue(delay))
 }
 
 /// One pass over one credential.

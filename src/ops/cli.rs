@@ -724,12 +724,12 @@ pub async fn inspect(c: &Connection, name: &str, access: &ApiAccess) -> CliResul
     };
     let secret_name = &credential.spec.token_secret.name;
     let secret = secrets.get_opt(secret_name).await?;
-    match token_secret::ownership(secret.as_ref(), &credential) {
-        token_secret::Ownership::Owned => {}
-        token_secret::Ownership::Absent => {
-            return fail(&format!("the output Secret {secret_name:?} does not exist"));
-        }
-        token_secret::Ownership::Foreign => {
+    let secret = match (
+        token_secret::ownership(secret.as_ref(), &credential),
+        secret,
+    ) {
+        (token_secret::Ownership::Owned, Some(secret)) => secret,
+        (token_secret::Ownership::Foreign, _) => {
             return fail(&format!(
                 "the Secret {}/{secret_name} is not controlled by NsApiCredential {name} (no \
                  controller ownerReference to it): the operator does not write it \
@@ -737,9 +737,7 @@ pub async fn inspect(c: &Connection, name: &str, access: &ApiAccess) -> CliResul
                 cluster.namespace
             ));
         }
-    }
-    let Some(secret) = secret else {
-        return fail(&format!("the output Secret {secret_name:?} does not exist"));
+        _ => return fail(&format!("the output Secret {secret_name:?} does not exist")),
     };
     let token = match token_secret::read_token(&secret) {
         Ok(token) => token,
