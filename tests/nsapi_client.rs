@@ -74,6 +74,7 @@ async fn fixture_with(config: SimConfig, timeout: Duration) -> Fixture {
         subscriber: SubscriberCredentials {
             username: USERNAME.to_owned(),
             password: Confidential::from(PASSWORD),
+            totp: None,
         },
     }
 }
@@ -100,7 +101,7 @@ impl Fixture {
         refresh_token: &Confidential,
     ) -> Result<TokenGrant, NsApiError> {
         self.api
-            .refresh_grant(&self.base, api, method, &self.client, refresh_token)
+            .refresh_grant(&self.base, api, method, &self.client, refresh_token, None)
             .await
     }
 }
@@ -310,6 +311,7 @@ async fn a_wrong_password_or_client_secret_is_an_authentication_error() {
     let wrong = SubscriberCredentials {
         username: USERNAME.to_owned(),
         password: Confidential::from(WRONG_PASSWORD),
+        totp: None,
     };
     for api in [TokenApi::V1, TokenApi::V2, TokenApi::Auto] {
         let err = f
@@ -372,7 +374,7 @@ async fn basic_client_auth_for_every_grant_and_api() {
         for method in [RefreshMethod::Get, RefreshMethod::Post] {
             let refreshed = f
                 .api
-                .refresh_grant(&f.base, api, method, &basic, &token)
+                .refresh_grant(&f.base, api, method, &basic, &token, None)
                 .await
                 .unwrap_or_else(|e| panic!("{api:?} {method:?}: {e}"));
             assert_eq!(refreshed.grant, Grant::RefreshToken);
@@ -420,6 +422,7 @@ async fn every_v1_error_body_shape_is_classified_by_status() {
     let wrong = SubscriberCredentials {
         username: USERNAME.to_owned(),
         password: Confidential::from(WRONG_PASSWORD),
+        totp: None,
     };
     for body in [
         ErrorBody::OAuth,
@@ -448,6 +451,7 @@ async fn mfa_is_reported_not_returned_as_a_token() {
     let subscriber = SubscriberCredentials {
         username: "mfa@abc-company".to_owned(),
         password: Confidential::from(PASSWORD),
+        totp: None,
     };
     for api in [TokenApi::V1, TokenApi::V2] {
         let err = f

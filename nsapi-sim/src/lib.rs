@@ -366,8 +366,8 @@ impl Sim {
         self.shared().lock().revoke_all_refresh();
     }
 
-    /// Every access and refresh token issued so far, whatever its state (for tests that check
-    /// no token leaked into logs, events or status).
+    /// Every access and refresh token, JWT and session cookie value issued so far, whatever
+    /// its state (for tests that check no token leaked into logs, events or status).
     pub fn issued_tokens(&self) -> Vec<String> {
         self.shared().lock().issued_tokens()
     }

@@ -869,6 +869,7 @@ impl Store {
             .chain(self.refresh.keys())
             .cloned()
             .chain(self.jwts.values().map(|j| j.token.clone()))
+            .chain(self.jwts.values().filter_map(|j| j.session.clone()))
             .collect()
     }
 

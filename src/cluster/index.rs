@@ -154,11 +154,11 @@ fn key_of(credential: &NsApiCredential) -> Option<Key> {
 /// The Secrets a credential uses.
 fn secret_names(credential: &NsApiCredential) -> Vec<String> {
     let spec = &credential.spec;
-    let mut names = vec![
-        spec.client_secret_ref.name.clone(),
-        spec.subscriber_secret_ref.name.clone(),
-        spec.token_secret.name.clone(),
-    ];
+    let mut names: Vec<String> = crate::core::inputs::input_secret_names(spec)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    names.push(spec.token_secret.name.clone());
     if let Some(previous) = credential
         .status
         .as_ref()

@@ -447,22 +447,17 @@ impl<'a> Reconcile<'a> {
     }
 }
 
-/// Reads the credentials from the input Secrets (a problem with them is a condition, not an
-/// error).
-async fn load_inputs(
+/// Reads the credentials from the input Secrets, each Secret once (a problem with them is a
+/// condition, not an error). The CLI's `check` reads them here too.
+pub async fn load_inputs(
     secrets: &Api<Secret>,
     spec: &NsApiCredentialSpec,
 ) -> Result<std::result::Result<(ClientCredentials, SubscriberCredentials), Problem>> {
-    let client_secret = secrets.get_opt(&spec.client_secret_ref.name).await?;
-    let subscriber_secret = if spec.subscriber_secret_ref.name == spec.client_secret_ref.name {
-        client_secret.clone()
-    } else {
-        secrets.get_opt(&spec.subscriber_secret_ref.name).await?
-    };
-    Ok(
-        inputs::client_credentials(spec, client_secret.as_ref()).and_then(|client| {
-            let subscriber = inputs::subscriber_credentials(spec, subscriber_secret.as_ref())?;
-            Ok((client, subscriber))
-        }),
-    )
+    let mut found = std::collections::BTreeMap::new();
+    for name in inputs::input_secret_names(spec) {
+        found.insert(name, secrets.get_opt(name).await?);
+    }
+    Ok(inputs::credentials(spec, |name| {
+        found.get(name).and_then(Option::as_ref)
+    }))
 }

@@ -64,6 +64,9 @@ pub const FIELD_MANAGER: &str = "nsapi-token-operator";
     "self.tokenSecret.name != self.clientSecretRef.name && self.tokenSecret.name != self.subscriberSecretRef.name"
 ).message("tokenSecret.name must differ from the input Secrets (clientSecretRef, subscriberSecretRef)"))]
 #[x_kube(validation = Rule::new(
+    "!has(self.mfa) || self.mfa.totpSecretRef.name != self.tokenSecret.name"
+).message("tokenSecret.name must differ from mfa.totpSecretRef.name"))]
+#[x_kube(validation = Rule::new(
     "!has(self.fallbackApiBaseUrls) || !(self.apiBaseUrl in self.fallbackApiBaseUrls)"
 ).message("fallbackApiBaseUrls must not repeat apiBaseUrl"))]
 #[x_kube(validation = Rule::new(
@@ -98,8 +101,17 @@ pub struct NsApiCredentialSpec {
     pub client_secret_ref: ClientSecretRef,
 
     /// The Secret, in this namespace, holding the subscriber (API user) username and password.
-    /// Use a dedicated API user without MFA: an unattended operator cannot answer an MFA prompt.
+    /// Prefer a dedicated API user without MFA; for a user with MFA enforced, see `mfa`.
     pub subscriber_secret_ref: SubscriberSecretRef,
+
+    /// For a subscriber with MFA enforced (the password grant answers `mfa_required`): the
+    /// seed of the user's authenticator app, from which the operator computes each passcode
+    /// (RFC 6238: SHA-1, 30 s, 6 digits) to complete the login unattended. Without it such a
+    /// user ends in `MfaRequired`. The seed beside the password is a second factor only
+    /// against someone who can read one of the two Secrets: keep it in its own Secret and
+    /// scope read access to it (docs/security.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mfa: Option<MfaSpec>,
 
     /// The output Secret that receives the token and that pods mount.
     pub token_secret: TokenSecretTemplate,
@@ -118,8 +130,10 @@ pub struct NsApiCredentialSpec {
     #[serde(default)]
     pub refresh_method: RefreshMethodSpec,
 
-    /// Which token endpoint to use: `v1` (`/oauth2/token/`), `v2` (`/v2/tokens`, servers 44+), or
-    /// `auto` (try v2, fall back to v1 when the server has no v2).
+    /// Which token endpoint to use: `v1` (`/oauth2/token/`), `v2` (`/v2/tokens`, servers 44+),
+    /// `auto` (try v2, fall back to v1 when the server has no v2), or `jwt` (`/v2/jwt`: a JWT
+    /// is the Bearer token; its lifetime is read from its `exp`, it is rotated with the refresh
+    /// JWT where the server gives one, else by a new login, and checked with `GET /v2/jwt`).
     #[serde(default)]
     pub token_api: TokenApiSpec,
 
@@ -154,6 +168,30 @@ pub struct NsApiCredentialSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub rollout_restart_targets: Vec<RolloutRestartTarget>,
+}
+
+/// How the operator completes an MFA user's login.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[x_kube(crates(kube_core = "::kube_core"))]
+#[serde(rename_all = "camelCase")]
+pub struct MfaSpec {
+    /// The Secret key, in this namespace, holding the base32 TOTP seed of the subscriber's
+    /// authenticator (the text under the QR code when MFA was set up; case, spaces and `=`
+    /// padding are ignored).
+    pub totp_secret_ref: SecretKeyRef,
+}
+
+/// One key of a Secret in the NsApiCredential's namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[x_kube(crates(kube_core = "::kube_core"))]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
+    pub name: String,
+    /// The key.
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY))]
+    pub key: String,
 }
 
 /// Where a credential's CA bundle is.
@@ -338,6 +376,8 @@ pub enum TokenApiSpec {
     V2,
     /// v2 when the server has it, else v1.
     Auto,
+    /// `POST {base}/v2/jwt`: a JWT as the Bearer token.
+    Jwt,
 }
 
 /// What the operator last observed and did.

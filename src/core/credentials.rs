@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use super::totp::TotpSeed;
+
 /// A confidential string (client secret, password, access or refresh token).
 ///
 /// `Debug` and `Display` print `[redacted]`; the value is reachable only through
@@ -84,6 +86,9 @@ impl ClientAuth {
 pub struct SubscriberCredentials {
     pub username: String,
     pub password: Confidential,
+    /// The seed of the subscriber's authenticator (`spec.mfa.totpSecretRef`), for a user with
+    /// MFA enforced: the password grant's second step answers with its passcode.
+    pub totp: Option<TotpSeed>,
 }
 
 #[cfg(test)]
@@ -109,12 +114,14 @@ mod tests {
         let subscriber = SubscriberCredentials {
             username: "111@abc-company".to_owned(),
             password: Confidential::from("subscriber-password"),
+            totp: Some(TotpSeed::parse("JBSWY3DPEHPK3PXP").unwrap()),
         };
         let printed = format!("{client:?} {subscriber:?} {client:#?}");
         assert!(printed.contains("my-client"));
         assert!(printed.contains("111@abc-company"));
         assert!(!printed.contains("client-secret-value"));
         assert!(!printed.contains("subscriber-password"));
+        assert!(!printed.contains("JBSW"), "{printed}");
     }
 
     #[test]

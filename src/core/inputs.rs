@@ -9,6 +9,7 @@ use crate::core::credentials::{
     ClientAuth, ClientCredentials, Confidential, SubscriberCredentials,
 };
 use crate::core::policy::ValidSpec;
+use crate::core::totp::TotpSeed;
 
 /// Values longer than this are refused: no client id, username, password or client secret is
 /// this long, and the refresh grant would carry it in a URL.
@@ -89,7 +90,8 @@ pub fn client_credentials(
     })
 }
 
-/// The subscriber named by `spec.subscriberSecretRef`.
+/// The subscriber named by `spec.subscriberSecretRef`, without a TOTP seed (see
+/// [`credentials`]).
 pub fn subscriber_credentials(
     spec: &NsApiCredentialSpec,
     secret: Option<&Secret>,
@@ -101,7 +103,61 @@ pub fn subscriber_credentials(
         "subscriberSecretRef",
         [&r.username_key, &r.password_key],
     )?;
-    Ok(SubscriberCredentials { username, password })
+    Ok(SubscriberCredentials {
+        username,
+        password,
+        totp: None,
+    })
+}
+
+/// The seed named by `spec.mfa.totpSecretRef`, if the spec names one.
+pub fn totp_seed(
+    spec: &NsApiCredentialSpec,
+    secret: Option<&Secret>,
+) -> Result<Option<TotpSeed>, Problem> {
+    let Some(mfa) = &spec.mfa else {
+        return Ok(None);
+    };
+    let r = &mfa.totp_secret_ref;
+    let text = value(secret, &r.name, "mfa.totpSecretRef", &r.key)?;
+    TotpSeed::parse(&text).map(Some).map_err(|why| {
+        Problem::new(
+            Reason::KeyMissing,
+            format!(
+                "key {:?} of Secret {:?} (mfa.totpSecretRef) {why}: it must hold the base32 seed of the subscriber's authenticator",
+                r.key, r.name
+            ),
+        )
+    })
+}
+
+/// The names of the Secrets the credentials are read from, each once.
+pub fn input_secret_names(spec: &NsApiCredentialSpec) -> Vec<&str> {
+    let mut names = vec![
+        spec.client_secret_ref.name.as_str(),
+        spec.subscriber_secret_ref.name.as_str(),
+    ];
+    if let Some(mfa) = &spec.mfa {
+        names.push(&mfa.totp_secret_ref.name);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    names.retain(|name| seen.insert(*name));
+    names
+}
+
+/// Both credentials, from the input Secrets as `secret` finds them by name (`None`: no such
+/// Secret): the client, the subscriber and, with `spec.mfa`, the subscriber's TOTP seed. The
+/// operator and the CLI's `check` read them through this one function.
+pub fn credentials<'a>(
+    spec: &NsApiCredentialSpec,
+    secret: impl Fn(&str) -> Option<&'a Secret>,
+) -> Result<(ClientCredentials, SubscriberCredentials), Problem> {
+    let client = client_credentials(spec, secret(&spec.client_secret_ref.name))?;
+    let mut subscriber = subscriber_credentials(spec, secret(&spec.subscriber_secret_ref.name))?;
+    if let Some(mfa) = &spec.mfa {
+        subscriber.totp = totp_seed(spec, secret(&mfa.totp_secret_ref.name))?;
+    }
+    Ok((client, subscriber))
 }
 
 /// An identity and its secret (client id and secret, username and password) from two keys.
@@ -175,7 +231,8 @@ pub fn fingerprints(
     ca_digest: Option<&str>,
 ) -> Fingerprints {
     let token = fingerprint(spec, client, subscriber);
-    let attempt = attempt_fingerprint(&token, spec, ca_digest);
+    let totp = subscriber.totp.as_ref().map(TotpSeed::key);
+    let attempt = attempt_fingerprint(&token, spec, ca_digest, totp);
     Fingerprints { token, attempt }
 }
 
@@ -190,18 +247,27 @@ pub fn ca_bundle_digest(text: &str) -> String {
 }
 
 /// A digest of everything an attempt depends on: the token's inputs (`fingerprint`), and what
-/// reaches the API without changing the token (the fallback nodes, the CA bundle's digest).
-/// Kept in the status, it lets a fix of any of them retry at once, past a backoff, without
-/// replacing a valid token. Without either, it is the token's own fingerprint.
-fn attempt_fingerprint(fingerprint: &str, spec: &ValidSpec, ca_digest: Option<&str>) -> String {
-    if spec.fallbacks.is_empty() && ca_digest.is_none() {
+/// reaches the API without changing the token (the fallback nodes, the CA bundle's digest, the
+/// TOTP seed's digest). Kept in the status, it lets a fix of any of them retry at once, past a
+/// backoff, without replacing a valid token. Without any, it is the token's own fingerprint.
+fn attempt_fingerprint(
+    fingerprint: &str,
+    spec: &ValidSpec,
+    ca_digest: Option<&str>,
+    totp_key: Option<&str>,
+) -> String {
+    if spec.fallbacks.is_empty() && ca_digest.is_none() && totp_key.is_none() {
         return fingerprint.to_owned();
     }
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     let fallbacks = spec.fallbacks.iter().map(|u| u.as_str());
+    // The seed's digest only when there is one, so that the attempts recorded before
+    // `spec.mfa` existed keep their fingerprint.
+    let totp = totp_key.map(|key| format!("totp:{key}"));
     for part in std::iter::once(fingerprint)
         .chain(fallbacks)
         .chain(std::iter::once(ca_digest.unwrap_or("")))
+        .chain(totp.as_deref())
     {
         ctx.update(&(part.len() as u64).to_be_bytes());
         ctx.update(part.as_bytes());
@@ -299,6 +365,60 @@ mod tests {
     }
 
     #[test]
+    fn the_totp_seed_comes_from_its_own_key_and_keys_the_attempt_only() {
+        let mut s = spec();
+        s.mfa = Some(crate::core::crd::MfaSpec {
+            totp_secret_ref: crate::core::crd::SecretKeyRef {
+                name: "mfa".into(),
+                key: "seed".into(),
+            },
+        });
+        let client = secret(&[("client_id", b"abc"), ("client_secret", b"s3cr3t")]);
+        let user = secret(&[("username", b"111@abc"), ("pw", b"pa55")]);
+        let mfa = secret(&[("seed", b"jbsw y3dp ehpk 3pxp\n")]);
+        let by_name = |name: &str| match name {
+            "client" => Some(&client),
+            "mfa" => Some(&mfa),
+            _ => Some(&user),
+        };
+        let (c, u) = credentials(&s, by_name).unwrap();
+        assert_eq!(c.client_id, "abc");
+        let seed = u.totp.clone().expect("a seed");
+        assert_eq!(seed, TotpSeed::parse("JBSWY3DPEHPK3PXP").unwrap());
+        assert_eq!(input_secret_names(&s), ["client", "subscriber", "mfa"]);
+
+        // A missing Secret or key, or a value that is no seed: a problem that names the field,
+        // never the value.
+        let problem =
+            credentials(&s, |name| (name != "mfa").then(|| by_name(name)).flatten()).unwrap_err();
+        assert_eq!(problem.reason, Reason::SecretMissing);
+        assert!(problem.message.contains("mfa.totpSecretRef"), "{problem:?}");
+        let not_a_seed = secret(&[("seed", b"not-a-seed!")]);
+        let problem = credentials(&s, |name| match name {
+            "mfa" => Some(&not_a_seed),
+            other => by_name(other),
+        })
+        .unwrap_err();
+        assert_eq!(problem.reason, Reason::KeyMissing);
+        assert!(problem.message.contains("base32"), "{problem:?}");
+        assert!(!problem.message.contains("not-a-seed"), "{problem:?}");
+
+        // The seed keys the attempt (a fixed seed is tried at once), not the token (a new seed
+        // needs no new login).
+        let valid = validate(&s, &Policy::default()).unwrap();
+        let mut without = u.clone();
+        without.totp = None;
+        let plain = fingerprints(&valid, &c, &without, None);
+        let with = fingerprints(&valid, &c, &u, None);
+        assert_eq!(plain.attempt, plain.token);
+        assert_eq!(with.token, plain.token);
+        assert_ne!(with.attempt, plain.attempt);
+        let mut other = u.clone();
+        other.totp = Some(TotpSeed::parse("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ").unwrap());
+        assert_ne!(fingerprints(&valid, &c, &other, None).attempt, with.attempt);
+    }
+
+    #[test]
     fn fingerprint_changes_with_every_input_and_hides_them() {
         let valid = validate(&spec(), &Policy::default()).unwrap();
         let client = ClientCredentials {
@@ -309,6 +429,7 @@ mod tests {
         let user = SubscriberCredentials {
             username: "111@abc".into(),
             password: Confidential::from("pa55"),
+            totp: None,
         };
         let base = fingerprint(&valid, &client, &user);
         assert!(base.starts_with("v1:") && base.len() == 35, "{base}");
@@ -341,6 +462,7 @@ mod tests {
         let user = SubscriberCredentials {
             username: "111@abc".into(),
             password: Confidential::from("pa55"),
+            totp: None,
         };
         let token = fingerprint(&valid, &client, &user);
         // Neither fallbacks nor a CA bundle: the attempt is keyed by the token's inputs.

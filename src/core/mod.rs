@@ -6,7 +6,7 @@
 //!   reasons);
 //! - the NetSapiens vocabulary: `token` (grants and the tokens they return), `api_error` (the
 //!   typed error that says whether retrying can help), `credentials` (values that never print),
-//!   `base_url`;
+//!   `totp` (an MFA user's one-time passcodes, never one twice), `base_url`;
 //! - the decisions: `policy` (is the spec acceptable), `inputs` (credentials read from the input
 //!   Secrets), `schedule` (when to mint, backoff), `token_secret` (the desired output Secret),
 //!   `restarts` (which workloads to restart, which pods keep an old token), `status` (status,
@@ -27,3 +27,4 @@ pub mod status;
 pub mod text;
 pub mod token;
 pub mod token_secret;
+pub mod totp;

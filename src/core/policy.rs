@@ -152,6 +152,7 @@ pub fn validate(spec: &NsApiCredentialSpec, policy: &Policy) -> Result<ValidSpec
             TokenApiSpec::V1 => TokenApi::V1,
             TokenApiSpec::V2 => TokenApi::V2,
             TokenApiSpec::Auto => TokenApi::Auto,
+            TokenApiSpec::Jwt => TokenApi::Jwt,
         },
         refresh_method: match spec.refresh_method {
             RefreshMethodSpec::Get => RefreshMethod::Get,

@@ -12,12 +12,14 @@ use super::credentials::Confidential;
 pub const MAX_TOKEN_LIFETIME: SignedDuration = SignedDuration::from_hours(7 * 24);
 
 /// Which token endpoint to use (NSAPI.md): `V1` is `oauth2/token/`, `V2` is `v2/tokens`, `Auto`
-/// tries v2 and falls back to v1 when v2 is absent.
+/// tries v2 and falls back to v1 when v2 is absent, `Jwt` is `v2/jwt` (a JWT as the Bearer
+/// token, its lifetime read from its `exp`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TokenApi {
     V1,
     V2,
     Auto,
+    Jwt,
 }
 
 impl TokenApi {
@@ -26,6 +28,7 @@ impl TokenApi {
             TokenApi::V1 => "v1",
             TokenApi::V2 => "v2",
             TokenApi::Auto => "auto",
+            TokenApi::Jwt => "jwt",
         }
     }
 }
@@ -51,14 +54,18 @@ impl RefreshMethod {
 pub enum Grant {
     Password,
     RefreshToken,
+    /// The second step of an MFA user's login: the password again, the intermediate token of
+    /// the password grant and a TOTP passcode.
+    Mfa,
 }
 
 impl Grant {
-    /// The `grant_type` value: `password` or `refresh_token`.
+    /// The `grant_type` value: `password`, `refresh_token` or `mfa`.
     pub fn as_str(self) -> &'static str {
         match self {
             Grant::Password => "password",
             Grant::RefreshToken => "refresh_token",
+            Grant::Mfa => "mfa",
         }
     }
 }
@@ -80,8 +87,11 @@ pub struct TokenGrant {
     /// Undocumented; kept as an opaque boolean.
     pub legacy: Option<bool>,
     pub grant: Grant,
-    /// The API actually used: `V1` or `V2`, never `Auto`.
+    /// The API actually used: `V1`, `V2` or `Jwt`, never `Auto`.
     pub api: TokenApi,
+    /// The session cookie (`name=value`) a `v2/jwt` answer set, to send back with the JWT's
+    /// refresh and checks.
+    pub session_cookie: Option<Confidential>,
     /// The clock's time immediately before the request was sent.
     pub requested_at: Timestamp,
     /// Lifetime in seconds, as returned (always positive), but at most [`MAX_TOKEN_LIFETIME`].
@@ -126,5 +136,7 @@ mod tests {
         assert_eq!(Grant::RefreshToken.as_str(), "refresh_token");
         assert_eq!(RefreshMethod::Get.as_str(), "GET");
         assert_eq!(TokenApi::Auto.as_str(), "auto");
+        assert_eq!(TokenApi::Jwt.as_str(), "jwt");
+        assert_eq!(Grant::Mfa.as_str(), "mfa");
     }
 }

@@ -19,6 +19,8 @@ use crate::core::token::TokenApi;
 pub(crate) enum Operation {
     PasswordGrant,
     RefreshGrant,
+    /// The second step of an MFA user's login.
+    MfaGrant,
     ReadToken,
 }
 
@@ -27,6 +29,7 @@ impl Operation {
         match self {
             Operation::PasswordGrant => format!("{} password grant", api.as_str()),
             Operation::RefreshGrant => format!("{} refresh grant", api.as_str()),
+            Operation::MfaGrant => format!("{} mfa grant (the passcode step)", api.as_str()),
             Operation::ReadToken => "token check".to_owned(),
         }
     }
@@ -271,6 +274,7 @@ fn classify_refusal(
         },
         _ => match ex.op {
             Operation::PasswordGrant => classify_password_refusal(ex, status, parsed, &answer),
+            Operation::MfaGrant => classify_mfa_refusal(ex, status, parsed, &answer),
             Operation::RefreshGrant => classify_refresh_refusal(ex, status, &answer),
             Operation::ReadToken => classify_read_refusal(ex, status, parsed, &answer),
         },
@@ -339,6 +343,27 @@ fn classify_password_refusal(
             status: Some(status),
             label: "client_error",
         },
+    }
+}
+
+/// A refused passcode is a refused login: the same lockout-safe backoff as a wrong password,
+/// with what to check for a passcode.
+fn classify_mfa_refusal(
+    ex: &Exchange<'_>,
+    status: u16,
+    body: &ErrorBody,
+    answer: &str,
+) -> NsApiError {
+    match status {
+        400 | 401 | 403 | 423 if !body.is_invalid_scope() => NsApiError::Authentication {
+            message: format!(
+                "the NetSapiens API refused the {} ({answer}): check that spec.mfa.totpSecretRef holds this subscriber's authenticator seed, that the subscriber's password is right, and that the operator's clock is correct (passcodes change every 30 s); repeated failures can lock the subscriber's account",
+                ex.what()
+            ),
+            status: Some(status),
+            label: "mfa_refused",
+        },
+        _ => classify_password_refusal(ex, status, body, answer),
     }
 }
 
@@ -456,6 +481,7 @@ pub(crate) fn classify_grant_body(
         GrantBodyError::MfaRequired {
             mfa_type,
             mfa_vendor,
+            ..
         } => {
             let detail = match (mfa_type, mfa_vendor) {
                 (Some(t), Some(v)) => format!(", MFA type {t} from {v}"),
@@ -465,7 +491,7 @@ pub(crate) fn classify_grant_body(
             };
             NsApiError::MfaRequired {
                 message: format!(
-                    "the subscriber has multi-factor authentication enabled (the {} at {} answered scope mfa_required{detail}): an unattended operator cannot complete MFA; use a dedicated API subscriber without MFA",
+                    "the subscriber has multi-factor authentication enabled (the {} at {} answered scope mfa_required{detail}): use a dedicated API subscriber without MFA, or give the operator the authenticator's seed in spec.mfa.totpSecretRef",
                     ex.what(),
                     ex.endpoint()
                 ),
@@ -1024,6 +1050,38 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_passcode_is_a_refused_login_that_says_what_to_check() {
+        let ex = exchange(Operation::MfaGrant, TokenApi::V2);
+        for (status, body) in [
+            (401, r#"{"code":401,"message":"Invalid MFA passcode"}"#),
+            (401, r#"{"code":401,"message":"MFA passcode already used"}"#),
+            (
+                403,
+                r#"{"code":403,"message":"MFA is not set up for this user"}"#,
+            ),
+            (400, r#"{"error":"invalid_grant"}"#),
+        ] {
+            let err = classify_status(&ex, status, &HeaderMap::new(), body.as_bytes());
+            assert_eq!(err.kind(), ErrorKind::Authentication, "{status} {body}");
+            assert_eq!(err.metric_label(), "mfa_refused");
+            let text = err.to_string();
+            assert!(text.contains("mfa grant"), "{text}");
+            assert!(text.contains("spec.mfa.totpSecretRef"), "{text}");
+            assert!(text.contains("clock"), "{text}");
+        }
+        // Anything else is classified as for the password grant.
+        let err = classify_status(&ex, 503, &HeaderMap::new(), b"");
+        assert_eq!(err.kind(), ErrorKind::Transient);
+        let err = classify_status(
+            &ex,
+            401,
+            &HeaderMap::new(),
+            br#"{"code":401,"message":"Invalid Scope [APP001]"}"#,
+        );
+        assert_eq!(err.metric_label(), "permission_denied");
+    }
+
+    #[test]
     fn grant_body_problems() {
         let ex = exchange(Operation::PasswordGrant, TokenApi::V1);
         let err = classify_grant_body(
@@ -1034,12 +1092,18 @@ mod tests {
             &GrantBodyError::MfaRequired {
                 mfa_type: Some("totp".into()),
                 mfa_vendor: None,
+                intermediate: Some("intermediate-token-value".into()),
             },
         );
         assert_eq!(err.kind(), ErrorKind::MfaRequired);
         assert_eq!(err.status(), Some(200));
         assert!(err.to_string().contains("without MFA"), "{err}");
+        assert!(err.to_string().contains("spec.mfa.totpSecretRef"), "{err}");
         assert!(err.to_string().contains("totp"), "{err}");
+        assert!(
+            !err.to_string().contains("intermediate-token-value"),
+            "{err}"
+        );
         let err = classify_grant_body(
             &ex,
             200,

@@ -8,12 +8,15 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use jiff::Timestamp;
-use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue};
+use reqwest::header::{ACCEPT, AUTHORIZATION, COOKIE, HeaderMap, HeaderValue, SET_COOKIE};
 use reqwest::redirect;
 use rustls::pki_types::CertificateDer;
 use serde_json::json;
 
-use super::answer::{body_is_json, parse_grant_body, parse_token_info};
+use super::answer::{
+    GrantBodyError, body_is_json, parse_grant_body, parse_jwt_body, parse_jwt_info,
+    parse_token_info,
+};
 use super::classify::{
     Exchange, Operation, TransportFailure, classify_grant_body, classify_status,
     classify_transport, malformed, v2_absent,
@@ -27,6 +30,7 @@ use crate::core::credentials::{
     ClientAuth, ClientCredentials, Confidential, SubscriberCredentials,
 };
 use crate::core::token::{Grant, RefreshMethod, TokenApi, TokenGrant, TokenInfo};
+use crate::core::totp::Passcode;
 
 /// Bodies are read up to this size; a token answer is a few hundred bytes.
 const MAX_BODY: usize = 64 * 1024;
@@ -75,11 +79,53 @@ impl fmt::Debug for NsApiClient {
     }
 }
 
+/// What a password login answered: a token, or (for a user with MFA enforced) the challenge
+/// that the `mfa` grant answers.
+#[derive(Debug)]
+pub enum Login {
+    Token(TokenGrant),
+    Mfa(MfaChallenge),
+}
+
+/// An MFA user's intermediate answer to the password grant.
+#[derive(Debug)]
+pub struct MfaChallenge {
+    /// The intermediate token, which the `mfa` grant sends back.
+    pub intermediate: Confidential,
+    /// The endpoint that answered (`V1`, `V2` or `Jwt`): the second step goes to the same one.
+    pub api: TokenApi,
+    /// The `mfa_type` the server named, if any (`authenticator` for a TOTP app).
+    pub mfa_type: Option<String>,
+    /// The session cookie the answer set, if any.
+    pub session_cookie: Option<Confidential>,
+    /// What the operator says when it cannot answer the challenge (no seed, or not an
+    /// authenticator): `MfaRequired`.
+    pub unanswered: NsApiError,
+}
+
+impl MfaChallenge {
+    /// Whether a TOTP passcode can answer it: the server named an authenticator app (or TOTP),
+    /// or named nothing.
+    pub fn takes_a_totp_passcode(&self) -> bool {
+        self.mfa_type.as_deref().is_none_or(|t| {
+            ["authenticator", "totp", "google", "app"]
+                .iter()
+                .any(|known| t.eq_ignore_ascii_case(known))
+        })
+    }
+}
+
 /// What a token request carries besides the client.
 #[derive(Clone, Copy)]
 enum GrantRequest<'a> {
     Password(&'a SubscriberCredentials),
     Refresh(&'a Confidential, RefreshMethod),
+    /// The second step of an MFA user's login (NSAPI.md "MFA, second step").
+    Mfa {
+        subscriber: &'a SubscriberCredentials,
+        intermediate: &'a Confidential,
+        passcode: &'a Passcode,
+    },
 }
 
 impl GrantRequest<'_> {
@@ -87,6 +133,7 @@ impl GrantRequest<'_> {
         match self {
             GrantRequest::Password(_) => Grant::Password,
             GrantRequest::Refresh(..) => Grant::RefreshToken,
+            GrantRequest::Mfa { .. } => Grant::Mfa,
         }
     }
 
@@ -94,6 +141,7 @@ impl GrantRequest<'_> {
         match self {
             GrantRequest::Password(_) => Operation::PasswordGrant,
             GrantRequest::Refresh(..) => Operation::RefreshGrant,
+            GrantRequest::Mfa { .. } => Operation::MfaGrant,
         }
     }
 
@@ -111,22 +159,47 @@ impl GrantRequest<'_> {
                 fields.push(("password", subscriber.password.expose()));
             }
             GrantRequest::Refresh(token, _) => fields.push(("refresh_token", token.expose())),
+            GrantRequest::Mfa {
+                subscriber,
+                intermediate,
+                passcode,
+            } => {
+                fields.push(("username", subscriber.username.as_str()));
+                fields.push(("password", subscriber.password.expose()));
+                fields.push(("mfa_vendor", "google"));
+                fields.push(("mfa_type", "authenticator"));
+                fields.push(("passcode", passcode.expose()));
+                fields.push(("ns_id_type", "subscriber"));
+                fields.push(("access_token", intermediate.expose()));
+            }
         }
         fields
     }
 
     /// Every secret value the request sends, to scrub from whatever comes back: the Basic
-    /// credentials (base64, empty with body authentication) too.
+    /// credentials (base64, empty with body authentication) and a session cookie too.
     fn secrets<'a>(
         &'a self,
         client: &'a ClientCredentials,
         basic: &'a BasicCredentials,
-    ) -> [&'a str; 3] {
-        let own = match self {
-            GrantRequest::Password(subscriber) => subscriber.password.expose(),
-            GrantRequest::Refresh(token, _) => token.expose(),
-        };
-        [client.client_secret.expose(), own, basic.encoded.expose()]
+        cookie: Option<&'a Confidential>,
+    ) -> Vec<&'a str> {
+        let mut secrets = vec![client.client_secret.expose(), basic.encoded.expose()];
+        match self {
+            GrantRequest::Password(subscriber) => secrets.push(subscriber.password.expose()),
+            GrantRequest::Refresh(token, _) => secrets.push(token.expose()),
+            GrantRequest::Mfa {
+                subscriber,
+                intermediate,
+                passcode,
+            } => secrets.extend([
+                subscriber.password.expose(),
+                intermediate.expose(),
+                passcode.expose(),
+            ]),
+        }
+        secrets.extend(cookie.map(Confidential::expose));
+        secrets
     }
 }
 
@@ -247,8 +320,8 @@ impl NsApiClient {
         })
     }
 
-    /// Gets a token with the subscriber's username and password.
-    #[tracing::instrument(name = "nsapi_password_grant", skip_all, fields(api = api.as_str(), host = base.host()))]
+    /// Gets a token with the subscriber's username and password. A user with MFA enforced
+    /// ends in [`NsApiError::MfaRequired`] (see [`Self::password_login`] to answer it).
     pub async fn password_grant(
         &self,
         base: &ApiBaseUrl,
@@ -256,12 +329,61 @@ impl NsApiClient {
         client: &ClientCredentials,
         subscriber: &SubscriberCredentials,
     ) -> Result<TokenGrant, NsApiError> {
-        self.token_grant(base, api, client, GrantRequest::Password(subscriber))
+        match self.password_login(base, api, client, subscriber).await? {
+            Login::Token(grant) => Ok(grant),
+            Login::Mfa(challenge) => Err(challenge.unanswered),
+        }
+    }
+
+    /// Logs in with the subscriber's username and password: a token, or the MFA challenge of a
+    /// user with MFA enforced.
+    #[tracing::instrument(name = "nsapi_password_grant", skip_all, fields(api = api.as_str(), host = base.host()))]
+    pub async fn password_login(
+        &self,
+        base: &ApiBaseUrl,
+        api: TokenApi,
+        client: &ClientCredentials,
+        subscriber: &SubscriberCredentials,
+    ) -> Result<Login, NsApiError> {
+        self.token_grant(base, api, client, GrantRequest::Password(subscriber), None)
             .await
     }
 
-    /// Gets a new token with a refresh token. `method` applies to v1 only (v2 always POSTs
-    /// JSON). A client error comes back as [`NsApiError::RefreshRejected`].
+    /// Answers an MFA challenge with a passcode (`grant_type=mfa`), at the endpoint that set it.
+    /// A refused passcode is an [`NsApiError::Authentication`], as a refused password is.
+    #[tracing::instrument(name = "nsapi_mfa_grant", skip_all, fields(api = challenge.api.as_str(), host = base.host()))]
+    pub async fn mfa_grant(
+        &self,
+        base: &ApiBaseUrl,
+        challenge: &MfaChallenge,
+        client: &ClientCredentials,
+        subscriber: &SubscriberCredentials,
+        passcode: &Passcode,
+    ) -> Result<TokenGrant, NsApiError> {
+        let request = GrantRequest::Mfa {
+            subscriber,
+            intermediate: &challenge.intermediate,
+            passcode,
+        };
+        let login = self
+            .token_grant(
+                base,
+                challenge.api,
+                client,
+                request,
+                challenge.session_cookie.as_ref(),
+            )
+            .await?;
+        match login {
+            Login::Token(grant) => Ok(grant),
+            // Asked for MFA again: not a token, and not answered twice in one pass.
+            Login::Mfa(again) => Err(again.unanswered),
+        }
+    }
+
+    /// Gets a new token with a refresh token (a refresh JWT with `Jwt`, sent with the session
+    /// cookie, if the server set one). `method` applies to v1 only (v2 always POSTs JSON). A
+    /// client error comes back as [`NsApiError::RefreshRejected`].
     #[tracing::instrument(name = "nsapi_refresh_grant", skip_all, fields(api = api.as_str(), method = method.as_str(), host = base.host()))]
     pub async fn refresh_grant(
         &self,
@@ -270,14 +392,13 @@ impl NsApiClient {
         method: RefreshMethod,
         client: &ClientCredentials,
         refresh_token: &Confidential,
+        cookie: Option<&Confidential>,
     ) -> Result<TokenGrant, NsApiError> {
-        self.token_grant(
-            base,
-            api,
-            client,
-            GrantRequest::Refresh(refresh_token, method),
-        )
-        .await
+        let request = GrantRequest::Refresh(refresh_token, method);
+        match self.token_grant(base, api, client, request, cookie).await? {
+            Login::Token(grant) => Ok(grant),
+            Login::Mfa(challenge) => Err(challenge.unanswered),
+        }
     }
 
     /// Asks `oauth2/read?format=json` what the server knows about `access_token`.
@@ -289,18 +410,47 @@ impl NsApiClient {
     ) -> Result<TokenInfo, NsApiError> {
         let mut url = base.endpoint("oauth2/read");
         url.query_pairs_mut().append_pair("format", "json");
-        let secrets = [access_token.expose()];
+        self.read(url, TokenApi::V1, access_token, None, parse_token_info)
+            .await
+    }
+
+    /// Asks `GET v2/jwt` for the claims of a JWT (with the session cookie, if there is one):
+    /// the check of `tokenApi: jwt`.
+    #[tracing::instrument(name = "nsapi_read_jwt", skip_all, fields(host = base.host()))]
+    pub async fn read_jwt(
+        &self,
+        base: &ApiBaseUrl,
+        jwt: &Confidential,
+        cookie: Option<&Confidential>,
+    ) -> Result<TokenInfo, NsApiError> {
+        let url = base.endpoint("v2/jwt");
+        self.read(url, TokenApi::Jwt, jwt, cookie, parse_jwt_info)
+            .await
+    }
+
+    async fn read(
+        &self,
+        url: url::Url,
+        api: TokenApi,
+        access_token: &Confidential,
+        cookie: Option<&Confidential>,
+        parse: fn(&[u8]) -> Option<TokenInfo>,
+    ) -> Result<TokenInfo, NsApiError> {
+        let mut secrets = vec![access_token.expose()];
+        secrets.extend(cookie.map(Confidential::expose));
         let mut ex = Exchange {
             op: Operation::ReadToken,
-            api: TokenApi::V1,
+            api,
             url: url.as_str(),
             secrets: &secrets,
             now: self.clock.now(),
         };
-        let request = self
-            .http
-            .get(url.clone())
-            .bearer_auth(access_token.expose());
+        let request = with_cookie(
+            self.http
+                .get(url.clone())
+                .bearer_auth(access_token.expose()),
+            cookie,
+        );
         let answer = self.send(request, &mut ex).await?;
         if !(200..=299).contains(&answer.status) {
             return Err(classify_status(
@@ -310,7 +460,7 @@ impl NsApiClient {
                 &answer.body,
             ));
         }
-        parse_token_info(&answer.body).ok_or_else(|| {
+        parse(&answer.body).ok_or_else(|| {
             malformed(
                 &ex,
                 answer.status,
@@ -325,15 +475,16 @@ impl NsApiClient {
         api: TokenApi,
         client: &ClientCredentials,
         request: GrantRequest<'_>,
-    ) -> Result<TokenGrant, NsApiError> {
+        cookie: Option<&Confidential>,
+    ) -> Result<Login, NsApiError> {
         let result = match api {
             TokenApi::V1 => self.grant_v1(base, client, request).await,
             TokenApi::V2 => match self.grant_v2(base, client, request).await {
-                Ok(grant) => Ok(grant),
+                Ok(login) => Ok(login),
                 Err(V2Failure::Absent(err) | V2Failure::Failed(err)) => Err(err),
             },
             TokenApi::Auto => match self.grant_v2(base, client, request).await {
-                Ok(grant) => Ok(grant),
+                Ok(login) => Ok(login),
                 Err(V2Failure::Absent(err)) => {
                     tracing::debug!(
                         v2_status = err.status(),
@@ -343,13 +494,19 @@ impl NsApiClient {
                 }
                 Err(V2Failure::Failed(err)) => Err(err),
             },
+            TokenApi::Jwt => self.grant_jwt(base, client, request, cookie).await,
         };
         match &result {
-            Ok(grant) => tracing::debug!(
+            Ok(Login::Token(grant)) => tracing::debug!(
                 grant = grant.grant.as_str(),
                 api = grant.api.as_str(),
                 expires_in = grant.expires_in,
                 "token granted"
+            ),
+            Ok(Login::Mfa(challenge)) => tracing::debug!(
+                grant = request.grant().as_str(),
+                api = challenge.api.as_str(),
+                "the subscriber has MFA enforced: an intermediate token came back"
             ),
             Err(err) => tracing::debug!(
                 grant = request.grant().as_str(),
@@ -367,7 +524,7 @@ impl NsApiClient {
         base: &ApiBaseUrl,
         client: &ClientCredentials,
         request: GrantRequest<'_>,
-    ) -> Result<TokenGrant, NsApiError> {
+    ) -> Result<Login, NsApiError> {
         let mut url = base.endpoint("oauth2/token/");
         let fields = request.fields(client);
         let get = matches!(request, GrantRequest::Refresh(_, RefreshMethod::Get));
@@ -375,7 +532,7 @@ impl NsApiClient {
             url.query_pairs_mut().extend_pairs(fields.iter().copied());
         }
         let basic = BasicCredentials::of(client);
-        let secrets = request.secrets(client, &basic);
+        let secrets = request.secrets(client, &basic, None);
         let mut ex = Exchange {
             op: request.operation(),
             api: TokenApi::V1,
@@ -389,7 +546,7 @@ impl NsApiClient {
             self.http.post(url.clone()).form(&fields)
         });
         let answer = self.send(builder, &mut ex).await?;
-        finish_grant(&ex, request.grant(), answer)
+        finish_grant(&ex, request.grant(), answer, parse_grant_body)
     }
 
     async fn grant_v2(
@@ -397,15 +554,10 @@ impl NsApiClient {
         base: &ApiBaseUrl,
         client: &ClientCredentials,
         request: GrantRequest<'_>,
-    ) -> Result<TokenGrant, V2Failure> {
+    ) -> Result<Login, V2Failure> {
         let url = base.endpoint("v2/tokens");
-        let body: serde_json::Map<String, serde_json::Value> = request
-            .fields(client)
-            .into_iter()
-            .map(|(name, value)| (name.to_owned(), json!(value)))
-            .collect();
         let basic = BasicCredentials::of(client);
-        let secrets = request.secrets(client, &basic);
+        let secrets = request.secrets(client, &basic, None);
         let mut ex = Exchange {
             op: request.operation(),
             api: TokenApi::V2,
@@ -413,19 +565,62 @@ impl NsApiClient {
             secrets: &secrets,
             now: self.clock.now(),
         };
-        let builder = basic.apply(self.http.post(url.clone()).json(&body));
+        let builder = basic.apply(
+            self.http
+                .post(url.clone())
+                .json(&json_fields(&request, client)),
+        );
         let answer = self
             .send(builder, &mut ex)
             .await
             .map_err(V2Failure::Failed)?;
         let absent = v2_absent(answer.status, body_is_json(&answer.body));
-        finish_grant(&ex, request.grant(), answer).map_err(|err| {
+        finish_grant(&ex, request.grant(), answer, parse_grant_body).map_err(|err| {
             if absent {
                 V2Failure::Absent(err)
             } else {
                 V2Failure::Failed(err)
             }
         })
+    }
+
+    /// `POST v2/jwt`: the same JSON fields as `v2/tokens`; the answer is a JWT (and a refresh
+    /// JWT, and a session cookie, where the server gives them).
+    async fn grant_jwt(
+        &self,
+        base: &ApiBaseUrl,
+        client: &ClientCredentials,
+        request: GrantRequest<'_>,
+        cookie: Option<&Confidential>,
+    ) -> Result<Login, NsApiError> {
+        let url = base.endpoint("v2/jwt");
+        let basic = BasicCredentials::of(client);
+        let secrets = request.secrets(client, &basic, cookie);
+        let mut ex = Exchange {
+            op: request.operation(),
+            api: TokenApi::Jwt,
+            url: url.as_str(),
+            secrets: &secrets,
+            now: self.clock.now(),
+        };
+        let builder = with_cookie(
+            basic.apply(
+                self.http
+                    .post(url.clone())
+                    .json(&json_fields(&request, client)),
+            ),
+            cookie,
+        );
+        let answer = self.send(builder, &mut ex).await?;
+        // A server that sets no new cookie keeps the session of the one sent.
+        let session_cookie = session_cookie(&answer.headers).or_else(|| cookie.cloned());
+        let parse = |body: &[u8], grant, _api, at| parse_jwt_body(body, grant, at);
+        let mut login = finish_grant(&ex, request.grant(), answer, parse)?;
+        match &mut login {
+            Login::Token(grant) => grant.session_cookie = session_cookie,
+            Login::Mfa(challenge) => challenge.session_cookie = session_cookie,
+        }
+        Ok(login)
     }
 
     /// Sends the request and reads the answer. `requested_at` is read immediately before
@@ -477,8 +672,14 @@ impl NsApiClient {
     }
 }
 
-/// A 2xx becomes a token (or an MFA or malformed-body error); anything else is classified.
-fn finish_grant(ex: &Exchange<'_>, grant: Grant, answer: Answer) -> Result<TokenGrant, NsApiError> {
+/// A 2xx becomes a token, or an MFA challenge, or a malformed-body error; anything else is
+/// classified.
+fn finish_grant(
+    ex: &Exchange<'_>,
+    grant: Grant,
+    answer: Answer,
+    parse: impl FnOnce(&[u8], Grant, TokenApi, Timestamp) -> Result<TokenGrant, GrantBodyError>,
+) -> Result<Login, NsApiError> {
     if !(200..=299).contains(&answer.status) {
         return Err(classify_status(
             ex,
@@ -487,9 +688,61 @@ fn finish_grant(ex: &Exchange<'_>, grant: Grant, answer: Answer) -> Result<Token
             &answer.body,
         ));
     }
-    parse_grant_body(&answer.body, grant, ex.api, answer.requested_at).map_err(|problem| {
-        classify_grant_body(ex, answer.status, &answer.headers, &answer.body, &problem)
-    })
+    match parse(&answer.body, grant, ex.api, answer.requested_at) {
+        Ok(token) => Ok(Login::Token(token)),
+        Err(problem) => {
+            let error =
+                classify_grant_body(ex, answer.status, &answer.headers, &answer.body, &problem);
+            match problem {
+                GrantBodyError::MfaRequired {
+                    mfa_type,
+                    intermediate: Some(intermediate),
+                    ..
+                } => Ok(Login::Mfa(MfaChallenge {
+                    intermediate,
+                    api: ex.api,
+                    mfa_type,
+                    session_cookie: None,
+                    unanswered: error,
+                })),
+                _ => Err(error),
+            }
+        }
+    }
+}
+
+/// A grant's fields as the JSON object of `v2/tokens` and `v2/jwt`.
+fn json_fields(
+    request: &GrantRequest<'_>,
+    client: &ClientCredentials,
+) -> serde_json::Map<String, serde_json::Value> {
+    request
+        .fields(client)
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), json!(value)))
+        .collect()
+}
+
+/// Adds the session cookie (marked sensitive), if there is one.
+fn with_cookie(
+    request: reqwest::RequestBuilder,
+    cookie: Option<&Confidential>,
+) -> reqwest::RequestBuilder {
+    match cookie.map(|c| HeaderValue::from_str(c.expose())) {
+        Some(Ok(mut value)) => {
+            value.set_sensitive(true);
+            request.header(COOKIE, value)
+        }
+        _ => request,
+    }
+}
+
+/// The `name=value` of the first cookie an answer sets (its attributes dropped), if any.
+fn session_cookie(headers: &HeaderMap) -> Option<Confidential> {
+    let set = headers.get(SET_COOKIE)?.to_str().ok()?;
+    let pair = set.split(';').next()?.trim();
+    let (name, value) = pair.split_once('=')?;
+    (!name.trim().is_empty() && !value.trim().is_empty()).then(|| Confidential::from(pair))
 }
 
 async fn read_capped(response: &mut reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
@@ -556,6 +809,7 @@ mod tests {
         let subscriber = SubscriberCredentials {
             username: "111@abc-company".into(),
             password: "pw".into(),
+            totp: None,
         };
         let password = GrantRequest::Password(&subscriber);
         assert_eq!(
@@ -568,7 +822,10 @@ mod tests {
                 ("password", "pw"),
             ]
         );
-        assert_eq!(password.secrets(&client, &none), ["csecret", "pw", ""]);
+        assert_eq!(
+            password.secrets(&client, &none, None),
+            ["csecret", "", "pw"]
+        );
         let refresh_token = Confidential::from("rtok");
         let refresh = GrantRequest::Refresh(&refresh_token, RefreshMethod::Get);
         assert_eq!(
@@ -580,7 +837,10 @@ mod tests {
                 ("refresh_token", "rtok"),
             ]
         );
-        assert_eq!(refresh.secrets(&client, &none), ["csecret", "rtok", ""]);
+        assert_eq!(
+            refresh.secrets(&client, &none, None),
+            ["csecret", "", "rtok"]
+        );
     }
 
     #[test]
@@ -602,6 +862,7 @@ mod tests {
         let subscriber = SubscriberCredentials {
             username: "111@abc-company".into(),
             password: "pa55w0rd".into(),
+            totp: None,
         };
         let password = GrantRequest::Password(&subscriber);
         assert_eq!(
@@ -612,9 +873,10 @@ mod tests {
                 ("password", "pa55w0rd"),
             ]
         );
-        let secrets = password.secrets(&client, &basic);
-        assert_eq!(secrets[..2], ["s3cr:t/+&=", "pa55w0rd"]);
-        assert_eq!(secrets[2], basic.encoded.expose());
+        let secrets = password.secrets(&client, &basic, None);
+        assert_eq!(secrets[0], "s3cr:t/+&=");
+        assert_eq!(secrets[1], basic.encoded.expose());
+        assert_eq!(secrets[2], "pa55w0rd");
         // The header, if a server echoed it, is scrubbed from what it says.
         let echo = format!("bad header Authorization: Basic {}", basic.encoded.expose());
         let shown = crate::nsapi::redact::scrub(&echo, &secrets).unwrap();
@@ -625,6 +887,93 @@ mod tests {
             refresh.fields(&client),
             [("grant_type", "refresh_token"), ("refresh_token", "rtok")]
         );
+    }
+
+    #[test]
+    fn the_mfa_step_sends_what_the_vendor_documents_and_scrubs_all_of_it() {
+        let client = ClientCredentials {
+            client_id: "cid".into(),
+            client_secret: "csecret".into(),
+            auth: ClientAuth::Body,
+        };
+        let subscriber = SubscriberCredentials {
+            username: "111@abc-company".into(),
+            password: "pw".into(),
+            totp: None,
+        };
+        let intermediate = Confidential::from("mfa-intermediate");
+        let seed = crate::core::totp::TotpSeed::parse("JBSWY3DPEHPK3PXP").unwrap();
+        let passcode = seed.passcode(1);
+        let mfa = GrantRequest::Mfa {
+            subscriber: &subscriber,
+            intermediate: &intermediate,
+            passcode: &passcode,
+        };
+        assert_eq!(mfa.grant(), Grant::Mfa);
+        assert_eq!(
+            mfa.fields(&client),
+            [
+                ("grant_type", "mfa"),
+                ("client_id", "cid"),
+                ("client_secret", "csecret"),
+                ("username", "111@abc-company"),
+                ("password", "pw"),
+                ("mfa_vendor", "google"),
+                ("mfa_type", "authenticator"),
+                ("passcode", passcode.expose()),
+                ("ns_id_type", "subscriber"),
+                ("access_token", "mfa-intermediate"),
+            ]
+        );
+        let none = BasicCredentials::of(&client);
+        let cookie = Confidential::from("PHPSESSID=abc123");
+        let secrets = mfa.secrets(&client, &none, Some(&cookie));
+        for sent in [
+            "csecret",
+            "pw",
+            "mfa-intermediate",
+            passcode.expose(),
+            "PHPSESSID=abc123",
+        ] {
+            assert!(secrets.contains(&sent), "{sent} is not scrubbed");
+        }
+    }
+
+    #[test]
+    fn the_session_cookie_is_the_first_name_and_value() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(session_cookie(&headers), None);
+        headers.insert(
+            SET_COOKIE,
+            HeaderValue::from_static("nssession=abc123; Path=/; HttpOnly"),
+        );
+        assert_eq!(
+            session_cookie(&headers).unwrap().expose(),
+            "nssession=abc123"
+        );
+        headers.insert(SET_COOKIE, HeaderValue::from_static("=novalue; Path=/"));
+        assert_eq!(session_cookie(&headers), None);
+        headers.insert(SET_COOKIE, HeaderValue::from_static("name=; Path=/"));
+        assert_eq!(session_cookie(&headers), None);
+    }
+
+    #[test]
+    fn a_challenge_takes_a_totp_passcode_only_from_an_authenticator() {
+        let challenge = |mfa_type: Option<&str>| MfaChallenge {
+            intermediate: "i".into(),
+            api: TokenApi::V2,
+            mfa_type: mfa_type.map(str::to_owned),
+            session_cookie: None,
+            unanswered: NsApiError::MfaRequired {
+                message: String::new(),
+            },
+        };
+        for yes in [None, Some("authenticator"), Some("TOTP"), Some("google")] {
+            assert!(challenge(yes).takes_a_totp_passcode(), "{yes:?}");
+        }
+        for no in [Some("sms"), Some("email"), Some("duo")] {
+            assert!(!challenge(no).takes_a_totp_passcode(), "{no:?}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Obtaining a token for one credential: the refresh grant while this operator holds a refresh
 //! token for the same inputs, otherwise (or when the server refuses the refresh) the password
-//! grant. Each refresh token is sent at most once; every request is counted in the metrics.
+//! grant, and for a user with MFA enforced its second step with a TOTP passcode. Each refresh
+//! token and each passcode is sent at most once; every request is counted in the metrics.
 
 use jiff::{SignedDuration, Timestamp};
 use tracing::{debug, info};
@@ -11,9 +12,10 @@ use crate::core::clock::{Clock, later};
 use crate::core::credentials::{ClientCredentials, SubscriberCredentials};
 use crate::core::policy::ValidSpec;
 use crate::core::schedule::{self, MintReason};
-use crate::core::token::{Grant, Minted, TokenGrant};
+use crate::core::token::{Grant, Minted, TokenApi, TokenGrant};
 use crate::core::token_secret::StoredToken;
 use crate::nsapi::NsApiClient;
+use crate::nsapi::client::{Login, MfaChallenge};
 use crate::nsapi::nodes::{NodeHealth, fails_over};
 use crate::nsapi::ratelimit::RateLimiter;
 use crate::nsapi::sessions::{RefreshSession, Sessions};
@@ -94,6 +96,7 @@ impl Grants<'_> {
             let node = self.order(valid)[0];
             self.wait_turn(node).await;
             let started = std::time::Instant::now();
+            let cookie = self.sessions.cookie(self.uid);
             let result = nsapi
                 .refresh_grant(
                     node,
@@ -101,6 +104,7 @@ impl Grants<'_> {
                     valid.refresh_method,
                     client,
                     &session.refresh_token,
+                    cookie.as_ref(),
                 )
                 .await;
             metrics.token_request(
@@ -111,10 +115,18 @@ impl Grants<'_> {
             self.record(node, result.as_ref().err());
             match result {
                 Ok(grant) => {
+                    // A refresh answer without a cookie leaves the session's cookie in force.
+                    if grant.session_cookie.is_some() {
+                        self.sessions
+                            .set_cookie(self.uid, grant.session_cookie.clone());
+                    }
                     match &grant.refresh_token {
                         Some(_) => self.remember(&grant, fingerprint),
-                        // No new refresh token means the one just used stays valid (RFC 6749
-                        // section 6): keep it for the next rotation.
+                        // A refresh JWT is single use: without a new one, the next rotation
+                        // logs in again.
+                        None if session.api == TokenApi::Jwt => {}
+                        // No new OAuth refresh token means the one just used stays valid (RFC
+                        // 6749 section 6): keep it for the next rotation.
                         None => self.sessions.keep_refresh(self.uid, session),
                     }
                     return Ok(Minted {
@@ -141,17 +153,29 @@ impl Grants<'_> {
                 Err(e) => return Err(e),
             }
         }
-        let (grant, node) = self
+        let (login, node) = self
             .on_nodes(valid, Grant::Password, |node| async move {
                 nsapi
-                    .password_grant(&node, valid.token_api, client, subscriber)
+                    .password_login(&node, valid.token_api, client, subscriber)
                     .await
             })
             .await?;
+        let grant = match login {
+            Login::Token(grant) => grant,
+            Login::Mfa(challenge) => {
+                self.answer_mfa(&node, challenge, client, subscriber)
+                    .await?
+            }
+        };
         self.remember(&grant, fingerprint);
+        self.sessions
+            .set_cookie(self.uid, grant.session_cookie.clone());
         // Inspect the new token for status (territory, uid) when the grant did not say them
-        // (v1 answers often do not); a failure here costs nothing.
-        let info = if grant.territory.is_some() && grant.uid.is_some() {
+        // (v1 answers often do not); a failure here costs nothing. A JWT says them in its
+        // claims, or not at all.
+        let info = if (grant.territory.is_some() && grant.uid.is_some())
+            || grant.api == TokenApi::Jwt
+        {
             None
         } else {
             self.wait_turn(&node).await;
@@ -169,6 +193,47 @@ impl Grants<'_> {
             fallback_from,
             served_by: node,
         })
+    }
+
+    /// Completes an MFA user's login with a TOTP passcode (`spec.mfa.totpSecretRef`), on the
+    /// node that set the challenge and on no other: a passcode may have been used even by a
+    /// request that failed, and none is sent twice (when this seed's current passcode was
+    /// already sent, the next one is waited for, at most a step). Without a seed, or for a
+    /// challenge a TOTP app cannot answer, the login ends in `MfaRequired`.
+    async fn answer_mfa(
+        &self,
+        node: &ApiBaseUrl,
+        challenge: MfaChallenge,
+        client: &ClientCredentials,
+        subscriber: &SubscriberCredentials,
+    ) -> Result<TokenGrant, NsApiError> {
+        let Some(seed) = subscriber
+            .totp
+            .as_ref()
+            .filter(|_| challenge.takes_a_totp_passcode())
+        else {
+            return Err(challenge.unanswered);
+        };
+        let unix = u64::try_from(self.clock.now().as_second()).unwrap_or(0);
+        let (step, wait) = self.sessions.reserve_passcode_step(seed.key(), unix);
+        if wait > 0 {
+            debug!(
+                wait_secs = wait,
+                "this passcode was sent already; waiting for the next"
+            );
+            tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+        }
+        let passcode = seed.passcode(step);
+        self.wait_turn(node).await;
+        let started = std::time::Instant::now();
+        let result = self
+            .nsapi
+            .mfa_grant(node, &challenge, client, subscriber, &passcode)
+            .await;
+        self.metrics
+            .token_request(Grant::Mfa, result.as_ref().err(), started.elapsed());
+        self.record(node, result.as_ref().err());
+        result
     }
 
     /// Checks the token in place with the API when a check is due (`spec.verifyInterval`,
@@ -215,9 +280,16 @@ impl Grants<'_> {
     /// Asks the API about the token in place (`spec.verifyInterval`), on the nodes in turn.
     pub async fn check_token(&self, valid: &ValidSpec, token: &StoredToken) -> TokenCheck {
         let nsapi = self.nsapi;
+        let cookie = self.sessions.cookie(self.uid);
+        let cookie = cookie.as_ref();
+        let jwt = valid.token_api == TokenApi::Jwt;
         let result = self
             .on_nodes(valid, None, |node| async move {
-                nsapi.read_token(&node, &token.access_token).await
+                if jwt {
+                    nsapi.read_jwt(&node, &token.access_token, cookie).await
+                } else {
+                    nsapi.read_token(&node, &token.access_token).await
+                }
             })
             .await;
         match result {

@@ -25,5 +25,5 @@ mod redact;
 pub mod sessions;
 pub mod tls;
 
-pub use client::{NsApiClient, NsApiClientConfig};
+pub use client::{Login, MfaChallenge, NsApiClient, NsApiClientConfig};
 pub use redact::redact_url;

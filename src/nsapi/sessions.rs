@@ -5,9 +5,13 @@
 //!   failed) is written on the next pass instead of obtaining another one, and an output Secret
 //!   that someone edited or deleted is restored from it without calling NetSapiens;
 //! - after a token check that failed for a reason other than a refusal (`spec.verifyInterval`),
-//!   when to try the next one.
+//!   when to try the next one;
+//! - the session cookie a `v2/jwt` answer set (`tokenApi: jwt`), sent back with the JWT's
+//!   refresh and checks.
 //!
-//! All of it is forgotten when the credential is deleted.
+//! All of it is forgotten when the credential is deleted. Beside the sessions, by the digest of
+//! a TOTP seed (not by credential: two credentials may share an MFA user), the last passcode
+//! step sent, so that no passcode is sent twice.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -23,7 +27,7 @@ pub struct RefreshSession {
     /// The inputs of the grant that returned it (see `inputs::fingerprint`): a session is only
     /// used while the inputs are unchanged.
     pub inputs_fingerprint: String,
-    /// The token API that answered (`V1` or `V2`); the refresh goes to the same one.
+    /// The token API that answered (`V1`, `V2` or `Jwt`); the refresh goes to the same one.
     pub api: TokenApi,
 }
 
@@ -58,14 +62,48 @@ struct Session {
     /// When tokens were replaced because a check found them refused (the last hour's, at most
     /// `MAX_REVOCATIONS_PER_HOUR`).
     revocations: Vec<jiff::Timestamp>,
+    /// The session cookie of the newest `v2/jwt` answer that set one.
+    cookie: Option<Confidential>,
 }
 
 /// Sessions by credential UID. Boxed: a session is large, and a table of a fleet keeps up to
 /// twice as many slots as sessions.
 #[derive(Default)]
-pub struct Sessions(Mutex<HashMap<String, Box<Session>>>);
+pub struct Sessions {
+    by_uid: Mutex<HashMap<String, Box<Session>>>,
+    /// The last TOTP step whose passcode was sent, by the digest of the seed.
+    passcode_steps: Mutex<HashMap<String, u64>>,
+}
 
 impl Sessions {
+    /// Reserves the step whose passcode to send for the seed with digest `seed_key` at
+    /// `unix_secs` (see `totp::next_passcode_step`): the step, and how many seconds to wait
+    /// for it. Reserved before it is sent, so that two passes never send the same passcode.
+    pub fn reserve_passcode_step(&self, seed_key: &str, unix_secs: u64) -> (u64, u64) {
+        let mut steps = self
+            .passcode_steps
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let last = steps.get(seed_key).copied();
+        let (step, wait) = crate::core::totp::next_passcode_step(unix_secs, last);
+        steps.insert(seed_key.to_owned(), step);
+        // Steps older than a few minutes can never come back: forget their seeds.
+        let now = crate::core::totp::step_of(unix_secs);
+        steps.retain(|_, s| s.saturating_add(10) >= now);
+        (step, wait)
+    }
+
+    /// The session cookie of the credential's newest JWT (`tokenApi: jwt`), if the server set
+    /// one.
+    pub fn cookie(&self, uid: &str) -> Option<Confidential> {
+        self.lock().get(uid).and_then(|s| s.cookie.clone())
+    }
+
+    /// Records the session cookie of a token just obtained (`None`: it came without one).
+    pub fn set_cookie(&self, uid: &str, cookie: Option<Confidential>) {
+        self.with(uid, |s| s.cookie = cookie);
+    }
+
     /// Takes the refresh token out: whatever happens next, it is not sent twice.
     pub fn take_refresh(&self, uid: &str) -> Option<RefreshSession> {
         self.with(uid, |s| s.refresh.take())
@@ -146,7 +184,11 @@ impl Sessions {
         let mut map = self.lock();
         let session = map.entry(uid.to_owned()).or_default();
         let out = f(session);
-        if session.refresh.is_none() && session.token.is_none() && session.revocations.is_empty() {
+        if session.refresh.is_none()
+            && session.token.is_none()
+            && session.revocations.is_empty()
+            && session.cookie.is_none()
+        {
             map.remove(uid);
         }
         out
@@ -154,7 +196,7 @@ impl Sessions {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Box<Session>>> {
         // A panic while holding the lock cannot leave the map half-updated: take it anyway.
-        self.0
+        self.by_uid
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -165,6 +207,44 @@ mod tests {
     use super::*;
     use crate::core::schedule::TokenTimes;
     use crate::core::token::{Grant, TokenGrant};
+
+    #[test]
+    fn no_passcode_step_is_reserved_twice_for_one_seed() {
+        let sessions = Sessions::default();
+        // Two passes in the same step: the second waits for the next step.
+        assert_eq!(
+            sessions.reserve_passcode_step("seed-a", 3_000_010),
+            (100_000, 0)
+        );
+        assert_eq!(
+            sessions.reserve_passcode_step("seed-a", 3_000_011),
+            (100_001, 19)
+        );
+        // Another seed is not held back.
+        assert_eq!(
+            sessions.reserve_passcode_step("seed-b", 3_000_011),
+            (100_000, 0)
+        );
+        // Later, the current step again.
+        assert_eq!(
+            sessions.reserve_passcode_step("seed-a", 3_000_100),
+            (100_003, 0)
+        );
+        // Old seeds are forgotten.
+        sessions.reserve_passcode_step("seed-c", 3_100_000);
+        assert_eq!(sessions.passcode_steps.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_session_cookie_is_kept_and_forgotten_with_the_credential() {
+        let sessions = Sessions::default();
+        assert_eq!(sessions.cookie("u"), None);
+        sessions.set_cookie("u", Some(Confidential::from("s=1")));
+        assert_eq!(sessions.cookie("u").unwrap().expose(), "s=1");
+        sessions.forget("u");
+        assert_eq!(sessions.cookie("u"), None);
+        assert!(sessions.is_empty());
+    }
 
     fn stored(token: &str) -> StoredToken {
         StoredToken {
@@ -195,6 +275,7 @@ mod tests {
                 legacy: None,
                 grant: Grant::Password,
                 api: TokenApi::V1,
+                session_cookie: None,
                 requested_at: "2026-01-01T10:00:00Z".parse().unwrap(),
                 expires_in: 3600,
                 expires_at: "2026-01-01T11:00:00Z".parse().unwrap(),

@@ -18,6 +18,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
 
+use crate::cluster::reconciler::load_inputs;
 use crate::core::base_url::ApiBaseUrl;
 use crate::core::clock::rfc3339;
 use crate::core::clock::{Clock, SystemClock};
@@ -27,7 +28,7 @@ use crate::core::inputs;
 use crate::core::policy::{Policy, ValidSpec, validate};
 use crate::core::schedule::{self, CurrentToken, Decision, MintReason, WaitReason};
 use crate::core::token_secret;
-use crate::nsapi::{NsApiClient, NsApiClientConfig};
+use crate::nsapi::{Login, NsApiClient, NsApiClientConfig};
 
 /// Where to find the cluster and the credentials, as kubectl takes it.
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -554,15 +555,7 @@ pub async fn check(c: &Connection, name: &str, access: &ApiAccess, yes: bool) ->
         Ok(valid) => valid,
         Err(refused) => return fail(&refused),
     };
-    let client_secret = secrets.get_opt(&spec.client_secret_ref.name).await?;
-    let subscriber_secret = secrets.get_opt(&spec.subscriber_secret_ref.name).await?;
-    let loaded = inputs::client_credentials(spec, client_secret.as_ref()).and_then(|client| {
-        Ok((
-            client,
-            inputs::subscriber_credentials(spec, subscriber_secret.as_ref())?,
-        ))
-    });
-    let (client, subscriber) = match loaded {
+    let (client, subscriber) = match load_inputs(&secrets, spec).await? {
         Ok(inputs) => inputs,
         Err(problem) => return fail(&format!("{}: {}", problem.reason, problem.message)),
     };
@@ -597,7 +590,7 @@ pub async fn check(c: &Connection, name: &str, access: &ApiAccess, yes: bool) ->
             cluster.namespace
         );
         let result = nsapi
-            .password_grant(node, valid.token_api, &client, &subscriber)
+            .password_login(node, valid.token_api, &client, &subscriber)
             .await;
         match result {
             Err(error) if crate::nsapi::nodes::fails_over(&error) && i + 1 < nodes.len() => {
@@ -609,19 +602,31 @@ pub async fn check(c: &Connection, name: &str, access: &ApiAccess, yes: bool) ->
             }
         }
     }
-    let grant = match answer {
-        Some(Ok(grant)) => grant,
+    match answer {
+        Some(Ok(Login::Token(grant))) => println!(
+            "OK: a {} token from the {} password grant, scope {:?}, domain {:?}, valid {} s.",
+            grant.token_type,
+            grant.api.as_str(),
+            grant.scope.as_deref().unwrap_or("-"),
+            grant.domain.as_deref().unwrap_or("-"),
+            grant.expires_in
+        ),
+        // A passcode is accepted once: one sent here could be the one the operator needs in
+        // the same 30 s, so check stops at the password.
+        Some(Ok(Login::Mfa(challenge)))
+            if subscriber.totp.is_some() && challenge.takes_a_totp_passcode() =>
+        {
+            println!(
+                "OK: the {} password grant accepted the password; the subscriber has MFA                  enforced, and spec.mfa.totpSecretRef gives the operator the seed to answer                  with a passcode. check sends no passcode (each is accepted once); the                  operator's next login proves the seed.",
+                challenge.api.as_str()
+            )
+        }
+        Some(Ok(Login::Mfa(challenge))) => {
+            return fail(&format!("the API refused: {}", challenge.unanswered));
+        }
         Some(Err(error)) => return fail(&format!("the API refused: {error}")),
         None => return fail("no API node answered"),
-    };
-    println!(
-        "OK: a {} token from the {} password grant, scope {:?}, domain {:?}, valid {} s.",
-        grant.token_type,
-        grant.api.as_str(),
-        grant.scope.as_deref().unwrap_or("-"),
-        grant.domain.as_deref().unwrap_or("-"),
-        grant.expires_in
-    );
+    }
 
     // What the operator would do now, from the token in place.
     let now = clock.now();

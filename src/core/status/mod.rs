@@ -269,7 +269,7 @@ impl Step<'_> {
         s.inputs_fingerprint = Some(o.fingerprint.to_owned());
 
         let (why, verb) = match grant.grant {
-            Grant::Password => (Reason::TokenIssued, "issued"),
+            Grant::Password | Grant::Mfa => (Reason::TokenIssued, "issued"),
             Grant::RefreshToken => (Reason::TokenRefreshed, "refreshed"),
         };
         let message = format!(

@@ -87,6 +87,7 @@ fn grant(kind: Grant) -> TokenGrant {
         legacy: None,
         grant: kind,
         api: TokenApi::V1,
+        session_cookie: None,
         requested_at: ts("2026-01-01T10:50:00Z"),
         expires_in: 3600,
         expires_at: ts("2026-01-01T11:50:00Z"),
