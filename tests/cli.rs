@@ -665,3 +665,65 @@ fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_of_an_mfa_user_stops_at_the_password_and_sends_no_passcode() {
+    let password = format!("pw-{:016x}", rand::random::<u64>());
+    let seed = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+    let f = Fixture::new(
+        "cli-mfa",
+        SimConfig::new().subscriber(
+            nsapi_sim::Subscriber::new("mfa@abc-company", &password).with_totp_seed(seed),
+        ),
+    )
+    .await;
+    f.also_secret(&password);
+    f.also_secret(seed);
+    f.create_client_secret().await;
+    f.put_secret(
+        "mfa-user",
+        &[("username", "mfa@abc-company"), ("password", &password)],
+    )
+    .await;
+    f.put_secret("mfa-user-totp", &[("seed", seed)]).await;
+    f.create_credential("with-seed", |spec| {
+        spec["subscriberSecretRef"]["name"] = serde_json::json!("mfa-user");
+        spec["mfa"] =
+            serde_json::json!({"totpSecretRef": {"name": "mfa-user-totp", "key": "seed"}});
+    })
+    .await;
+    f.create_credential("without", |spec| {
+        spec["tokenSecret"]["name"] = serde_json::json!("without-token");
+        spec["subscriberSecretRef"]["name"] = serde_json::json!("mfa-user");
+    })
+    .await;
+    let ns = f.namespace().to_owned();
+    let check = |name: &str| {
+        cli(&[
+            "check",
+            name,
+            "-n",
+            &ns,
+            ALLOW_SIM[0],
+            ALLOW_SIM[1],
+            HTTP,
+            "--yes",
+        ])
+    };
+    let run = check("with-seed");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("MFA enforced"), "{}", run.stdout);
+    let run_without = check("without");
+    assert_eq!(run_without.code, 1);
+    assert!(
+        run_without.stderr.contains("spec.mfa.totpSecretRef"),
+        "{}",
+        run_without.stderr
+    );
+    let stats = f.sim.stats();
+    assert_eq!(stats.mfa_attempts, 0, "check sent a passcode: {stats:?}");
+    assert_eq!(stats.password_grants, 2, "{stats:?}");
+    for run in [&run, &run_without] {
+        f.assert_no_secret_in(&format!("{}{}", run.stdout, run.stderr), "check output");
+    }
+}

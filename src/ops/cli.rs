@@ -617,7 +617,10 @@ pub async fn check(c: &Connection, name: &str, access: &ApiAccess, yes: bool) ->
             if subscriber.totp.is_some() && challenge.takes_a_totp_passcode() =>
         {
             println!(
-                "OK: the {} password grant accepted the password; the subscriber has MFA                  enforced, and spec.mfa.totpSecretRef gives the operator the seed to answer                  with a passcode. check sends no passcode (each is accepted once); the                  operator's next login proves the seed.",
+                "OK: the {} password grant accepted the password; the subscriber has MFA \
+                 enforced, and spec.mfa.totpSecretRef gives the operator the seed to answer \
+                 with a passcode. check sends no passcode (each is accepted once); the \
+                 operator's next login proves the seed.",
                 challenge.api.as_str()
             )
         }
