@@ -17,7 +17,7 @@ use nsapi_token_operator::cluster::kube_client;
 use nsapi_token_operator::cluster::leader::{LeaderElector, LeaseConfig};
 use nsapi_token_operator::core::clock::SystemClock;
 use nsapi_token_operator::core::policy::Policy;
-use nsapi_token_operator::core::{crd, schedule};
+use nsapi_token_operator::core::{build, crd, schedule};
 use nsapi_token_operator::nsapi::ratelimit::Rate;
 use nsapi_token_operator::nsapi::{NsApiClient, NsApiClientConfig};
 use nsapi_token_operator::ops::admin::{self, AdminState};
@@ -38,6 +38,7 @@ const RELEASE_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Parser)]
 #[command(
     version,
+    long_version = build::describe(),
     about = "Keeps a NetSapiens API OAuth2 Bearer token in a Kubernetes Secret, always valid"
 )]
 struct Cli {
@@ -98,6 +99,25 @@ enum Command {
         access: cli::ApiAccess,
         #[command(flatten)]
         connection: cli::Connection,
+    },
+    /// Print this binary's version and commit and, when the cluster can be read, the installed
+    /// operator's (its Deployment's version label and image).
+    Version {
+        /// Only this binary's version: do not contact the cluster.
+        #[arg(long)]
+        client: bool,
+        /// The namespace of the installed operator (its Deployment has the label
+        /// app.kubernetes.io/name=nsapi-token-operator).
+        #[arg(long, value_name = "NAMESPACE", default_value = cli::DEFAULT_OPERATOR_NAMESPACE)]
+        operator_namespace: String,
+        #[command(flatten)]
+        connection: cli::Connection,
+    },
+    /// Print a shell completion script: `source <(kubectl nscred completion bash)`, or save it
+    /// where the shell loads completions from (see docs/operator.md).
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
     },
 }
 
@@ -252,6 +272,21 @@ async fn main() -> ExitCode {
             access,
             connection,
         } => report(cli::inspect(&connection, &name, &access).await),
+        Command::Version {
+            client,
+            operator_namespace,
+            connection,
+        } => report(cli::version(&connection, client, &operator_namespace).await),
+        Command::Completion { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(
+                shell,
+                &mut command,
+                cli::program_name(),
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
         Command::Run(args) => {
             logging::init(args.log_format);
             match run(*args).await {

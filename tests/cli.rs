@@ -312,6 +312,50 @@ async fn kubectl_runs_it_as_a_plugin_with_kubectls_kubeconfig_flags() {
         "{}",
         run.stdout
     );
+    // version names the client, and the operator of --operator-namespace; completion is for
+    // the name it was run as.
+    let run = plugin(&["version", "--client"], Some(&admin));
+    assert_eq!(run.code, 0);
+    assert!(
+        run.stdout
+            .starts_with(&format!("Client: {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{}",
+        run.stdout
+    );
+    let run = plugin(&["version", "--operator-namespace", &ns], Some(&admin));
+    assert_eq!(run.code, 0);
+    assert!(
+        run.stdout.contains("Operator: none found"),
+        "{}",
+        run.stdout
+    );
+    let deployment: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "nsapi-token-operator", "labels": {
+            "app.kubernetes.io/name": "nsapi-token-operator",
+            "app.kubernetes.io/version": "9.8.7"}},
+        "spec": {"replicas": 2,
+            "selector": {"matchLabels": {"app": "op"}},
+            "template": {"metadata": {"labels": {"app": "op"}},
+                "spec": {"containers": [{"name": "operator", "image": "example.com/op@sha256:abc"}]}}}
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(f.client.clone(), &ns)
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    let run = plugin(&["version", "--operator-namespace", &ns], Some(&admin));
+    assert_eq!(run.code, 0);
+    assert!(
+        run.stdout.contains(&format!(
+            "Operator: 9.8.7, Deployment {ns}/nsapi-token-operator, image example.com/op@sha256:abc, 0/2 ready"
+        )),
+        "{}",
+        run.stdout
+    );
+    let run = plugin(&["completion", "bash"], None);
+    assert_eq!(run.code, 0);
+    assert!(run.stdout.contains("kubectl-nscred"), "{}", run.stdout);
+    assert!(run.stdout.contains("renew"), "no subcommands in the script");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

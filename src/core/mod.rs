@@ -11,10 +11,12 @@
 //!   Secrets), `schedule` (when to mint, backoff), `token_secret` (the desired output Secret),
 //!   `restarts` (which workloads to restart, which pods keep an old token), `status` (status,
 //!   Events, metric values and requeue after a pass);
-//! - helpers: `clock` (where `now` comes from, how times are written), `text`.
+//! - helpers: `clock` (where `now` comes from, how times are written), `text`, `build` (this
+//!   binary's version and commit).
 
 pub mod api_error;
 pub mod base_url;
+pub mod build;
 pub mod clock;
 pub mod conditions;
 pub mod crd;

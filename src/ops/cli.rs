@@ -2,7 +2,7 @@
 //! binary named `kubectl-nscred`, so `kubectl nscred status` works): what credentials are doing
 //! (`status`), asking for a new token (`renew`), trying a credential's inputs against the API
 //! without writing anything (`check`), and asking the API about the token in place
-//! (`inspect`). Kubeconfig handling follows kubectl: `KUBECONFIG`, `--kubeconfig`,
+//! (`inspect`), and which versions run (`version`). Kubeconfig handling follows kubectl: `KUBECONFIG`, `--kubeconfig`,
 //! `--context`, `-n`, `-A`. Nothing here ever prints a secret.
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -803,6 +803,80 @@ pub async fn inspect(c: &Connection, name: &str, access: &ApiAccess) -> CliResul
 fn fail(message: &str) -> CliResult {
     eprintln!("FAIL: {message}");
     Ok(ExitCode::from(1))
+}
+
+/// The name this binary was run as (`kubectl-nscred` as a plugin, else `nsapi-token-operator`),
+/// for the completion script.
+pub fn program_name() -> String {
+    std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "nsapi-token-operator".to_owned())
+}
+
+/// `version [--client]`: this binary's version and commit, then, unless `--client`, the version
+/// label and image of each operator Deployment in `operator_namespace`. A cluster that cannot be
+/// read is said, not an error: the client's version is still the answer (exit 0).
+pub async fn version(c: &Connection, client_only: bool, operator_namespace: &str) -> CliResult {
+    println!("Client: {}", crate::core::build::describe());
+    if client_only {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let listed = match connect(c).await {
+        Ok(cluster) => {
+            Api::<Deployment>::namespaced(cluster.client, operator_namespace)
+                .list(&ListParams::default().labels(OPERATOR_SELECTOR))
+                .await
+        }
+        Err(e) => {
+            println!("Operator: unknown (cannot reach the cluster: {e})");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    match listed {
+        Ok(list) if list.items.is_empty() => println!(
+            "Operator: none found ({OPERATOR_SELECTOR} in namespace {operator_namespace:?}; \
+             --operator-namespace names another)"
+        ),
+        Ok(list) => {
+            for deployment in &list.items {
+                println!("Operator: {}", describe_operator(deployment));
+            }
+        }
+        Err(e) => println!(
+            "Operator: unknown (cannot list Deployments in namespace {operator_namespace:?}: {e})"
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `0.1.0, Deployment ns/name, image ..., 2/2 ready`.
+fn describe_operator(deployment: &Deployment) -> String {
+    let version = deployment
+        .labels()
+        .get("app.kubernetes.io/version")
+        .map_or("unknown", String::as_str);
+    let image = deployment
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|s| operator_container(&s.containers))
+        .and_then(|c| c.image.as_deref())
+        .unwrap_or("unknown");
+    let wanted = deployment.spec.replicas.unwrap_or(1);
+    let ready = deployment
+        .status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    format!(
+        "{version}, Deployment {}/{}, image {image}, {ready}/{wanted} ready",
+        deployment.namespace().unwrap_or_default(),
+        deployment.name_any()
+    )
 }
 
 #[cfg(test)]
