@@ -2,7 +2,8 @@
 //! the operator runs as a pod from its own chart and image, in-cluster; consumer pods see the
 //! mounted token rotate (and those that read it through `subPath` or an env var do not); a
 //! rolling upgrade to two replicas with leader election loses no token; deleting the leader's
-//! pod hands over within the Lease duration.
+//! pod hands over within the Lease duration; and the release, published to the node's registry,
+//! verified with cosign and installed from `oci://` as the README says, with the image pulled.
 //!
 //! Needs root, `scripts/control-plane build --node`, `scripts/build-image` and
 //! `scripts/build-image --busybox` (`make test` does all of it).
@@ -59,13 +60,22 @@ fn ok(what: &str, out: Output) -> String {
 /// The values that run the chart on this node: the image built here (never pulled), the host
 /// network (the API server and nsapi-sim listen on 127.0.0.1), a free HTTP port.
 fn node_values(plane: &PrivatePlane, http_port: u16) -> Vec<String> {
+    let mut values = vec![
+        "image.repository=localhost/nsapi-token-operator".to_owned(),
+        format!("image.tag={}", env!("CARGO_PKG_VERSION")),
+        "image.pullPolicy=Never".to_owned(),
+    ];
+    values.extend(node_network_values(plane, http_port));
+    values
+}
+
+/// What this node needs whatever the image: the host network (the API server and nsapi-sim
+/// listen on 127.0.0.1), a free HTTP port, http to nsapi-sim.
+fn node_network_values(plane: &PrivatePlane, http_port: u16) -> Vec<String> {
     let api_port = plane
         .env("NSAPI_CP_APISERVER_PORT")
         .expect("NSAPI_CP_APISERVER_PORT: is this a node?");
     [
-        "image.repository=localhost/nsapi-token-operator".to_owned(),
-        format!("image.tag={}", env!("CARGO_PKG_VERSION")),
-        "image.pullPolicy=Never".to_owned(),
         "hostNetwork=true".to_owned(),
         format!("httpPort={http_port}"),
         "allowInsecureHttp=true".to_owned(),
@@ -604,6 +614,195 @@ async fn a_restart_target_that_reads_an_env_var_starts_again_with_each_new_token
 
     let logs = operator_pod_logs();
     f.assert_no_secret_leaked_with(&logs).await;
+    ok(
+        "helm uninstall",
+        helm(&plane, &["uninstall", RELEASE, "-n", OPERATOR_NS, "--wait"]),
+    );
+}
+
+/// A command's output, with the arguments in the failure message.
+fn run(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    eprintln!("$ {} {}", program.display(), args.join(" "));
+    Command::new(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", program.display()))
+}
+
+/// The release as users get it (issue 18): the artefacts of `scripts/release` (built and signed
+/// by `scripts/test` with a key made for the tests: `NSAPI_RELEASE_DIR`, `NSAPI_TEST_COSIGN_KEY`)
+/// published to the node's registry with `scripts/publish`, checked with the cosign commands of
+/// docs/install.md (and refused under another key), then installed with the README's line from
+/// `oci://` and `--version`. The chart pins `ghcr.io/...@sha256:<index>`; the node's containerd
+/// resolves ghcr.io to the local registry, and the kubelet pulls the image from it (no import,
+/// no `imagePullPolicy: Never`). Ends with a Ready credential and a rotated token.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_release_installs_from_a_registry_verified_as_the_readme_says() {
+    let release = std::path::PathBuf::from(
+        std::env::var_os("NSAPI_RELEASE_DIR")
+            .expect("NSAPI_RELEASE_DIR: run through scripts/test, which builds the release"),
+    );
+    let key = std::env::var("NSAPI_TEST_COSIGN_KEY").expect("NSAPI_TEST_COSIGN_KEY");
+    let cosign = std::path::PathBuf::from(std::env::var("NSAPI_COSIGN").expect("NSAPI_COSIGN"));
+    let version = env!("CARGO_PKG_VERSION");
+    let digest = std::fs::read_to_string(release.join("image-digest.txt"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let plane = PrivatePlane::start_with_node().await;
+    let registry = plane.env("NSAPI_CP_REGISTRY").expect("NSAPI_CP_REGISTRY");
+    let mirrored = plane
+        .env("NSAPI_CP_MIRRORED_REGISTRY")
+        .expect("NSAPI_CP_MIRRORED_REGISTRY");
+    let project = format!("{registry}/nsapi-token-operator");
+    let release_arg = release.display().to_string();
+    ok(
+        "scripts/publish",
+        run(
+            &repo().join("scripts/publish"),
+            &[&release_arg, &project, "--plain-http"],
+            &[
+                ("COSIGN_KEY", &key),
+                ("COSIGN_PASSWORD", ""),
+                ("NSAPI_COSIGN", &cosign.display().to_string()),
+            ],
+        ),
+    );
+
+    // Verified as docs/install.md says: the image, the chart, the SBOM attestation, the
+    // checksums. A key that did not sign them is refused.
+    let public = release.join("cosign.pub").display().to_string();
+    let image = format!("{project}/nsapi-token-operator@{digest}");
+    let chart = format!("{project}/charts/nsapi-token-operator:{version}");
+    let http = ["--insecure-ignore-tlog=true", "--allow-http-registry=true"];
+    let verify = |key: &str| {
+        [
+            run(
+                &cosign,
+                &[&["verify", "--key", key][..], &http, &[&image]].concat(),
+                &[],
+            ),
+            run(
+                &cosign,
+                &[&["verify", "--key", key][..], &http, &[&chart]].concat(),
+                &[],
+            ),
+            run(
+                &cosign,
+                &[
+                    &["verify-attestation", "--type", "spdxjson", "--key", key][..],
+                    &http,
+                    &[&image],
+                ]
+                .concat(),
+                &[],
+            ),
+            run(
+                &cosign,
+                &[
+                    &[
+                        "verify-attestation",
+                        "--type",
+                        "slsaprovenance1",
+                        "--key",
+                        key,
+                    ][..],
+                    &http,
+                    &[&image],
+                ]
+                .concat(),
+                &[],
+            ),
+            run(
+                &cosign,
+                &[
+                    "verify-blob",
+                    "--key",
+                    key,
+                    "--insecure-ignore-tlog=true",
+                    "--signature",
+                    &release.join("SHA256SUMS.sig").display().to_string(),
+                    &release.join("SHA256SUMS").display().to_string(),
+                ],
+                &[],
+            ),
+        ]
+    };
+    for (i, out) in verify(&public).into_iter().enumerate() {
+        ok(&format!("cosign verification {i}"), out);
+    }
+    let sums = Command::new("sha256sum")
+        .args(["-c", "SHA256SUMS"])
+        .current_dir(&release)
+        .output()
+        .unwrap();
+    ok("sha256sum -c SHA256SUMS", sums);
+    let other = std::env::temp_dir().join(control_plane::unique_name("other-cosign-key"));
+    std::fs::create_dir_all(&other).unwrap();
+    let generated = Command::new(&cosign)
+        .arg("generate-key-pair")
+        .env("COSIGN_PASSWORD", "")
+        .current_dir(&other)
+        .output()
+        .unwrap();
+    ok("cosign generate-key-pair", generated);
+    let other_public = other.join("cosign.pub").display().to_string();
+    for (i, out) in verify(&other_public).into_iter().enumerate() {
+        assert!(
+            !out.status.success(),
+            "verification {i} passed under a key that signed nothing"
+        );
+    }
+    std::fs::remove_dir_all(&other).unwrap();
+
+    // The README's install line, from the registry, with only this node's values added.
+    let f = Fixture::new("release", SimConfig::new().token_ttl(secs(30))).await;
+    f.create_input_secrets().await;
+    let http_port = free_port();
+    let mut args: Vec<String> = [
+        "install",
+        RELEASE,
+        &format!("oci://{project}/charts/nsapi-token-operator"),
+        "--version",
+        version,
+        "--plain-http",
+        "--namespace",
+        OPERATOR_NS,
+        "--create-namespace",
+        "--set",
+        "allowedApiHosts={127.0.0.1}",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(set_args(&node_network_values(&plane, http_port)));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok("helm install from the registry", helm(&plane, &args));
+    let pod = control_plane::eventually("the operator pod to be Ready", secs(180), || async {
+        operator_pods(&f).await.into_iter().next().filter(pod_ready)
+    })
+    .await;
+    let spec = pod.spec.unwrap();
+    let container = &spec.containers[0];
+    assert_eq!(
+        container.image.as_deref(),
+        Some(format!("{mirrored}/nsapi-token-operator/nsapi-token-operator@{digest}").as_str()),
+        "the chart does not pin the release's image"
+    );
+    assert_ne!(container.image_pull_policy.as_deref(), Some("Never"));
+    let status = pod.status.unwrap().container_statuses.unwrap();
+    let image_id = &status[0].image_id;
+    assert!(
+        image_id.ends_with(&digest),
+        "the kubelet ran {image_id}, not the release's index {digest}"
+    );
+
+    f.create_credential("abc", |_| {}).await;
+    f.wait_ready("abc", secs(60)).await;
+    let first = data(&f.token_secret("abc-token").await.unwrap(), "access_token").unwrap();
+    f.wait_new_token("abc-token", &first, secs(60)).await;
+    f.assert_no_secret_leaked_with(&operator_pod_logs()).await;
     ok(
         "helm uninstall",
         helm(&plane, &["uninstall", RELEASE, "-n", OPERATOR_NS, "--wait"]),
