@@ -232,13 +232,14 @@ fn any_spec() -> impl Strategy<Value = crate::core::crd::NsApiCredentialSpec> {
         duration_text(),
         proptest::option::of(duration_text()),
         any::<bool>(),
-        0u8..3,
+        0u8..4,
         any::<bool>(),
         proptest::collection::vec(("[A-Za-z]{1,12}", "[a-z0-9-]{1,20}"), 0..17),
+        any::<(bool, bool)>(),
     )
         .prop_map(
-            |(base, fallbacks, refresh_before, verify, suspend, api, post, targets)| {
-                let token_api = ["v1", "v2", "auto"][usize::from(api)];
+            |(base, fallbacks, refresh_before, verify, suspend, api, post, targets, (mfa, basic))| {
+                let token_api = ["v1", "v2", "auto", "jwt"][usize::from(api)];
                 let refresh_method = if post { "POST" } else { "GET" };
                 let targets: Vec<serde_json::Value> = targets
                     .iter()
@@ -263,6 +264,8 @@ fn any_spec() -> impl Strategy<Value = crate::core::crd::NsApiCredentialSpec> {
                     "tokenApi": token_api,
                     "refreshMethod": refresh_method,
                     "rolloutRestartTargets": targets,
+                    "clientAuth": if basic { "basic" } else { "body" },
+                    "mfa": mfa.then(|| serde_json::json!({"totpSecretRef": {"name": "seed", "key": "seed"}})),
                 }))
                 .unwrap()
             },
