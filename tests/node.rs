@@ -620,6 +620,87 @@ async fn a_restart_target_that_reads_an_env_var_starts_again_with_each_new_token
     );
 }
 
+/// A release folder that scripts/test built (`NSAPI_RELEASE_DIR`, `NSAPI_PREVIOUS_RELEASE_DIR`).
+fn release_dir(variable: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(std::env::var_os(variable).unwrap_or_else(|| {
+        panic!("{variable}: run through scripts/test, which builds the releases")
+    }))
+}
+
+/// The pinned cosign (`NSAPI_COSIGN`, set by scripts/test).
+fn cosign() -> std::path::PathBuf {
+    std::path::PathBuf::from(std::env::var("NSAPI_COSIGN").expect("NSAPI_COSIGN"))
+}
+
+/// The digest of a release's image index.
+fn image_digest(release: &Path) -> String {
+    std::fs::read_to_string(release.join("image-digest.txt"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// Publishes a release to the node's registry with `scripts/publish`, signed with the tests'
+/// key; returns the project (`127.0.0.1:PORT/nsapi-token-operator`): the image is
+/// `<project>/nsapi-token-operator`, the chart `<project>/charts/nsapi-token-operator`.
+fn publish(plane: &PrivatePlane, release: &Path) -> String {
+    let registry = plane.env("NSAPI_CP_REGISTRY").expect("NSAPI_CP_REGISTRY");
+    let project = format!("{registry}/nsapi-token-operator");
+    let key = std::env::var("NSAPI_TEST_COSIGN_KEY").expect("NSAPI_TEST_COSIGN_KEY");
+    ok(
+        "scripts/publish",
+        run(
+            &repo().join("scripts/publish"),
+            &[&release.display().to_string(), &project, "--plain-http"],
+            &[
+                ("COSIGN_KEY", &key),
+                ("COSIGN_PASSWORD", ""),
+                ("NSAPI_COSIGN", &cosign().display().to_string()),
+            ],
+        ),
+    );
+    project
+}
+
+/// `helm install` (or `upgrade`) of the chart in the registry, as the README says, with only
+/// this node's values added.
+fn helm_from_registry(
+    plane: &PrivatePlane,
+    verb: &str,
+    project: &str,
+    http_port: u16,
+    extra: &[&str],
+) -> Output {
+    let mut args: Vec<String> = [
+        verb,
+        RELEASE,
+        &format!("oci://{project}/charts/nsapi-token-operator"),
+        "--version",
+        env!("CARGO_PKG_VERSION"),
+        "--plain-http",
+        "--namespace",
+        OPERATOR_NS,
+        "--create-namespace",
+        "--set",
+        "allowedApiHosts={127.0.0.1}",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(set_args(&node_network_values(plane, http_port)));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    helm(plane, &args)
+}
+
+/// The newest operator pod, once it is Ready.
+async fn ready_operator_pod(f: &Fixture) -> Pod {
+    control_plane::eventually("the operator pod to be Ready", secs(180), || async {
+        operator_pods(f).await.into_iter().next().filter(pod_ready)
+    })
+    .await
+}
+
 /// A command's output, with the arguments in the failure message.
 fn run(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     eprintln!("$ {} {}", program.display(), args.join(" "));
@@ -639,36 +720,15 @@ fn run(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
 /// no `imagePullPolicy: Never`). Ends with a Ready credential and a rotated token.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_release_installs_from_a_registry_verified_as_the_readme_says() {
-    let release = std::path::PathBuf::from(
-        std::env::var_os("NSAPI_RELEASE_DIR")
-            .expect("NSAPI_RELEASE_DIR: run through scripts/test, which builds the release"),
-    );
-    let key = std::env::var("NSAPI_TEST_COSIGN_KEY").expect("NSAPI_TEST_COSIGN_KEY");
-    let cosign = std::path::PathBuf::from(std::env::var("NSAPI_COSIGN").expect("NSAPI_COSIGN"));
+    let release = release_dir("NSAPI_RELEASE_DIR");
+    let cosign = cosign();
     let version = env!("CARGO_PKG_VERSION");
-    let digest = std::fs::read_to_string(release.join("image-digest.txt"))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let digest = image_digest(&release);
     let plane = PrivatePlane::start_with_node().await;
-    let registry = plane.env("NSAPI_CP_REGISTRY").expect("NSAPI_CP_REGISTRY");
     let mirrored = plane
         .env("NSAPI_CP_MIRRORED_REGISTRY")
         .expect("NSAPI_CP_MIRRORED_REGISTRY");
-    let project = format!("{registry}/nsapi-token-operator");
-    let release_arg = release.display().to_string();
-    ok(
-        "scripts/publish",
-        run(
-            &repo().join("scripts/publish"),
-            &[&release_arg, &project, "--plain-http"],
-            &[
-                ("COSIGN_KEY", &key),
-                ("COSIGN_PASSWORD", ""),
-                ("NSAPI_COSIGN", &cosign.display().to_string()),
-            ],
-        ),
-    );
+    let project = publish(&plane, &release);
 
     // Verified as docs/install.md says: the image, the chart, the SBOM attestation, the
     // checksums. A key that did not sign them is refused.
@@ -760,29 +820,11 @@ async fn the_release_installs_from_a_registry_verified_as_the_readme_says() {
     let f = Fixture::new("release", SimConfig::new().token_ttl(secs(30))).await;
     f.create_input_secrets().await;
     let http_port = free_port();
-    let mut args: Vec<String> = [
-        "install",
-        RELEASE,
-        &format!("oci://{project}/charts/nsapi-token-operator"),
-        "--version",
-        version,
-        "--plain-http",
-        "--namespace",
-        OPERATOR_NS,
-        "--create-namespace",
-        "--set",
-        "allowedApiHosts={127.0.0.1}",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(set_args(&node_network_values(&plane, http_port)));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    ok("helm install from the registry", helm(&plane, &args));
-    let pod = control_plane::eventually("the operator pod to be Ready", secs(180), || async {
-        operator_pods(&f).await.into_iter().next().filter(pod_ready)
-    })
-    .await;
+    ok(
+        "helm install from the registry",
+        helm_from_registry(&plane, "install", &project, http_port, &[]),
+    );
+    let pod = ready_operator_pod(&f).await;
     let spec = pod.spec.unwrap();
     let container = &spec.containers[0];
     assert_eq!(
@@ -802,6 +844,162 @@ async fn the_release_installs_from_a_registry_verified_as_the_readme_says() {
     f.wait_ready("abc", secs(60)).await;
     let first = data(&f.token_secret("abc-token").await.unwrap(), "access_token").unwrap();
     f.wait_new_token("abc-token", &first, secs(60)).await;
+    f.assert_no_secret_leaked_with(&operator_pod_logs()).await;
+    ok(
+        "helm uninstall",
+        helm(&plane, &["uninstall", RELEASE, "-n", OPERATOR_NS, "--wait"]),
+    );
+}
+
+/// Every request nsapi-sim has answered, whatever the endpoint.
+fn nsapi_requests(f: &Fixture) -> u64 {
+    f.sim.stats().by_key.values().sum()
+}
+
+/// The upgrade contract (issue 18): the previous release (`scripts/release-previous`: the
+/// operator, chart and CRD of an older commit) installed from the registry with its CRD,
+/// credentials Ready, then `helm upgrade` to this release. The CRD is upgraded (it gains
+/// `spec.mfa`), the stored credentials and their status still read, and the new operator adopts
+/// every token in place: no token changes or expires, and NetSapiens gets no request at all
+/// (none is due: the tokens live 10 minutes). A renewal afterwards costs exactly one.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_from_the_previous_release_keeps_every_token_and_sends_no_request() {
+    let previous = release_dir("NSAPI_PREVIOUS_RELEASE_DIR");
+    let current = release_dir("NSAPI_RELEASE_DIR");
+    let plane = PrivatePlane::start_with_node().await;
+    let f = Fixture::new("upgrade", SimConfig::new().token_ttl(secs(600))).await;
+    f.create_input_secrets().await;
+    // The chart installs the CRD, as a user's install does: the fixture's copy goes first.
+    ok(
+        "kubectl delete crd",
+        control_plane::kubectl(&["delete", "crd", "nsapicredentials.nsapi.io", "--wait=true"]),
+    );
+    let with_crd = ["--set", "crds.enabled=true"];
+    let project = publish(&plane, &previous);
+    let http_port = free_port();
+    ok(
+        "helm install of the previous release",
+        helm_from_registry(&plane, "install", &project, http_port, &with_crd),
+    );
+    let old_digest = image_digest(&previous);
+    let pod = ready_operator_pod(&f).await;
+    assert!(
+        pod.spec.unwrap().containers[0]
+            .image
+            .as_deref()
+            .is_some_and(|i| i.ends_with(&old_digest)),
+        "not the previous release's image"
+    );
+    let crd_has_mfa = || {
+        let out =
+            control_plane::kubectl(&["get", "crd", "nsapicredentials.nsapi.io", "-o", "json"]);
+        let crd: Value = serde_json::from_slice(&out.stdout).unwrap();
+        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+            .get("mfa")
+            .is_some()
+    };
+    assert!(
+        !crd_has_mfa(),
+        "the previous release's CRD already has spec.mfa"
+    );
+
+    let names = ["a", "b", "c"];
+    for name in names {
+        f.create_credential(name, |spec| {
+            spec["tokenSecret"]["name"] = json!(format!("{name}-token"));
+        })
+        .await;
+    }
+    let mut tokens = Vec::new();
+    for name in names {
+        f.wait_ready(name, secs(90)).await;
+        tokens.push(
+            data(
+                &f.token_secret(&format!("{name}-token")).await.unwrap(),
+                "access_token",
+            )
+            .unwrap(),
+        );
+    }
+    let requests = nsapi_requests(&f);
+
+    // The upgrade: the chart's tag now names this release.
+    let new_digest = image_digest(&current);
+    assert_ne!(old_digest, new_digest);
+    publish(&plane, &current);
+    ok(
+        "helm upgrade to this release",
+        helm_from_registry(&plane, "upgrade", &project, http_port, &with_crd),
+    );
+    control_plane::eventually(
+        "this release's operator pod to be Ready",
+        secs(180),
+        || async {
+            operator_pods(&f).await.into_iter().find(|p| {
+                pod_ready(p)
+                    && p.spec.as_ref().is_some_and(|s| {
+                        s.containers[0]
+                            .image
+                            .as_deref()
+                            .is_some_and(|i| i.ends_with(&new_digest))
+                    })
+            })
+        },
+    )
+    .await;
+    assert!(crd_has_mfa(), "helm upgrade did not upgrade the CRD");
+    // The new operator has looked at every credential (a pass ends in a status write); then
+    // nothing more is sent.
+    tokio::time::sleep(secs(20)).await;
+    let listed = f
+        .credentials()
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(listed.len(), names.len(), "stored credentials were lost");
+    for (name, token) in names.iter().zip(&tokens) {
+        let cred = f.credential(name).await;
+        let ready = cred
+            .status
+            .as_ref()
+            .and_then(|s| s.condition("Ready"))
+            .cloned();
+        assert_eq!(ready.map(|c| c.status), Some("True".to_owned()), "{name}");
+        let now = data(
+            &f.token_secret(&format!("{name}-token")).await.unwrap(),
+            "access_token",
+        )
+        .unwrap();
+        assert_eq!(
+            &now, token,
+            "{name}: the upgrade replaced a token that was still good"
+        );
+        assert!(
+            f.sim.is_token_valid(&now),
+            "{name}: the token in place is not valid"
+        );
+    }
+    assert_eq!(
+        nsapi_requests(&f),
+        requests,
+        "the upgrade sent NetSapiens requests although no token was due"
+    );
+
+    // The new operator works: a renewal is one request and one new token.
+    let patch = json!({"metadata": {"annotations": {
+        (nsapi_token_operator::core::crd::RENEW_ANNOTATION): "2026-12-05T00:00:00Z"}}});
+    f.credentials()
+        .patch(
+            "a",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    f.wait_new_token("a-token", &tokens[0], secs(60)).await;
+    tokio::time::sleep(secs(5)).await;
+    assert_eq!(nsapi_requests(&f), requests + 1, "a renewal is one request");
     f.assert_no_secret_leaked_with(&operator_pod_logs()).await;
     ok(
         "helm uninstall",
