@@ -619,10 +619,11 @@ impl AppliedRbac {
             if kind.ends_with("Role") || kind.ends_with("RoleBinding") {
                 let mut o = o.clone();
                 o["metadata"]["labels"][TEST_RBAC_LABEL] = json!("true");
-                docs.push(serde_json::to_string(&o).unwrap());
+                docs.push(serde_yaml::to_string(&o).unwrap());
             }
         }
-        // JSON is YAML: one document per object.
+        // One YAML document per object (kubectl before 1.30 reads JSON documents between `---`
+        // as one stream, and fails).
         let yaml = docs.join("\n---\n");
         let out = control_plane::kubectl_stdin(&["apply", "-f", "-"], &yaml);
         let applied = AppliedRbac { yaml };
