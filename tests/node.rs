@@ -729,6 +729,22 @@ async fn the_release_installs_from_a_registry_verified_as_the_readme_says() {
         .env("NSAPI_CP_MIRRORED_REGISTRY")
         .expect("NSAPI_CP_MIRRORED_REGISTRY");
     let project = publish(&plane, &release);
+    // The Kubernetes version under test (scripts/test-k8s-range sets K8S_VERSION).
+    let node = control_plane::kubectl(&[
+        "get",
+        "node",
+        "127.0.0.1",
+        "-o",
+        "jsonpath={.status.nodeInfo.kubeletVersion}",
+    ]);
+    let kubelet = String::from_utf8_lossy(&node.stdout).into_owned();
+    eprintln!("measure: the release installs on a node running kubelet {kubelet}");
+    if let Ok(wanted) = std::env::var("K8S_VERSION") {
+        assert_eq!(
+            kubelet, wanted,
+            "the node does not run the Kubernetes asked for"
+        );
+    }
 
     // Verified as docs/install.md says: the image, the chart, the SBOM attestation, the
     // checksums. A key that did not sign them is refused.
