@@ -752,58 +752,36 @@ async fn the_release_installs_from_a_registry_verified_as_the_readme_says() {
     let image = format!("{project}/nsapi-token-operator@{digest}");
     let chart = format!("{project}/charts/nsapi-token-operator:{version}");
     let http = ["--insecure-ignore-tlog=true", "--allow-http-registry=true"];
-    let verify = |key: &str| {
-        [
-            run(
-                &cosign,
-                &[&["verify", "--key", key][..], &http, &[&image]].concat(),
-                &[],
-            ),
-            run(
-                &cosign,
-                &[&["verify", "--key", key][..], &http, &[&chart]].concat(),
-                &[],
-            ),
-            run(
-                &cosign,
-                &[
-                    &["verify-attestation", "--type", "spdxjson", "--key", key][..],
+    let signature = release.join("SHA256SUMS.sig").display().to_string();
+    let sums = release.join("SHA256SUMS").display().to_string();
+    let verify = |key: &str| -> Vec<Output> {
+        let mut commands: Vec<Vec<&str>> = vec![
+            [&["verify", "--key", key][..], &http, &[&image]].concat(),
+            [&["verify", "--key", key][..], &http, &[&chart]].concat(),
+        ];
+        for kind in ["spdxjson", "slsaprovenance1"] {
+            commands.push(
+                [
+                    &["verify-attestation", "--type", kind, "--key", key][..],
                     &http,
                     &[&image],
                 ]
                 .concat(),
-                &[],
-            ),
-            run(
-                &cosign,
-                &[
-                    &[
-                        "verify-attestation",
-                        "--type",
-                        "slsaprovenance1",
-                        "--key",
-                        key,
-                    ][..],
-                    &http,
-                    &[&image],
-                ]
-                .concat(),
-                &[],
-            ),
-            run(
-                &cosign,
-                &[
-                    "verify-blob",
-                    "--key",
-                    key,
-                    "--insecure-ignore-tlog=true",
-                    "--signature",
-                    &release.join("SHA256SUMS.sig").display().to_string(),
-                    &release.join("SHA256SUMS").display().to_string(),
-                ],
-                &[],
-            ),
-        ]
+            );
+        }
+        commands.push(vec![
+            "verify-blob",
+            "--key",
+            key,
+            "--insecure-ignore-tlog=true",
+            "--signature",
+            &signature,
+            &sums,
+        ]);
+        commands
+            .iter()
+            .map(|args| run(&cosign, args, &[]))
+            .collect()
     };
     for (i, out) in verify(&public).into_iter().enumerate() {
         ok(&format!("cosign verification {i}"), out);

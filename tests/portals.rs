@@ -38,6 +38,12 @@ async fn condition(f: &Fixture, name: &str, type_: &str, status: &str, reason: &
         .clone()
 }
 
+/// An Event with this reason was recorded.
+fn assert_event(f: &Fixture, reason: &str) {
+    let events = f.events_json();
+    assert!(events.contains(reason), "no {reason} Event: {events}");
+}
+
 /// No output Secret, or one without an empty token.
 async fn assert_no_empty_token(f: &Fixture, name: &str) {
     if let Some(secret) = f.token_secret(&format!("{name}-token")).await {
@@ -70,8 +76,7 @@ async fn a_200_with_an_empty_object_is_an_unusable_answer_retried_with_backoff()
         f.token_secret("abc-token").await.is_none(),
         "an output Secret was written without a token"
     );
-    let events = f.events_json();
-    assert!(events.contains("ApiUnavailable"), "no Event: {events}");
+    assert_event(&f, "ApiUnavailable");
 
     f.sim.clear_faults();
     f.wait_ready("abc", secs(90)).await;
@@ -113,11 +118,7 @@ async fn a_200_with_an_in_band_refusal_is_a_refusal_with_lockout_safe_backoff() 
         assert_no_empty_token(&f, name).await;
         assert!(f.token_secret(&format!("{name}-token")).await.is_none());
     }
-    let events = f.events_json();
-    assert!(
-        events.contains("AuthenticationFailed"),
-        "no Event: {events}"
-    );
+    assert_event(&f, "AuthenticationFailed");
     f.assert_no_secret_leaked().await;
 }
 
@@ -361,11 +362,7 @@ async fn a_wrong_totp_seed_is_refused_like_a_wrong_password_and_its_fix_is_taken
     f.put_secret("mfa-user-totp", &[("seed", SEED)]).await;
     f.wait_ready("wrong", secs(60)).await;
     assert_eq!(f.sim.stats().mfa_refusals, 1);
-    let events = f.events_json();
-    assert!(
-        events.contains("AuthenticationFailed"),
-        "no Event: {events}"
-    );
+    assert_event(&f, "AuthenticationFailed");
     f.assert_no_secret_leaked().await;
 }
 
