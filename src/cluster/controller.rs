@@ -20,7 +20,8 @@ use crate::cluster::context::Context;
 use crate::cluster::index::SecretIndex;
 use crate::cluster::reconciler::reconcile;
 use crate::cluster::{Error, Result};
-use crate::core::crd::{NsApiCredential, NsApiCredentialStatus};
+use crate::core::crd::{MANAGED_BY, MANAGED_BY_LABEL, NsApiCredential, NsApiCredentialStatus};
+use crate::core::token_secret::ANNOTATION_CREDENTIAL;
 
 /// Which credentials this operator instance acts on.
 #[derive(Clone, Debug, Default)]
@@ -257,12 +258,24 @@ fn credentials_using(
         return Vec::new();
     };
     let mut refs = index.credentials_using(ns, name);
-    for owner in meta.owner_references.iter().flatten() {
-        if owner.controller == Some(true) && owner.kind == "NsApiCredential" {
-            let owner = ObjectRef::new(&owner.name).within(ns);
-            if !refs.contains(&owner) {
-                refs.push(owner);
-            }
+    let controller = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .filter(|o| o.controller == Some(true) && o.kind == "NsApiCredential")
+        .map(|o| o.name.as_str());
+    // A Secret retained without an owner (deletionPolicy: Retain) names its credential.
+    let named = meta
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY_LABEL))
+        .filter(|v| *v == MANAGED_BY)
+        .and_then(|_| meta.annotations.as_ref()?.get(ANNOTATION_CREDENTIAL))
+        .map(String::as_str);
+    for owner in controller.chain(named) {
+        let owner = ObjectRef::new(owner).within(ns);
+        if !refs.contains(&owner) {
+            refs.push(owner);
         }
     }
     refs

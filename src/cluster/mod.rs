@@ -33,6 +33,9 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("the object has no {0}")]
     MissingField(&'static str),
+    /// `spec.tokenSecret.template` could not be rendered: the user's to fix.
+    #[error("{0}")]
+    Template(#[from] crate::core::template::TemplateError),
 }
 
 impl Error {
@@ -44,6 +47,7 @@ impl Error {
             Error::Kube(kube::Error::Api(_)) => "kube_api",
             Error::Kube(_) => "kube_client",
             Error::MissingField(_) => "missing_field",
+            Error::Template(_) => "template",
         }
     }
 }
@@ -64,6 +68,10 @@ mod tests {
             )))),
             Error::Kube(kube::Error::LinesCodecMaxLineLengthExceeded),
             Error::MissingField("uid"),
+            Error::Template(crate::core::template::TemplateError {
+                key: "k".into(),
+                why: "x".into(),
+            }),
         ];
         let mut labels: Vec<_> = errors.iter().map(Error::metric_label).collect();
         labels.push("internal"); // a panicked pass (reconciler::internal_error)

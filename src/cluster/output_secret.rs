@@ -153,27 +153,79 @@ impl<'a> OutputSecret<'a> {
     /// credential does not control. Removes the Secret written under an earlier name.
     pub async fn write(&self, token: &StoredToken, in_place: &InPlace) -> Result<()> {
         let (existing, previous) = (in_place.existing.as_ref(), in_place.previous.as_ref());
-        let desired = token_secret::desired_secret(self.credential, token);
+        let desired = token_secret::desired_secret(self.credential, token)?;
         let name = &self.credential.spec.token_secret.name;
         let created;
         let existing = match existing {
+            // Kubernetes does not change a Secret's type: replace the Secret.
+            Some(existing) if existing.type_ != desired.type_ => {
+                self.delete(existing, "its type changed").await?;
+                created = self.create(&desired).await?;
+                &created
+            }
             Some(existing) => existing,
             None => {
-                // Create, not apply: if a Secret of this name appeared meanwhile, creation fails
-                // instead of taking it over. The apply below then owns every field it sets.
-                let params = PostParams {
-                    field_manager: Some(FIELD_MANAGER.to_owned()),
-                    ..PostParams::default()
-                };
-                created = self
-                    .api
-                    .create(&params, &token_secret::creation_secret(&desired))
-                    .await?;
-                self.own.record(&created);
-                info!(secret = %name, "output Secret created");
+                created = self.create(&desired).await?;
                 &created
             }
         };
+        if let Some(patch) = token_secret::stale_fields(existing, &desired) {
+            // Keys or an owner reference the apply cannot remove (set on creation, or by
+            // someone else): removed first, with the version read as a precondition.
+            let written = self
+                .api
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+            self.own.record(&written);
+            info!(secret = %name, "removed keys or an owner reference the spec no longer asks for");
+            return self.apply(&written, desired, previous).await;
+        }
+        self.apply(existing, desired, previous).await
+    }
+
+    async fn create(&self, desired: &Secret) -> Result<Secret> {
+        let name = &self.credential.spec.token_secret.name;
+        // Create, not apply: if a Secret of this name appeared meanwhile, creation fails
+        // instead of taking it over. The apply that follows owns every field it sets.
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PostParams::default()
+        };
+        let created = self
+            .api
+            .create(&params, &token_secret::creation_secret(desired))
+            .await?;
+        self.own.record(&created);
+        info!(secret = %name, "output Secret created");
+        Ok(created)
+    }
+
+    async fn delete(&self, secret: &Secret, why: &str) -> Result<()> {
+        let name = secret.name_any();
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: secret.uid(),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match self.api.delete(&name, &params).await {
+            Ok(_) => {
+                info!(secret = %name, why, "output Secret deleted");
+                Ok(())
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn apply(
+        &self,
+        existing: &Secret,
+        desired: Secret,
+        previous: Option<&Secret>,
+    ) -> Result<()> {
+        let name = &self.credential.spec.token_secret.name;
         if token_secret::needs_write(existing, &desired) {
             let mut patch = desired;
             // Optimistic concurrency: fail rather than overwrite a Secret changed since read.
@@ -190,21 +242,11 @@ impl<'a> OutputSecret<'a> {
             info!(secret = %name, "output Secret updated");
         }
         if let Some(previous) = previous {
-            let old_name = previous.name_any();
-            let params = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: previous.uid(),
-                    resource_version: None,
-                }),
-                ..DeleteParams::default()
-            };
-            match self.api.delete(&old_name, &params).await {
-                Ok(_) => {
-                    info!(secret = %old_name, "removed the output Secret written under the previous name")
-                }
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => return Err(e.into()),
-            }
+            self.delete(
+                previous,
+                "the token moved to a Secret of another name (spec.tokenSecret.name changed)",
+            )
+            .await?;
         }
         Ok(())
     }

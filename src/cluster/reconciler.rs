@@ -414,6 +414,14 @@ impl<'a> Reconcile<'a> {
                 self.ctx.forget(self.credential);
                 Ok(Action::await_change())
             }
+            Error::Template(error) => {
+                let problem = crate::core::conditions::Problem::new(
+                    crate::core::conditions::Reason::InvalidSpec,
+                    error.to_string(),
+                );
+                self.report(token, Outcome::Blocked(&problem), Extras::default())
+                    .await
+            }
             Error::Kube(kube::Error::Api(status)) if status.code == 422 => {
                 let problem = output_secret::refused_as_invalid(self.credential, status);
                 self.report(token, Outcome::Blocked(&problem), Extras::default())

@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 const DNS_SUBDOMAIN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 /// Keys of a Secret's `data` map.
 const SECRET_KEY: &str = r"^[-._a-zA-Z0-9]+$";
+/// A Secret's `type`: `Opaque`, or a name such as `example.com/token`.
+const SECRET_TYPE: &str = r"^[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?$";
 /// A Go-style duration such as `10m`, `90s` or `1h30m`.
 const DURATION: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
 /// An absolute http(s) URL without user info, query string or fragment.
@@ -334,6 +336,70 @@ pub struct TokenSecretTemplate {
     #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('nsapi.io/'))").message("annotations under nsapi.io/ are set by the operator"))]
     #[x_kube(validation = Rule::new(LABEL_KEYS).message("annotation keys must be [prefix/]name: a DNS subdomain prefix, and a name of at most 63 letters, digits, '-', '_' or '.' that starts and ends with a letter or digit"))]
     pub annotations: BTreeMap<String, String>,
+    /// The Secret's `type` (default `Opaque`). A type Kubernetes checks (such as
+    /// `kubernetes.io/basic-auth`) needs the keys it requires, from `template`. Kubernetes does
+    /// not let a Secret's type change: the operator then deletes the Secret and writes it again.
+    #[serde(default = "default_secret_type", rename = "type")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_TYPE))]
+    pub type_: String,
+    /// More keys, rendered from templates over the token's variables (docs/templates.md): for
+    /// an application that wants the token in its own shape (an env file, a JSON config, a
+    /// key named `token`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<SecretDataTemplate>,
+    /// What happens to the Secret when this NsApiCredential is deleted: `Delete` (the default;
+    /// it is garbage-collected with the credential) or `Retain` (it stays, with the token it
+    /// holds, and a new NsApiCredential of the same name in this namespace takes it back).
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+fn default_secret_type() -> String {
+    "Opaque".to_owned()
+}
+
+/// Keys rendered into the output Secret.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(crates(kube_core = "::kube_core"))]
+#[serde(rename_all = "camelCase")]
+pub struct SecretDataTemplate {
+    /// Key → template (Jinja syntax: `{{ variable | filter }}`, `{% if %}`; at most 32 keys,
+    /// each template at most 4096 characters, each rendered value at most 64 KiB). The key
+    /// `access_token` is reserved: the operator reads its token back from it after a restart.
+    #[serde(default)]
+    #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
+    #[x_kube(validation = Rule::new("self.all(k, k.size() <= 253 && k.matches('^[-._a-zA-Z0-9]+$'))").message("template keys must be Secret keys: letters, digits, '-', '_' or '.', at most 253"))]
+    #[x_kube(validation = Rule::new("!('access_token' in self)").message("the key access_token is reserved: the operator reads its token back from it"))]
+    pub data: BTreeMap<String, String>,
+    /// `Merge` (the default) adds the rendered keys to the standard ones (a rendered key
+    /// replaces a standard key of the same name); `Replace` writes only the rendered keys and
+    /// `access_token`.
+    #[serde(default)]
+    pub merge_policy: MergePolicy,
+}
+
+/// Whether rendered keys join the standard keys or replace them.
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum MergePolicy {
+    /// The standard keys, and the rendered keys over them.
+    #[default]
+    Merge,
+    /// `access_token` and the rendered keys only.
+    Replace,
+}
+
+/// What happens to the output Secret when its NsApiCredential is deleted.
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum DeletionPolicy {
+    /// Garbage-collected with the credential (the Secret has the credential as its controller).
+    #[default]
+    Delete,
+    /// Kept: no owner reference; adopted again by a credential of the same name.
+    Retain,
 }
 
 /// HTTP method of the refresh grant.

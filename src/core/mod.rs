@@ -9,6 +9,7 @@
 //!   `totp` (an MFA user's one-time passcodes, never one twice), `base_url`;
 //! - the decisions: `policy` (is the spec acceptable), `inputs` (credentials read from the input
 //!   Secrets), `schedule` (when to mint, backoff), `token_secret` (the desired output Secret),
+//!   `template` (the keys a tokenSecret.template renders, in a bounded sandbox),
 //!   `restarts` (which workloads to restart, which pods keep an old token), `status` (status,
 //!   Events, metric values and requeue after a pass);
 //! - helpers: `clock` (where `now` comes from, how times are written), `text`, `build` (this
@@ -26,6 +27,7 @@ pub mod policy;
 pub mod restarts;
 pub mod schedule;
 pub mod status;
+pub mod template;
 pub mod text;
 pub mod token;
 pub mod token_secret;

@@ -143,6 +143,12 @@ pub fn validate(spec: &NsApiCredentialSpec, policy: &Policy) -> Result<ValidSpec
             }
         }
     });
+    // A template that cannot render would leave the Secret without the keys the application
+    // reads: the last Secret stays as it is, and no token is obtained until it is fixed.
+    if let Some(template) = &spec.token_secret.template {
+        crate::core::template::check(template)
+            .map_err(|e| Problem::new(Reason::InvalidSpec, e.to_string()))?;
+    }
     Ok(ValidSpec {
         base_url,
         fallbacks,

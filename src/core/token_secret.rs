@@ -10,9 +10,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube_core::Resource;
 
 use crate::core::clock::rfc3339;
-use crate::core::crd::{FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL, NsApiCredential};
+use crate::core::crd::{
+    DeletionPolicy, FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL, MergePolicy, NsApiCredential,
+};
 use crate::core::credentials::Confidential;
 use crate::core::schedule::TokenTimes;
+use crate::core::template::{self, TemplateError};
 use crate::core::token::TokenGrant;
 
 pub const KEY_ACCESS_TOKEN: &str = "access_token";
@@ -27,6 +30,15 @@ pub const ANNOTATION_ISSUED_AT: &str = "nsapi.io/issued-at";
 pub const ANNOTATION_EXPIRES_AT: &str = "nsapi.io/expires-at";
 /// Keyed digest of the inputs the token was obtained with (see `fingerprint`).
 pub const ANNOTATION_INPUTS: &str = "nsapi.io/inputs-fingerprint";
+/// The name of the NsApiCredential that writes the Secret: with `deletionPolicy: Retain` the
+/// Secret has no owner reference, and this is how a credential of that name takes it back.
+pub const ANNOTATION_CREDENTIAL: &str = "nsapi.io/credential";
+/// With a template's `mergePolicy: Replace`, what the standard keys would hold and a restart
+/// needs (nothing secret) is kept in annotations instead.
+pub const ANNOTATION_TOKEN_TYPE: &str = "nsapi.io/token-type";
+pub const ANNOTATION_API_BASE_URL: &str = "nsapi.io/api-base-url";
+pub const ANNOTATION_DOMAIN: &str = "nsapi.io/domain";
+pub const ANNOTATION_SCOPE: &str = "nsapi.io/scope";
 
 /// A token as the output Secret holds it. The refresh token is deliberately absent: every pod
 /// that mounts the Secret could read it.
@@ -76,71 +88,125 @@ pub fn ownership(secret: Option<&Secret>, credential: &NsApiCredential) -> Owner
         return Ownership::Absent;
     };
     let uid = credential.meta().uid.as_deref();
-    let controlled = secret
+    let mut controllers = secret
         .metadata
         .owner_references
         .iter()
         .flatten()
-        .any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid);
-    if controlled {
-        Ownership::Owned
-    } else {
-        Ownership::Foreign
+        .filter(|o| o.controller == Some(true));
+    match controllers.next() {
+        Some(owner) if Some(owner.uid.as_str()) == uid => Ownership::Owned,
+        Some(_) => Ownership::Foreign,
+        // No controller: a Secret retained by a credential of this name (deletionPolicy:
+        // Retain, or one deleted and created again) is this credential's.
+        None if retained_for(secret, credential) => Ownership::Owned,
+        None => Ownership::Foreign,
     }
 }
 
-/// The Secret that should exist for `token`: keys, labels, annotations and a controller
-/// ownerReference to the credential (so it is garbage-collected with it).
-pub fn desired_secret(credential: &NsApiCredential, token: &StoredToken) -> Secret {
-    let template = &credential.spec.token_secret;
-    let mut labels = template.labels.clone();
+/// Whether `secret` was written by the operator for a credential named as `credential`.
+fn retained_for(secret: &Secret, credential: &NsApiCredential) -> bool {
+    let meta = &secret.metadata;
+    let labelled = meta
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY_LABEL))
+        .is_some_and(|v| v == MANAGED_BY);
+    let named = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_CREDENTIAL))
+        .is_some_and(|name| Some(name.as_str()) == credential.meta().name.as_deref());
+    labelled && named
+}
+
+/// The Secret that should exist for `token`: keys (the standard ones, and what
+/// `spec.tokenSecret.template` renders), labels, annotations, type, and, unless
+/// `deletionPolicy` is `Retain`, a controller ownerReference to the credential (so it is
+/// garbage-collected with it).
+pub fn desired_secret(
+    credential: &NsApiCredential,
+    token: &StoredToken,
+) -> Result<Secret, TemplateError> {
+    let output = &credential.spec.token_secret;
+    let mut labels = output.labels.clone();
     labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned());
-    let mut annotations = template.annotations.clone();
-    annotations.insert(
-        ANNOTATION_ISSUED_AT.to_owned(),
-        rfc3339(token.times.issued_at),
-    );
-    annotations.insert(
-        ANNOTATION_EXPIRES_AT.to_owned(),
-        rfc3339(token.times.expires_at),
-    );
-    annotations.insert(
-        ANNOTATION_INPUTS.to_owned(),
-        token.inputs_fingerprint.clone(),
-    );
+    let mut annotations = output.annotations.clone();
+    let mut note = |key: &str, value: String| {
+        annotations.insert(key.to_owned(), value);
+    };
+    note(ANNOTATION_ISSUED_AT, rfc3339(token.times.issued_at));
+    note(ANNOTATION_EXPIRES_AT, rfc3339(token.times.expires_at));
+    note(ANNOTATION_INPUTS, token.inputs_fingerprint.clone());
+    if let Some(name) = credential.meta().name.clone() {
+        note(ANNOTATION_CREDENTIAL, name);
+    }
 
     let mut data = BTreeMap::new();
     let mut put = |key: &str, value: &str| {
         data.insert(key.to_owned(), ByteString(value.as_bytes().to_vec()));
     };
     put(KEY_ACCESS_TOKEN, token.access_token.expose());
-    put(
-        KEY_AUTHORIZATION,
-        &format!("{} {}", token.token_type, token.access_token.expose()),
-    );
-    put(KEY_TOKEN_TYPE, &token.token_type);
-    put(KEY_EXPIRES_AT, &rfc3339(token.times.expires_at));
-    put(KEY_API_BASE_URL, &token.api_base_url);
-    if let Some(domain) = &token.domain {
-        put(KEY_DOMAIN, domain);
+    let replace = output
+        .template
+        .as_ref()
+        .is_some_and(|t| t.merge_policy == MergePolicy::Replace);
+    if replace {
+        note(ANNOTATION_TOKEN_TYPE, token.token_type.clone());
+        note(ANNOTATION_API_BASE_URL, token.api_base_url.clone());
+        if let Some(domain) = &token.domain {
+            note(ANNOTATION_DOMAIN, domain.clone());
+        }
+        if let Some(scope) = &token.scope {
+            note(ANNOTATION_SCOPE, scope.clone());
+        }
+    } else {
+        put(
+            KEY_AUTHORIZATION,
+            &format!("{} {}", token.token_type, token.access_token.expose()),
+        );
+        put(KEY_TOKEN_TYPE, &token.token_type);
+        put(KEY_EXPIRES_AT, &rfc3339(token.times.expires_at));
+        put(KEY_API_BASE_URL, &token.api_base_url);
+        if let Some(domain) = &token.domain {
+            put(KEY_DOMAIN, domain);
+        }
+        if let Some(scope) = &token.scope {
+            put(KEY_SCOPE, scope);
+        }
     }
-    if let Some(scope) = &token.scope {
-        put(KEY_SCOPE, scope);
+    if let Some(template) = &output.template {
+        let facts = template::TokenFacts {
+            access_token: token.access_token.expose(),
+            token_type: &token.token_type,
+            issued_at: token.times.issued_at,
+            expires_at: token.times.expires_at,
+            api_base_url: &token.api_base_url,
+            domain: token.domain.as_deref(),
+            scope: token.scope.as_deref(),
+        };
+        for (key, value) in template::render(template, facts)? {
+            put(&key, &value);
+        }
     }
 
-    Secret {
+    let owner_references = match output.deletion_policy {
+        DeletionPolicy::Delete => credential.controller_owner_ref(&()).map(|o| vec![o]),
+        DeletionPolicy::Retain => None,
+    };
+    Ok(Secret {
         metadata: ObjectMeta {
-            name: Some(template.name.clone()),
+            name: Some(output.name.clone()),
             namespace: credential.meta().namespace.clone(),
             labels: Some(labels),
             annotations: Some(annotations),
-            owner_references: credential.controller_owner_ref(&()).map(|o| vec![o]),
+            owner_references,
             ..ObjectMeta::default()
         },
-        type_: Some("Opaque".to_owned()),
+        type_: Some(output.type_.clone()),
         data: Some(data),
         ..Secret::default()
-    }
+    })
 }
 
 /// Whether writing `desired` would change `existing`: compares the data and what the operator
@@ -205,12 +271,67 @@ pub fn creation_secret(desired: &Secret) -> Secret {
         labels.retain(|k, _| k == MANAGED_BY_LABEL);
     }
     if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.retain(|k, _| k.starts_with("nsapi.io/"));
+        annotations.retain(|k, _| ALWAYS_ANNOTATED.contains(&k.as_str()));
     }
-    if let Some(data) = secret.data.as_mut() {
-        data.retain(|k, _| ![KEY_DOMAIN, KEY_SCOPE].contains(&k.as_str()));
+    // A type Kubernetes checks needs its keys from the start (and always: the type is fixed).
+    if secret.type_.as_deref() == Some("Opaque")
+        && let Some(data) = secret.data.as_mut()
+    {
+        data.retain(|k, _| k == KEY_ACCESS_TOKEN);
     }
+    // Without a controller, the Secret is still this credential's (the label and the
+    // credential annotation say so) should the apply fail; the apply sets the reference.
+    meta.owner_references = None;
     secret
+}
+
+/// The annotations every write sets, whatever the spec says.
+const ALWAYS_ANNOTATED: [&str; 4] = [
+    ANNOTATION_ISSUED_AT,
+    ANNOTATION_EXPIRES_AT,
+    ANNOTATION_INPUTS,
+    ANNOTATION_CREDENTIAL,
+];
+
+/// A JSON merge patch that removes from `existing` what `desired` no longer has and a
+/// server-side apply cannot remove, because an earlier version set it on creation: data keys
+/// (a template's `mergePolicy: Replace`, a key dropped from a template, a key someone else
+/// added) and the credential's controller reference (`deletionPolicy: Retain`). `None` when
+/// nothing needs removing.
+pub fn stale_fields(existing: &Secret, desired: &Secret) -> Option<serde_json::Value> {
+    let wanted = desired.data.as_ref();
+    let stale_keys: serde_json::Map<String, serde_json::Value> = existing
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, _)| k)
+        .filter(|k| !wanted.is_some_and(|w| w.contains_key(*k)))
+        .map(|k| (k.clone(), serde_json::Value::Null))
+        .collect();
+    let mut metadata = serde_json::Map::new();
+    if desired.metadata.owner_references.is_none()
+        && let Some(refs) = existing.metadata.owner_references.as_ref()
+    {
+        let ours = |o: &&k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference| {
+            o.controller == Some(true) && o.kind == "NsApiCredential"
+        };
+        if refs.iter().any(|o| ours(&o)) {
+            let kept: Vec<_> = refs.iter().filter(|o| !ours(o)).cloned().collect();
+            metadata.insert("ownerReferences".into(), serde_json::json!(kept));
+        }
+    }
+    if stale_keys.is_empty() && metadata.is_empty() {
+        return None;
+    }
+    metadata.insert(
+        "resourceVersion".into(),
+        serde_json::json!(existing.metadata.resource_version),
+    );
+    let mut patch = serde_json::json!({ "metadata": metadata });
+    if !stale_keys.is_empty() {
+        patch["data"] = serde_json::Value::Object(stale_keys);
+    }
+    Some(patch)
 }
 
 /// Why a Secret holds no usable token record.
@@ -256,16 +377,29 @@ pub fn read_token(secret: &Secret) -> Result<StoredToken, UnreadableToken> {
     if access_token.is_empty() {
         return Err(UnreadableToken::MissingKey(KEY_ACCESS_TOKEN));
     }
+    // A Secret written with `mergePolicy: Replace` keeps these in annotations; a template may
+    // also have put other text under a standard key, so the annotation comes first.
+    let noted = |key: &'static str| annotations.and_then(|a| a.get(key)).cloned();
+    let replaced = noted(ANNOTATION_API_BASE_URL).is_some();
+    let field = |annotation: &'static str, key: &'static str| {
+        if replaced {
+            Ok(noted(annotation))
+        } else {
+            text(key)
+        }
+    };
     Ok(StoredToken {
         access_token: Confidential::new(access_token),
-        token_type: text(KEY_TOKEN_TYPE)?.unwrap_or_else(|| "Bearer".to_owned()),
+        token_type: field(ANNOTATION_TOKEN_TYPE, KEY_TOKEN_TYPE)?
+            .unwrap_or_else(|| "Bearer".to_owned()),
         times: TokenTimes {
             issued_at: time(ANNOTATION_ISSUED_AT)?,
             expires_at: time(ANNOTATION_EXPIRES_AT)?,
         },
-        api_base_url: required(KEY_API_BASE_URL)?,
-        domain: text(KEY_DOMAIN)?,
-        scope: text(KEY_SCOPE)?,
+        api_base_url: field(ANNOTATION_API_BASE_URL, KEY_API_BASE_URL)?
+            .ok_or(UnreadableToken::MissingKey(KEY_API_BASE_URL))?,
+        domain: field(ANNOTATION_DOMAIN, KEY_DOMAIN)?,
+        scope: field(ANNOTATION_SCOPE, KEY_SCOPE)?,
         inputs_fingerprint: annotation(ANNOTATION_INPUTS)?,
     })
 }
@@ -312,7 +446,7 @@ mod tests {
 
     #[test]
     fn desired_secret_has_the_documented_keys_and_metadata() {
-        let secret = desired_secret(&credential(), &token());
+        let secret = desired_secret(&credential(), &token()).unwrap();
         assert_eq!(secret.metadata.name.as_deref(), Some("abc-token"));
         assert_eq!(secret.metadata.namespace.as_deref(), Some("telephony"));
         assert_eq!(secret.type_.as_deref(), Some("Opaque"));
@@ -352,13 +486,13 @@ mod tests {
 
     #[test]
     fn a_written_token_reads_back_identically() {
-        let secret = desired_secret(&credential(), &token());
+        let secret = desired_secret(&credential(), &token()).unwrap();
         assert_eq!(read_token(&secret).unwrap(), token());
     }
 
     #[test]
     fn missing_or_corrupt_records_are_reported() {
-        let good = desired_secret(&credential(), &token());
+        let good = desired_secret(&credential(), &token()).unwrap();
         let mut no_annotation = good.clone();
         no_annotation
             .metadata
@@ -409,15 +543,12 @@ mod tests {
     #[test]
     fn ownership_follows_the_controller_reference() {
         let cred = credential();
-        let ours = desired_secret(&cred, &token());
+        let ours = desired_secret(&cred, &token()).unwrap();
         assert_eq!(ownership(None, &cred), Ownership::Absent);
         assert_eq!(ownership(Some(&ours), &cred), Ownership::Owned);
         let mut other = ours.clone();
         other.metadata.owner_references.as_mut().unwrap()[0].uid = "uid-2".into();
         assert_eq!(ownership(Some(&other), &cred), Ownership::Foreign);
-        let mut not_controller = ours.clone();
-        not_controller.metadata.owner_references.as_mut().unwrap()[0].controller = None;
-        assert_eq!(ownership(Some(&not_controller), &cred), Ownership::Foreign);
         assert_eq!(
             ownership(Some(&Secret::default()), &cred),
             Ownership::Foreign
@@ -425,9 +556,84 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_without_a_controller_is_ours_when_it_names_the_credential() {
+        let mut cred = credential();
+        cred.spec.token_secret.deletion_policy = DeletionPolicy::Retain;
+        let retained = desired_secret(&cred, &token()).unwrap();
+        assert_eq!(retained.metadata.owner_references, None);
+        assert_eq!(ownership(Some(&retained), &cred), Ownership::Owned);
+        // A credential created again has a new uid and the same name.
+        let mut again = cred.clone();
+        again.metadata.uid = Some("uid-2".into());
+        assert_eq!(ownership(Some(&retained), &again), Ownership::Owned);
+        let mut other_name = cred.clone();
+        other_name.metadata.name = Some("other".into());
+        assert_eq!(ownership(Some(&retained), &other_name), Ownership::Foreign);
+        let mut unlabelled = retained.clone();
+        unlabelled.metadata.labels = None;
+        assert_eq!(ownership(Some(&unlabelled), &cred), Ownership::Foreign);
+    }
+
+    #[test]
+    fn retain_releases_the_owner_reference_and_stale_keys_are_removed() {
+        let cred = credential();
+        let owned = desired_secret(&cred, &token()).unwrap();
+        assert_eq!(stale_fields(&owned, &owned), None);
+        let mut retain = cred.clone();
+        retain.spec.token_secret.deletion_policy = DeletionPolicy::Retain;
+        let mut existing = owned.clone();
+        existing.metadata.resource_version = Some("7".into());
+        existing
+            .data
+            .as_mut()
+            .unwrap()
+            .insert("extra".into(), ByteString(b"x".to_vec()));
+        let patch = stale_fields(&existing, &desired_secret(&retain, &token()).unwrap()).unwrap();
+        assert_eq!(
+            patch,
+            json!({"metadata": {"ownerReferences": [], "resourceVersion": "7"},
+                   "data": {"extra": null}})
+        );
+    }
+
+    #[test]
+    fn a_template_adds_keys_or_replaces_them_and_the_token_reads_back() {
+        let mut cred = credential();
+        cred.spec.token_secret.type_ = "example.com/nsapi-token".into();
+        cred.spec.token_secret.template = Some(crate::core::crd::SecretDataTemplate {
+            data: [("token".to_owned(), "{{ token }}".to_owned())].into(),
+            merge_policy: MergePolicy::Merge,
+        });
+        let merged = desired_secret(&cred, &token()).unwrap();
+        assert_eq!(merged.type_.as_deref(), Some("example.com/nsapi-token"));
+        assert_eq!(value(&merged, "token"), value(&merged, KEY_ACCESS_TOKEN));
+        assert!(
+            merged
+                .data
+                .as_ref()
+                .unwrap()
+                .contains_key(KEY_AUTHORIZATION)
+        );
+        assert_eq!(read_token(&merged).unwrap(), token());
+
+        cred.spec
+            .token_secret
+            .template
+            .as_mut()
+            .unwrap()
+            .merge_policy = MergePolicy::Replace;
+        let replaced = desired_secret(&cred, &token()).unwrap();
+        let keys: Vec<_> = replaced.data.as_ref().unwrap().keys().cloned().collect();
+        assert_eq!(keys, [KEY_ACCESS_TOKEN, "token"]);
+        assert_eq!(read_token(&replaced).unwrap(), token());
+        // The type needs the keys on creation too; for Opaque, creation holds the token only.
+        assert_eq!(creation_secret(&replaced).data, replaced.data);
+    }
+
+    #[test]
     fn unchanged_content_needs_no_write() {
         let cred = credential();
-        let desired = desired_secret(&cred, &token());
+        let desired = desired_secret(&cred, &token()).unwrap();
         let mut existing = desired.clone();
         existing.metadata.resource_version = Some("42".into());
         existing
@@ -446,12 +652,15 @@ mod tests {
             .insert("team".into(), "data".into());
         assert!(needs_write(
             &existing,
-            &desired_secret(&relabelled, &token())
+            &desired_secret(&relabelled, &token()).unwrap()
         ));
 
         let mut rotated = token();
         rotated.access_token = Confidential::from("ffff");
-        assert!(needs_write(&existing, &desired_secret(&cred, &rotated)));
+        assert!(needs_write(
+            &existing,
+            &desired_secret(&cred, &rotated).unwrap()
+        ));
     }
 
     /// What the API server records after the operator applied `labels` and `annotations`.
@@ -475,7 +684,7 @@ mod tests {
     #[test]
     fn a_label_or_annotation_the_operator_no_longer_wants_needs_a_write() {
         let cred = credential();
-        let desired = desired_secret(&cred, &token());
+        let desired = desired_secret(&cred, &token()).unwrap();
         let mut existing = desired.clone();
         existing.metadata.managed_fields = Some(vec![applied(
             &["team", MANAGED_BY_LABEL],
@@ -487,13 +696,13 @@ mod tests {
         unlabelled.spec.token_secret.labels.clear();
         assert!(needs_write(
             &existing,
-            &desired_secret(&unlabelled, &token())
+            &desired_secret(&unlabelled, &token()).unwrap()
         ));
         let mut unannotated = cred.clone();
         unannotated.spec.token_secret.annotations.clear();
         assert!(needs_write(
             &existing,
-            &desired_secret(&unannotated, &token())
+            &desired_secret(&unannotated, &token()).unwrap()
         ));
 
         // Labels another manager owns are none of the operator's business.
@@ -505,23 +714,21 @@ mod tests {
 
     #[test]
     fn the_creation_secret_holds_only_what_is_always_there() {
-        let desired = desired_secret(&credential(), &token());
+        let desired = desired_secret(&credential(), &token()).unwrap();
         let created = creation_secret(&desired);
         let labels = created.metadata.labels.as_ref().unwrap();
         assert_eq!(labels.keys().collect::<Vec<_>>(), [MANAGED_BY_LABEL]);
         let annotations = created.metadata.annotations.as_ref().unwrap();
         assert!(annotations.keys().all(|k| k.starts_with("nsapi.io/")));
-        assert_eq!(annotations.len(), 3);
+        assert_eq!(annotations.len(), 4);
         let data = created.data.as_ref().unwrap();
-        assert!(!data.contains_key(KEY_DOMAIN) && !data.contains_key(KEY_SCOPE));
+        assert_eq!(data.keys().collect::<Vec<_>>(), [KEY_ACCESS_TOKEN]);
         assert_eq!(
             value(&created, KEY_ACCESS_TOKEN),
             value(&desired, KEY_ACCESS_TOKEN)
         );
-        assert_eq!(
-            created.metadata.owner_references,
-            desired.metadata.owner_references
-        );
+        // The apply that follows sets the controller reference.
+        assert_eq!(created.metadata.owner_references, None);
         assert!(needs_write(&created, &desired));
     }
 }

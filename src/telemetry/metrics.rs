@@ -21,12 +21,13 @@ use crate::core::token::Grant;
 
 /// Every value of the `error` label of `reconcile_errors`: what `cluster::Error::metric_label`
 /// returns (a test there keeps the two equal), and `internal` for a pass that panicked.
-pub const RECONCILE_ERROR_LABELS: [&str; 5] = [
+pub const RECONCILE_ERROR_LABELS: [&str; 6] = [
     "crd_not_installed",
     "internal",
     "kube_api",
     "kube_client",
     "missing_field",
+    "template",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
