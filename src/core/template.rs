@@ -509,6 +509,26 @@ mod tests {
     }
 
     #[test]
+    fn the_docs_list_every_variable_and_filter() {
+        let doc = include_str!("../../docs/token-secret.md");
+        for (name, what) in VARIABLES {
+            let row = format!("| `{name}` | {what} |");
+            assert!(
+                doc.contains(&row),
+                "docs/token-secret.md lacks the row {row}"
+            );
+        }
+        let rows = doc.lines().filter(|l| l.starts_with("| `")).count();
+        assert!(rows >= VARIABLES.len());
+        for (name, _) in FILTERS {
+            assert!(
+                doc.contains(&format!("`{name}")),
+                "docs/token-secret.md lacks {name}"
+            );
+        }
+    }
+
+    #[test]
     fn a_render_failure_with_the_real_token_does_not_quote_it() {
         let secret = "s3cr3t".repeat(3000);
         let long = TokenFacts {
