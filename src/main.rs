@@ -355,7 +355,24 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         metrics: metrics.clone(),
         serve_metrics: secure.is_none(),
     };
-    let admin = tokio::spawn(admin::serve(listener, admin_state, stopped()));
+    // The HTTP servers outlive the signal: while running passes finish, /readyz answers 503
+    // (readiness goes at the signal) and /metrics can still be scraped. They stop once the
+    // work has ended.
+    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+    let finished = move || {
+        let mut rx = done_rx.clone();
+        async move {
+            let _ = rx.wait_for(|done| *done).await;
+        }
+    };
+    let admin = tokio::spawn(admin::serve(listener, admin_state, finished()));
+    tokio::spawn({
+        let (ready, signalled) = (ready.clone(), stopped());
+        async move {
+            signalled.await;
+            ready.store(false, Ordering::Relaxed);
+        }
+    });
 
     tokio::spawn({
         let stop_tx = stop_tx.clone();
@@ -389,7 +406,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             Some(tokio::spawn(secure_metrics::serve(
                 listener,
                 state,
-                stopped(),
+                finished(),
             )))
         }
     };
@@ -445,7 +462,10 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     ctx.panic_on = std::env::var("NSAPI_TEST_PANIC_CREDENTIAL").ok();
     let ctx = Arc::new(ctx);
     // A standby replica is healthy and ready too: it serves and takes over when the leader goes.
-    ready.store(true, Ordering::Relaxed);
+    // (Not once the signal came: readiness went with it.)
+    if !*stop_tx.subscribe().borrow() {
+        ready.store(true, Ordering::Relaxed);
+    }
     let concurrency = args.concurrency;
     let work = async {
         match &elector {
@@ -476,8 +496,9 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         let _ = tokio::time::timeout(RELEASE_TIMEOUT, elector.release()).await;
     }
     ready.store(false, Ordering::Relaxed);
-    // The work may have ended by itself (a lost Lease): stop the HTTP server too.
+    // The work may have ended by itself (a lost Lease): stop the HTTP servers too.
     let _ = stop_tx.send(true);
+    let _ = done_tx.send(true);
     admin.await??;
     if let Some(secure_server) = secure_server {
         secure_server.await??;

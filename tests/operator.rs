@@ -737,8 +737,17 @@ async fn a_shutdown_lets_a_token_request_in_flight_finish_and_be_written() {
         (f.sim.stats().token_requests == 1).then_some(())
     })
     .await;
-    let operator = f.operator.take().unwrap();
     let started = Instant::now();
+    f.operator.as_ref().unwrap().signal("TERM");
+    // While the pass finishes, readiness is gone and the probe says so (503), and /metrics
+    // can still be scraped.
+    control_plane::eventually("/readyz to answer 503", secs(5), || async {
+        (f.operator_http("/readyz").await.0 == 503).then_some(())
+    })
+    .await;
+    assert_eq!(f.operator_http("/healthz").await.0, 200);
+    assert_eq!(f.operator_http("/metrics").await.0, 200);
+    let operator = f.operator.take().unwrap();
     assert!(
         operator.stop_within(secs(25)),
         "the operator did not exit within 25 s of SIGTERM"

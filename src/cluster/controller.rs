@@ -282,7 +282,7 @@ fn credentials_using(
 }
 
 /// A pass failed on the Kubernetes API: retry soon after a conflict, otherwise back off
-/// exponentially (5 s up to 5 min), so a lasting problem (an RBAC denial, an outage) does not
+/// exponentially (2.5-5 s at first, doubling up to 2.5-5 min), so a lasting problem (an RBAC denial, an outage) does not
 /// turn into a retry loop.
 fn error_policy(credential: Arc<NsApiCredential>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile_error(error.metric_label());

@@ -203,10 +203,7 @@ pub fn retry_delay(
     retry_after: Option<SignedDuration>,
     seed: u64,
 ) -> SignedDuration {
-    let (base, cap) = match class {
-        FailureClass::Transient => (SignedDuration::from_secs(5), SignedDuration::from_mins(5)),
-        FailureClass::Refused => (SignedDuration::from_mins(5), SignedDuration::from_hours(1)),
-    };
+    let (base, cap) = backoff_bounds(class);
     let doublings = consecutive_failures.saturating_sub(1).min(16);
     let full = (base * (1i32 << doublings)).min(cap);
     let delay = full / 2 + fraction_of(full / 2, seed);
@@ -214,6 +211,40 @@ pub fn retry_delay(
         Some(after) => delay.max(after.min(SignedDuration::from_hours(1))),
         None => delay,
     }
+}
+
+/// The first delay and the cap of `class`'s backoff, before jitter takes up to half of each.
+fn backoff_bounds(class: FailureClass) -> (SignedDuration, SignedDuration) {
+    match class {
+        FailureClass::Transient => (SignedDuration::from_secs(5), SignedDuration::from_mins(5)),
+        FailureClass::Refused => (SignedDuration::from_mins(5), SignedDuration::from_hours(1)),
+    }
+}
+
+/// How the docs state `class`'s backoff, e.g. `2.5-5 s at first, doubling up to 2.5-5 min`
+/// (a test keeps the docs saying exactly this).
+pub fn backoff_text(class: FailureClass) -> String {
+    /// `d` as a number and a unit: `2.5`, `s`.
+    fn split(d: SignedDuration) -> (String, &'static str) {
+        let secs = d.as_secs_f64();
+        let (value, unit) = match secs {
+            s if s < 60.0 => (s, "s"),
+            s if s < 3600.0 => (s / 60.0, "min"),
+            s => (s / 3600.0, "h"),
+        };
+        (format!("{value}"), unit)
+    }
+    /// Equal jitter: from half of `full` to `full`.
+    fn range(full: SignedDuration) -> String {
+        let ((low, low_unit), (high, high_unit)) = (split(full / 2), split(full));
+        if low_unit == high_unit {
+            format!("{low}-{high} {high_unit}")
+        } else {
+            format!("{low} {low_unit}-{high} {high_unit}")
+        }
+    }
+    let (base, cap) = backoff_bounds(class);
+    format!("{} at first, doubling up to {}", range(base), range(cap))
 }
 
 /// A deterministic value in `[0, max)` picked by `seed`.
@@ -627,6 +658,55 @@ mod tests {
             next_verify(Some(ts("2026-01-01T10:08:00Z")), secs(300), now),
             ts("2026-01-01T10:13:00Z")
         );
+    }
+
+    #[test]
+    fn the_docs_state_the_backoff_as_it_is() {
+        let transient = backoff_text(FailureClass::Transient);
+        let refused = backoff_text(FailureClass::Refused);
+        assert_eq!(transient, "2.5-5 s at first, doubling up to 2.5-5 min");
+        assert_eq!(refused, "2.5-5 min at first, doubling up to 30 min-1 h");
+        // The text is what retry_delay does, over many seeds.
+        let spread = |class, failures| {
+            let delays: Vec<_> = (0..2000u64)
+                .map(|seed| retry_delay(class, failures, None, seed))
+                .collect();
+            (*delays.iter().min().unwrap(), *delays.iter().max().unwrap())
+        };
+        let (low, high) = spread(FailureClass::Transient, 1);
+        assert!(low >= SignedDuration::from_millis(2500) && high < SignedDuration::from_secs(5));
+        let (low, high) = spread(FailureClass::Transient, 30);
+        assert!(low >= SignedDuration::from_secs(150) && high < SignedDuration::from_mins(5));
+        let (low, high) = spread(FailureClass::Refused, 30);
+        assert!(low >= SignedDuration::from_mins(30) && high < SignedDuration::from_hours(1));
+        let docs = [
+            (
+                "docs/nsapicredential.md",
+                include_str!("../../docs/nsapicredential.md"),
+            ),
+            (
+                "docs/troubleshooting.md",
+                include_str!("../../docs/troubleshooting.md"),
+            ),
+            (
+                "docs/reliability.md",
+                include_str!("../../docs/reliability.md"),
+            ),
+        ];
+        for (path, text) in docs {
+            for stale in [
+                "from 5 s up to 5 min",
+                "from 5 s to 5 min",
+                "from 5 min up to 1 h",
+            ] {
+                assert!(
+                    !text.contains(stale),
+                    "{path} says {stale:?}: write {transient:?} or {refused:?}"
+                );
+            }
+        }
+        assert!(docs[0].1.contains(&transient) && docs[0].1.contains(&refused));
+        assert!(docs[1].1.contains(&transient));
     }
 
     #[test]
