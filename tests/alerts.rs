@@ -237,6 +237,83 @@ async fn each_alert_fires_on_the_operators_real_metrics() {
     let scraped = jiff::Timestamp::now().as_second();
     assert_eq!(code, 200);
 
+    // Prometheus' own linter finds nothing to say about the exposition.
+    let dir = workdir();
+    let scrape_file = dir.join("scrape.txt");
+    std::fs::write(&scrape_file, &exposition).unwrap();
+    let lint = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} check metrics < {}",
+            promtool().display(),
+            scrape_file.display()
+        ))
+        .output()
+        .unwrap();
+    // promtool reads the Prometheus text format, where a counter's HELP names the `_total`
+    // sample; OpenMetrics (what the operator serves) names the family without it. That is
+    // the one finding allowed, and only for a family whose HELP is there.
+    let findings = format!(
+        "{}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
+    let unexpected: Vec<&str> = findings
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter(|l| {
+            let helped = l
+                .strip_suffix(" no help text")
+                .and_then(|name| name.strip_suffix("_total"))
+                .is_some_and(|family| exposition.contains(&format!("# HELP {family} ")));
+            !helped
+        })
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "promtool check metrics: {unexpected:?} (exit {:?})",
+        lint.status.code()
+    );
+    // Requests by API node: the node that is down and the one that answers, apart.
+    let host = |url: &str| {
+        url::Url::parse(url)
+            .map(|u| format!("{}:{}", u.host_str().unwrap(), u.port().unwrap()))
+            .unwrap()
+    };
+    // Password grants to `node` whose result is (or, with `!`, is not) `result`.
+    let by_node = |node: &str, result: &str| -> f64 {
+        let prefix = format!(
+            "nsapi_token_operator_api_requests_total{{host=\"{node}\",grant=\"password\",result=\""
+        );
+        exposition
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .filter_map(|rest| rest.split_once("\"} "))
+            .filter(|(r, _)| match result.strip_prefix('!') {
+                Some(not) => *r != not,
+                None => *r == result,
+            })
+            .map(|(_, v)| v.parse::<f64>().unwrap())
+            .sum()
+    };
+    assert!(
+        by_node(&host(&down_api.base_url()), "!ok") >= 3.0,
+        "{exposition}"
+    );
+    assert_eq!(by_node(&host(&down_api.base_url()), "ok"), 0.0);
+    assert!(
+        by_node(&host(&f.sim.base_url()), "ok") >= 1.0,
+        "{exposition}"
+    );
+    for name in [
+        "nsapi_token_operator_reconcile_duration_seconds_count",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+    ] {
+        assert!(exposition.lines().any(|l| l.starts_with(name)), "no {name}");
+    }
+
     // Every metric the rules and the dashboard use is one the operator exports.
     let rules = chart_rules();
     let used = format!(
@@ -276,7 +353,6 @@ async fn each_alert_fires_on_the_operators_real_metrics() {
     let check_at = fires_at + STEP;
     let minutes = u32::try_from(check_at / STEP + 5).unwrap();
 
-    let dir = workdir();
     let rules_file = dir.join("rules.yaml");
     write_yaml(&rules_file, &rules);
     let mut series = input_series(&exposition, scraped, minutes);

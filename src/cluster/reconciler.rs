@@ -42,6 +42,14 @@ const CA_BUNDLE_RECHECK: std::time::Duration = std::time::Duration::from_secs(30
 #[instrument(skip_all, fields(namespace = cached.namespace().unwrap_or_default(), credential = %cached.name_any()))]
 pub async fn reconcile(cached: Arc<NsApiCredential>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics.reconcile();
+    let started = std::time::Instant::now();
+    let result = reconcile_now(cached, &ctx).await;
+    ctx.metrics.reconcile_duration(started.elapsed());
+    result
+}
+
+async fn reconcile_now(cached: Arc<NsApiCredential>, ctx: &Arc<Context>) -> Result<Action> {
+    let ctx = ctx.clone();
     let namespace = cached.namespace().ok_or(Error::MissingField("namespace"))?;
     let api: Api<NsApiCredential> = Api::namespaced(ctx.client.clone(), &namespace);
     let credential = match api.get_opt(&cached.name_any()).await? {

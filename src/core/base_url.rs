@@ -114,6 +114,15 @@ impl ApiBaseUrl {
         self.url.host_str().unwrap_or_default()
     }
 
+    /// `host` or `host:port` (the port when it is not the scheme's default): how metrics name
+    /// an API node. Not a URL: no scheme, path or query.
+    pub fn host_label(&self) -> String {
+        match self.url.port() {
+            Some(port) => format!("{}:{port}", self.host()),
+            None => self.host().to_owned(),
+        }
+    }
+
     /// The port requests go to: the explicit one, or the scheme's default.
     pub fn port(&self) -> Option<u16> {
         self.url.port_or_known_default()

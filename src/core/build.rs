@@ -11,6 +11,9 @@ pub const GIT_COMMIT: &str = match option_env!("NSAPI_GIT_COMMIT") {
     _ => "unknown",
 };
 
+/// The compiler that built this binary (`rustc --version`, as build.rs read it).
+pub const RUSTC: &str = env!("NSAPI_RUSTC_VERSION");
+
 /// `0.1.0 (commit 1a2b3c4d5e6f)`: the version and the commit's first 12 characters.
 pub fn describe() -> &'static str {
     static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();

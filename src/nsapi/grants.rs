@@ -109,6 +109,7 @@ impl Grants<'_> {
                 .await;
             metrics.token_request(
                 Grant::RefreshToken,
+                &node.host_label(),
                 result.as_ref().err(),
                 started.elapsed(),
             );
@@ -230,8 +231,12 @@ impl Grants<'_> {
             .nsapi
             .mfa_grant(node, &challenge, client, subscriber, &passcode)
             .await;
-        self.metrics
-            .token_request(Grant::Mfa, result.as_ref().err(), started.elapsed());
+        self.metrics.token_request(
+            Grant::Mfa,
+            &node.host_label(),
+            result.as_ref().err(),
+            started.elapsed(),
+        );
         self.record(node, result.as_ref().err());
         result
     }
@@ -330,8 +335,12 @@ impl Grants<'_> {
             let started = std::time::Instant::now();
             let result = send(node.clone()).await;
             if let Some(grant) = grant {
-                self.metrics
-                    .token_request(grant, result.as_ref().err(), started.elapsed());
+                self.metrics.token_request(
+                    grant,
+                    &node.host_label(),
+                    result.as_ref().err(),
+                    started.elapsed(),
+                );
             }
             self.record(node, result.as_ref().err());
             match result {

@@ -47,7 +47,26 @@ struct ConditionLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
+    git_commit: String,
+    rustc: String,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HostRequestLabels {
+    host: String,
+    grant: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HostLabels {
+    host: String,
+    grant: String,
+}
+
+/// Distinct API hosts that get series of their own; requests to further hosts are counted
+/// under `host="other"`, so tenants naming many hosts cannot grow the exposition without bound.
+pub const MAX_HOSTS: usize = 32;
 
 /// The condition types exported, and their possible statuses.
 const CONDITIONS: [&str; 5] = [
@@ -82,6 +101,10 @@ pub struct Metrics {
     next_refresh: Family<CredentialLabels, Gauge>,
     token_requests: Family<RequestLabels, Counter>,
     request_seconds: Family<GrantLabels, Histogram>,
+    host_requests: Family<HostRequestLabels, Counter>,
+    host_seconds: Family<HostLabels, Histogram>,
+    hosts: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    reconcile_seconds: Histogram,
     reconciles: Counter,
     reconcile_errors: Family<ErrorLabels, Counter>,
     rate_limit_wait: Histogram,
@@ -125,6 +148,27 @@ impl Default for Metrics {
             "Latency of token requests to the NetSapiens API",
             request_seconds.clone(),
         );
+        let host_requests = Family::<HostRequestLabels, Counter>::default();
+        registry.register(
+            "api_requests",
+            format!("Token requests by API node (host or host:port; {MAX_HOSTS} hosts at most, then \"other\"), grant and result: failover between nodes shows here"),
+            host_requests.clone(),
+        );
+        let host_seconds = Family::<HostLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+        });
+        registry.register(
+            "api_request_duration_seconds",
+            "Latency of token requests by API node and grant",
+            host_seconds.clone(),
+        );
+        let reconcile_seconds =
+            Histogram::new([0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0]);
+        registry.register(
+            "reconcile_duration_seconds",
+            "How long a reconcile pass takes, NetSapiens requests and Kubernetes writes included",
+            reconcile_seconds.clone(),
+        );
         let reconciles = Counter::default();
         registry.register("reconciles", "Reconcile passes", reconciles.clone());
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
@@ -166,10 +210,16 @@ impl Default for Metrics {
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
-                version: env!("CARGO_PKG_VERSION").to_owned(),
+                version: crate::core::build::VERSION.to_owned(),
+                git_commit: crate::core::build::GIT_COMMIT.to_owned(),
+                rustc: crate::core::build::RUSTC.to_owned(),
             })
             .set(1);
-        registry.register("build_info", "The operator's version; always 1", build);
+        registry.register(
+            "build_info",
+            "The operator's version, the commit and the compiler it was built from; always 1",
+            build,
+        );
         Self {
             registry,
             ready,
@@ -181,6 +231,10 @@ impl Default for Metrics {
             next_refresh,
             token_requests,
             request_seconds,
+            host_requests,
+            host_seconds,
+            hosts: std::sync::Mutex::default(),
+            reconcile_seconds,
             reconciles,
             reconcile_errors,
         }
@@ -204,8 +258,47 @@ impl Metrics {
         self.rate_limit_wait.observe(waited.as_secs_f64());
     }
 
-    pub fn token_request(&self, grant: Grant, error: Option<&NsApiError>, took: Duration) {
+    /// A reconcile pass took `took`.
+    pub fn reconcile_duration(&self, took: Duration) {
+        self.reconcile_seconds.observe(took.as_secs_f64());
+    }
+
+    /// `host` if it has, or can still get, series of its own; otherwise `other`.
+    fn host_label(&self, host: &str) -> String {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        if hosts.contains(host) {
+            return host.to_owned();
+        }
+        if hosts.len() < MAX_HOSTS {
+            hosts.insert(host.to_owned());
+            return host.to_owned();
+        }
+        "other".to_owned()
+    }
+
+    /// A token request to the API node `host` (host or host:port, never a URL).
+    pub fn token_request(
+        &self,
+        grant: Grant,
+        host: &str,
+        error: Option<&NsApiError>,
+        took: Duration,
+    ) {
         let result = error.map_or("ok", |e| e.metric_label());
+        let host = self.host_label(host);
+        self.host_requests
+            .get_or_create(&HostRequestLabels {
+                host: host.clone(),
+                grant: grant.as_str().to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+        self.host_seconds
+            .get_or_create(&HostLabels {
+                host,
+                grant: grant.as_str().to_owned(),
+            })
+            .observe(took.as_secs_f64());
         self.token_requests
             .get_or_create(&RequestLabels {
                 grant: grant.as_str().to_owned(),
@@ -315,10 +408,100 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String cannot fail");
+        encode_registry(&mut out, &self.registry).expect("writing to a String cannot fail");
+        encode_registry(&mut out, &process_registry()).expect("writing to a String cannot fail");
+        encode_eof(&mut out).expect("writing to a String cannot fail");
         out
+    }
+}
+
+/// The standard `process_*` series (unprefixed, as every Prometheus client names them), read
+/// from `/proc/self` at each scrape; none on a system without it.
+fn process_registry() -> Registry {
+    let mut registry = Registry::default();
+    let Some(process) = ProcessStats::read() else {
+        return registry;
+    };
+    let gauge = |value: f64| {
+        let g = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        g.set(value);
+        g
+    };
+    registry.register(
+        "process_resident_memory_bytes",
+        "Resident memory size in bytes",
+        gauge(process.resident_bytes as f64),
+    );
+    registry.register(
+        "process_open_fds",
+        "Number of open file descriptors",
+        gauge(process.open_fds as f64),
+    );
+    registry.register(
+        "process_start_time_seconds",
+        "Start time of the process since the Unix epoch, in seconds",
+        gauge(process.start_time_seconds),
+    );
+    let cpu = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+    cpu.inc_by(process.cpu_seconds);
+    registry.register(
+        "process_cpu_seconds",
+        "Total user and system CPU time spent, in seconds",
+        cpu,
+    );
+    registry
+}
+
+/// What `/proc/self` says about this process.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct ProcessStats {
+    resident_bytes: u64,
+    open_fds: u64,
+    cpu_seconds: f64,
+    start_time_seconds: f64,
+}
+
+/// Clock ticks per second in `/proc/<pid>/stat` (USER_HZ: 100 on every Linux the operator is
+/// built for, amd64 and arm64).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+impl ProcessStats {
+    fn read() -> Option<ProcessStats> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let uptime = std::fs::read_to_string("/proc/uptime").ok()?;
+        let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs_f64();
+        Self::parse(&stat, &status, &uptime, open_fds, now)
+    }
+
+    /// From the text of `/proc/self/stat`, `/proc/self/status` and `/proc/uptime`.
+    fn parse(stat: &str, status: &str, uptime: &str, open_fds: u64, now: f64) -> Option<Self> {
+        // The fields after the command name, which is in parentheses and may hold spaces.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        // Fields 14 (utime), 15 (stime) and 22 (starttime) of proc(5); `fields[0]` is field 3.
+        let ticks = |n: usize| fields.get(n - 3)?.parse::<f64>().ok();
+        let cpu_seconds = (ticks(14)? + ticks(15)?) / TICKS_PER_SECOND;
+        let since_boot = uptime.split_whitespace().next()?.parse::<f64>().ok()?;
+        let start_time_seconds = now - since_boot + ticks(22)? / TICKS_PER_SECOND;
+        let resident_kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .split_whitespace()
+            .next()?
+            .parse::<u64>()
+            .ok()?;
+        Some(ProcessStats {
+            resident_bytes: resident_kib * 1024,
+            open_fds,
+            cpu_seconds,
+            start_time_seconds,
+        })
     }
 }
 
@@ -330,7 +513,12 @@ mod tests {
     fn exposition_names_and_labels() {
         let m = Metrics::default();
         m.reconcile();
-        m.token_request(Grant::Password, None, Duration::from_millis(20));
+        m.token_request(
+            Grant::Password,
+            "api.example.com:8443",
+            None,
+            Duration::from_millis(20),
+        );
         let text = m.encode();
         assert!(
             text.contains("nsapi_token_operator_reconciles_total 1"),
@@ -345,11 +533,75 @@ mod tests {
         assert!(text.contains("nsapi_token_operator_token_request_duration_seconds_bucket"));
         assert!(
             text.contains(&format!(
-                "nsapi_token_operator_build_info{{version=\"{}\"}} 1",
-                env!("CARGO_PKG_VERSION")
+                "nsapi_token_operator_build_info{{version=\"{}\",git_commit=\"{}\",rustc=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION"),
+                crate::core::build::GIT_COMMIT,
+                crate::core::build::RUSTC,
             )),
             "{text}"
         );
+        assert!(crate::core::build::RUSTC.starts_with("rustc "));
+        assert!(
+            text.contains(
+                r#"nsapi_token_operator_api_requests_total{host="api.example.com:8443",grant="password",result="ok"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            r#"nsapi_token_operator_api_request_duration_seconds_count{host="api.example.com:8443",grant="password"} 1"#
+        ));
+        m.reconcile_duration(Duration::from_millis(30));
+        assert!(
+            m.encode()
+                .contains("nsapi_token_operator_reconcile_duration_seconds_count 1")
+        );
+    }
+
+    #[test]
+    fn process_series_come_from_proc() {
+        let stat = "4242 (nsapi token (x)) S 1 4242 4242 0 -1 4194560 9000 0 0 0 250 50 0 0 20 0 8 0 12000 123456789 6000 18446744073709551615";
+        let status = "Name:\tnsapi\nVmPeak:\t  90000 kB\nVmRSS:\t   26900 kB\nThreads:\t8\n";
+        let stats =
+            ProcessStats::parse(stat, status, "1000.50 1900.00\n", 17, 2_000_000_000.0).unwrap();
+        assert_eq!(stats.resident_bytes, 26900 * 1024);
+        assert_eq!(stats.open_fds, 17);
+        assert_eq!(stats.cpu_seconds, 3.0);
+        assert_eq!(stats.start_time_seconds, 2_000_000_000.0 - 1000.5 + 120.0);
+        if std::path::Path::new("/proc/self/stat").exists() {
+            let text = Metrics::default().encode();
+            for name in [
+                "process_resident_memory_bytes ",
+                "process_open_fds ",
+                "process_cpu_seconds_total ",
+                "process_start_time_seconds ",
+            ] {
+                assert!(text.lines().any(|l| l.starts_with(name)), "{name}: {text}");
+            }
+            assert_eq!(text.matches("# EOF").count(), 1);
+            assert!(text.ends_with("# EOF\n"));
+        }
+    }
+
+    #[test]
+    fn hosts_beyond_the_bound_share_one_series() {
+        let m = Metrics::default();
+        for i in 0..MAX_HOSTS + 10 {
+            m.token_request(
+                Grant::Password,
+                &format!("node{i}.example.com"),
+                None,
+                Duration::from_millis(1),
+            );
+        }
+        let text = m.encode();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("nsapi_token_operator_api_requests_total{"))
+            .count();
+        assert_eq!(series, MAX_HOSTS + 1, "{text}");
+        assert!(text.contains(
+            r#"nsapi_token_operator_api_requests_total{host="other",grant="password",result="ok"} 10"#
+        ));
     }
 
     #[test]
