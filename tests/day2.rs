@@ -796,7 +796,10 @@ async fn the_metrics_alerts_need_follow_each_credential() {
     assert_eq!(ready_series.len(), 2, "{ready_series:?}");
     let version = env!("CARGO_PKG_VERSION");
     assert!(
-        metrics.contains(&format!("{p}build_info{{version=\"{version}\"}} 1")),
+        metrics.lines().any(|l| l.starts_with(&format!(
+            "{p}build_info{{version=\"{version}\",git_commit=\""
+        )) && l.contains(",rustc=\"rustc ")
+            && l.ends_with("} 1")),
         "no build_info"
     );
 
