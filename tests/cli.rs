@@ -771,3 +771,203 @@ async fn check_of_an_mfa_user_stops_at_the_password_and_sends_no_passcode() {
         f.assert_no_secret_in(&format!("{}{}", run.stdout, run.stderr), "check output");
     }
 }
+
+/// A loopback HTTP proxy that answers CONNECT and records each target (`host:port`).
+async fn connect_proxy() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+                    if client.read_exact(&mut byte).await.is_err() {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let Some(target) = head
+                    .strip_prefix("CONNECT ")
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .map(str::to_owned)
+                else {
+                    let _ = client.write_all(b"HTTP/1.1 405 Only CONNECT\r\n\r\n").await;
+                    return;
+                };
+                record.lock().unwrap().push(target.clone());
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(&target).await else {
+                    let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
+                    return;
+                };
+                if client
+                    .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+                    .await
+                    .is_ok()
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+/// Runs the binary with `env` set (and KUBECONFIG unless `env` names it).
+fn cli_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    eprintln!("$ {env:?} nsapi-token-operator {}", args.join(" "));
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .env("KUBECONFIG", control_plane::admin_kubeconfig())
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    finish(command.output().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_connects_as_kubectl_does_through_a_proxy_with_a_token_and_as_someone_else() {
+    let f = world("connect").await;
+    let ns = f.namespace().to_owned();
+    let shows_abc_ready = |run: &Run| {
+        run.code == 1
+            && run
+                .stdout
+                .lines()
+                .any(|l| l.starts_with("abc ") && l.contains("True"))
+    };
+
+    // The kubeconfig's proxy-url: every connection goes through the proxy.
+    let (proxy, seen) = connect_proxy().await;
+    let dir = tempdir();
+    let own = dir.join("kubeconfig");
+    std::fs::copy(control_plane::admin_kubeconfig(), &own).unwrap();
+    let own_path = own.display().to_string();
+    let cluster = String::from_utf8(
+        control_plane::kubectl(&[
+            "config",
+            "view",
+            "--minify",
+            "-o",
+            "jsonpath={.clusters[0].name}",
+        ])
+        .stdout,
+    )
+    .unwrap();
+    let server = String::from_utf8(
+        control_plane::kubectl(&[
+            "config",
+            "view",
+            "--minify",
+            "-o",
+            "jsonpath={.clusters[0].cluster.server}",
+        ])
+        .stdout,
+    )
+    .unwrap();
+    let set = Command::new(control_plane::kubectl_path())
+        .args([
+            "config",
+            "set-cluster",
+            cluster.trim(),
+            "--proxy-url",
+            &proxy,
+        ])
+        .args(["--kubeconfig", &own_path])
+        .output()
+        .unwrap();
+    assert!(set.status.success(), "{set:?}");
+    let run = cli_env(&["status", "-n", &ns], &[("KUBECONFIG", &own_path)]);
+    assert!(shows_abc_ready(&run));
+    let api = server.trim().trim_start_matches("https://").to_owned();
+    let through = seen.lock().unwrap().clone();
+    assert!(
+        !through.is_empty() && through.iter().all(|t| *t == api),
+        "the proxy saw {through:?}, not {api}"
+    );
+
+    // HTTPS_PROXY: like kubectl (Go's ProxyFromEnvironment), never for a loopback API server,
+    // so a dead proxy changes nothing here.
+    let run = cli_env(
+        &["status", "-n", &ns],
+        &[("HTTPS_PROXY", "http://127.0.0.1:9")],
+    );
+    assert!(shows_abc_ready(&run));
+
+    // --token: a ServiceAccount with no rights is refused, by its name.
+    let accounts =
+        Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(f.client.clone(), &ns);
+    accounts
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": "nobody"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let token = accounts
+        .create_token_request(
+            "nobody",
+            &PostParams::default(),
+            &k8s_openapi::api::authentication::v1::TokenRequest::default(),
+        )
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.token)
+        .expect("a token from the TokenRequest API");
+    let who = format!("system:serviceaccount:{ns}:nobody");
+    let run = cli_env(&["status", "-n", &ns, "--token", &token], &[]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains(&who), "{}", run.stderr);
+    assert!(!run.stderr.contains(&token) && !run.stdout.contains(&token));
+    // --server with --token and no kubeconfig at all: the server is the one asked.
+    let run = cli_env(
+        &[
+            "status",
+            "-n",
+            &ns,
+            "--server",
+            "https://127.0.0.1:9",
+            "--token",
+            &token,
+        ],
+        &[("KUBECONFIG", "/nonexistent")],
+    );
+    assert_eq!(run.code, 2);
+    assert!(!run.stderr.contains(&token));
+
+    // --as and --as-group: the admin acts as someone else.
+    let run = cli_env(&["status", "-n", &ns, "--as", &who], &[]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains(&who), "{}", run.stderr);
+    let run = cli_env(
+        &[
+            "status",
+            "-n",
+            &ns,
+            "--as",
+            "jane",
+            "--as-group",
+            "system:masters",
+        ],
+        &[],
+    );
+    assert!(shows_abc_ready(&run));
+
+    // --request-timeout: a duration, or a clear error.
+    let run = cli_env(&["status", "-n", &ns, "--request-timeout", "30s"], &[]);
+    assert!(shows_abc_ready(&run));
+    let run = cli_env(&["status", "-n", &ns, "--request-timeout", "soon"], &[]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("--request-timeout"), "{}", run.stderr);
+}

@@ -22,22 +22,102 @@ pub fn build(mut config: kube::Config, timeout: Duration) -> Result<kube::Client
     Ok(builder.with_layer(&DeadlineLayer { timeout }).build())
 }
 
-/// `HTTPS_PROXY` is for the NetSapiens API (a cluster's egress proxy); the Kubernetes API is
-/// reached directly, in a pod and outside. The kubeconfig loader takes the variable as the
-/// API server's proxy when the kubeconfig names none: that proxy is dropped here. A
-/// `proxy-url` in the kubeconfig itself is kept (and refused by the client, which has no proxy
-/// support).
-fn ignore_environment_proxy(config: &mut kube::Config) {
-    let from_env = ["HTTPS_PROXY", "https_proxy"]
+/// Builds a client for a person's tool (the CLI) as kubectl connects: through the kubeconfig's
+/// `proxy-url`, or else `HTTPS_PROXY`, except to hosts `NO_PROXY` names and to loopback
+/// addresses (Go's `ProxyFromEnvironment`, which kubectl uses, never proxies those).
+pub fn build_like_kubectl(
+    mut config: kube::Config,
+    timeout: Duration,
+) -> Result<kube::Client, kube::Error> {
+    if environment_proxy().is_some() && config.proxy_url == environment_proxy() {
+        let host = config.cluster_url.host().unwrap_or_default().to_owned();
+        let no_proxy = ["NO_PROXY", "no_proxy"]
+            .iter()
+            .filter_map(|name| std::env::var(name).ok())
+            .find(|v| !v.trim().is_empty())
+            .unwrap_or_default();
+        if !proxied_by_environment(&host, &no_proxy) {
+            config.proxy_url = None;
+        }
+    }
+    let builder = kube::client::ClientBuilder::try_from(config)?;
+    Ok(builder.with_layer(&DeadlineLayer { timeout }).build())
+}
+
+/// Whether Go's `ProxyFromEnvironment` would send a request to `host` through `HTTPS_PROXY`,
+/// given `NO_PROXY` (comma-separated hosts, `.domain` or `domain` suffixes, `*`).
+fn proxied_by_environment(host: &str, no_proxy: &str) -> bool {
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    if host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+    {
+        return false;
+    }
+    !no_proxy.split(',').map(str::trim).any(|entry| {
+        let entry = entry
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let bare = entry.trim_start_matches('.');
+        entry == "*" || (!bare.is_empty() && (host == bare || host.ends_with(&format!(".{bare}"))))
+    })
+}
+
+/// `HTTPS_PROXY` (or `https_proxy`), as the kubeconfig loader reads it.
+fn environment_proxy() -> Option<http::Uri> {
+    ["HTTPS_PROXY", "https_proxy"]
         .iter()
         .filter_map(|name| std::env::var(name).ok())
         .find(|v| !v.trim().is_empty())
-        .and_then(|v| v.parse::<http::Uri>().ok());
-    if from_env.is_some() && config.proxy_url == from_env {
+        .and_then(|v| v.parse::<http::Uri>().ok())
+}
+
+/// `HTTPS_PROXY` is for the NetSapiens API (a cluster's egress proxy); the operator reaches
+/// the Kubernetes API directly. The kubeconfig loader takes the variable as the API server's
+/// proxy when the kubeconfig names none: that proxy is dropped here. A `proxy-url` in the
+/// kubeconfig itself is used.
+fn ignore_environment_proxy(config: &mut kube::Config) {
+    if environment_proxy().is_some() && config.proxy_url == environment_proxy() {
         tracing::debug!(
             "HTTPS_PROXY is used for the NetSapiens API only, not for the Kubernetes API"
         );
         config.proxy_url = None;
+    }
+}
+
+#[cfg(test)]
+mod proxy_tests {
+    use super::proxied_by_environment;
+
+    #[test]
+    fn no_proxy_and_loopback_as_go_reads_them() {
+        for host in ["localhost", "127.0.0.1", "[::1]", "127.8.9.10"] {
+            assert!(!proxied_by_environment(host, ""), "{host}");
+        }
+        assert!(proxied_by_environment("api.example.com", ""));
+        assert!(proxied_by_environment(
+            "api.example.com",
+            "other.com,example.org"
+        ));
+        for no_proxy in [
+            "example.com",
+            ".example.com",
+            "api.example.com:6443",
+            " *",
+            "x, example.com",
+        ] {
+            assert!(
+                !proxied_by_environment("api.example.com", no_proxy),
+                "{no_proxy}"
+            );
+        }
+        assert!(proxied_by_environment("notexample.com", "example.com"));
     }
 }
 

@@ -3,7 +3,8 @@
 //! (`status`), asking for a new token (`renew`), trying a credential's inputs against the API
 //! without writing anything (`check`), and asking the API about the token in place
 //! (`inspect`), and which versions run (`version`). Kubeconfig handling follows kubectl: `KUBECONFIG`, `--kubeconfig`,
-//! `--context`, `-n`, `-A`. Nothing here ever prints a secret.
+//! `--context`, `--cluster`, `--user`, `--server`, `--token`, `--as`, `--as-group`,
+//! `--request-timeout`, `-n`, `-A`, and the kubeconfig's `proxy-url` or `HTTPS_PROXY`. Nothing here ever prints a secret.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -42,6 +43,28 @@ pub struct Connection {
     /// The namespace (default: the context's, or `default`).
     #[arg(short = 'n', long, global = true)]
     pub namespace: Option<String>,
+    /// The kubeconfig cluster to use (instead of the context's).
+    #[arg(long, global = true)]
+    pub cluster: Option<String>,
+    /// The kubeconfig user to use (instead of the context's).
+    #[arg(long, global = true)]
+    pub user: Option<String>,
+    /// The API server's address (instead of the kubeconfig's; enough with --token).
+    #[arg(short = 's', long, global = true, value_name = "URL")]
+    pub server: Option<String>,
+    /// A bearer token for the API server (instead of the kubeconfig user's credentials).
+    #[arg(long, global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// The user to impersonate.
+    #[arg(long = "as", global = true, value_name = "USER")]
+    pub impersonate: Option<String>,
+    /// A group to impersonate (repeatable).
+    #[arg(long = "as-group", global = true, value_name = "GROUP")]
+    pub impersonate_groups: Vec<String>,
+    /// How long to wait for each answer of the API server (Go duration, e.g. `30s`; `0` waits
+    /// as long as it takes).
+    #[arg(long, global = true, default_value = "15s", value_name = "DURATION")]
+    pub request_timeout: String,
 }
 
 /// How `check` and `inspect` reach the API: under the operator's policy (allowed API hosts, plain
@@ -350,24 +373,72 @@ struct Cluster {
 
 async fn connect(c: &Connection) -> Result<Cluster, Box<dyn std::error::Error>> {
     crate::nsapi::tls::install_crypto_provider();
+    let timeout = request_timeout(&c.request_timeout)?;
     let options = KubeConfigOptions {
         context: c.context.clone(),
-        ..KubeConfigOptions::default()
+        cluster: c.cluster.clone(),
+        user: c.user.clone(),
     };
-    let config = match &c.kubeconfig {
-        Some(path) => {
-            let kubeconfig = Kubeconfig::read_from(path)?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &options).await?
-        }
-        None if c.context.is_some() => kube::Config::from_kubeconfig(&options).await?,
-        None => kube::Config::infer().await?,
+    let named = c.context.is_some() || c.cluster.is_some() || c.user.is_some();
+    let loaded = match &c.kubeconfig {
+        Some(path) => match Kubeconfig::read_from(path) {
+            Ok(kubeconfig) => kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .map_err(Box::<dyn std::error::Error>::from),
+            Err(e) => Err(e.into()),
+        },
+        None if named => kube::Config::from_kubeconfig(&options)
+            .await
+            .map_err(Into::into),
+        None => kube::Config::infer().await.map_err(Into::into),
     };
+    // As kubectl: --server (with --token) is enough without a kubeconfig.
+    let mut config = match (loaded, &c.server) {
+        (Ok(config), _) => config,
+        (Err(_), Some(server)) => kube::Config::new(parse_server(server)?),
+        (Err(e), None) => return Err(e),
+    };
+    if let Some(server) = &c.server {
+        config.cluster_url = parse_server(server)?;
+    }
+    if let Some(token) = &c.token {
+        config.auth_info = kube::config::AuthInfo {
+            token: Some(secrecy::SecretString::from(token.clone())),
+            ..kube::config::AuthInfo::default()
+        };
+    }
+    if let Some(user) = &c.impersonate {
+        config.auth_info.impersonate = Some(user.clone());
+    }
+    if !c.impersonate_groups.is_empty() {
+        config.auth_info.impersonate_groups = Some(c.impersonate_groups.clone());
+    }
     let namespace = c
         .namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
-    let client = crate::cluster::kube_client::build(config, std::time::Duration::from_secs(15))?;
+    let client = crate::cluster::kube_client::build_like_kubectl(config, timeout)?;
     Ok(Cluster { client, namespace })
+}
+
+fn parse_server(server: &str) -> Result<http::Uri, String> {
+    server
+        .parse::<http::Uri>()
+        .ok()
+        .filter(|uri| uri.scheme().is_some() && uri.host().is_some())
+        .ok_or_else(|| format!("--server {server:?} is not a URL such as https://host:6443"))
+}
+
+/// `--request-timeout`: a Go duration; `0` is as long as it takes (a day, in practice).
+fn request_timeout(text: &str) -> Result<std::time::Duration, String> {
+    if text.trim() == "0" {
+        return Ok(std::time::Duration::from_secs(24 * 3600));
+    }
+    schedule::parse_duration(text)
+        .ok()
+        .and_then(|d| std::time::Duration::try_from(d).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("--request-timeout {text:?} is not a duration such as 30s or 1m"))
 }
 
 /// `status [NAME] [-A]`: a table of credentials.
