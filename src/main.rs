@@ -192,6 +192,18 @@ struct RunArgs {
     /// Name of the leader-election Lease.
     #[arg(long, default_value = "nsapi-token-operator")]
     leader_election_lease: String,
+    /// How long a Lease not renewed stays its holder's (a standby waits this long after a
+    /// leader stopped without releasing it).
+    #[arg(long, default_value = "15s", value_parser = parse_timeout)]
+    leader_election_lease_duration: Duration,
+    /// How long the leader keeps trying to renew before it gives the Lease up and exits
+    /// (shorter than the lease duration).
+    #[arg(long, default_value = "10s", value_parser = parse_timeout)]
+    leader_election_renew_deadline: Duration,
+    /// How often the leader renews and a standby looks at the Lease (shorter than the renew
+    /// deadline).
+    #[arg(long, default_value = "2s", value_parser = parse_timeout)]
+    leader_election_retry_period: Duration,
     /// Timeout of each request to the NetSapiens API (Go duration).
     #[arg(long, default_value = "15s", value_parser = parse_timeout)]
     api_timeout: Duration,
@@ -441,16 +453,35 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         controller: "nsapi-token-operator".into(),
         instance: pod_name.clone(),
     };
+    // As client-go requires: the leader gives up before another may take over, and retries
+    // several times within its deadline.
+    if args.leader_election
+        && !(args.leader_election_lease_duration > args.leader_election_renew_deadline
+            && args.leader_election_renew_deadline > args.leader_election_retry_period.mul_f64(1.2))
+    {
+        return Err(format!(
+            "leader election needs --leader-election-lease-duration ({:?}) > --leader-election-renew-deadline ({:?}) > 1.2 x --leader-election-retry-period ({:?})",
+            args.leader_election_lease_duration,
+            args.leader_election_renew_deadline,
+            args.leader_election_retry_period
+        )
+        .into());
+    }
     let elector = args.leader_election.then(|| {
         let host = pod_name
             .or_else(|| std::env::var("HOSTNAME").ok())
             .unwrap_or_else(|| "nsapi-token-operator".into());
         let identity = format!("{host}-{:08x}", rand::random::<u32>());
-        let config = LeaseConfig::new(
-            args.leader_election_namespace,
-            args.leader_election_lease,
-            identity,
-        );
+        let config = LeaseConfig {
+            lease_duration: args.leader_election_lease_duration,
+            renew_deadline: args.leader_election_renew_deadline,
+            retry_period: args.leader_election_retry_period,
+            ..LeaseConfig::new(
+                args.leader_election_namespace,
+                args.leader_election_lease,
+                identity,
+            )
+        };
         LeaderElector::new(client.clone(), config, clock.clone())
     });
     let rate = (args.api_rate_limit > 0.0).then_some(Rate {

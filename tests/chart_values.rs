@@ -1713,3 +1713,117 @@ fn schema_refuses_bad_values_of_every_new_key() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn platform_conventions_render_and_install() {
+    let _plane = PLANE.read().await;
+    // The defaults: what the chart always did, stated.
+    let objs = render(&json!({}));
+    let deployment = the(&objs, "Deployment");
+    assert_eq!(deployment["spec"]["revisionHistoryLimit"], 10);
+    assert_eq!(deployment["spec"]["strategy"], json!({"type": "Recreate"}));
+    let container = &pod_spec(&objs)["containers"][0];
+    assert_eq!(container["livenessProbe"]["periodSeconds"], 10);
+    assert_eq!(container["readinessProbe"]["periodSeconds"], 5);
+    let with_leader = render(&json!({"leaderElection": {"enabled": true}, "replicaCount": 2}));
+    let deployment = the(&with_leader, "Deployment");
+    assert_eq!(
+        deployment["spec"]["strategy"],
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}})
+    );
+    let args = args_of(deployment);
+    for arg in [
+        "--leader-election-lease-duration=15s",
+        "--leader-election-renew-deadline=10s",
+        "--leader-election-retry-period=2s",
+    ] {
+        assert!(args.contains(&arg.to_owned()), "{args:?}");
+    }
+
+    let values = json!({
+        "commonLabels": {"team": "voice", "cost-center": "c42"},
+        "deploymentAnnotations": {"example.com/owner": "voice-platform"},
+        "revisionHistoryLimit": 3,
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}},
+        "livenessProbe": {"initialDelaySeconds": 1, "periodSeconds": 20, "timeoutSeconds": 5, "failureThreshold": 6},
+        "readinessProbe": {"initialDelaySeconds": 0, "periodSeconds": 2, "timeoutSeconds": 1, "failureThreshold": 2},
+        "runtimeClassName": "gvisor",
+        "hostAliases": [{"ip": "192.0.2.10", "hostnames": ["api.portal.example"]}],
+        "leaderElection": {"enabled": true, "leaseDuration": "30s", "renewDeadline": "20s", "retryPeriod": "4s"},
+        "replicaCount": 2,
+        "serviceMonitor": {"enabled": true, "namespace": "monitoring", "honorLabels": false,
+                           "relabelings": [{"targetLabel": "cluster", "replacement": "eu-1"}],
+                           "metricRelabelings": [{"sourceLabels": ["__name__"], "regex": "go_.*", "action": "drop"}]},
+    });
+    let objs = render(&values);
+    for object in &objs {
+        let labels = &object["metadata"]["labels"];
+        assert_eq!(labels["team"], "voice", "{}", object["kind"]);
+        assert_eq!(labels["cost-center"], "c42", "{}", object["kind"]);
+    }
+    let monitor = the(&objs, "ServiceMonitor");
+    assert_eq!(monitor["metadata"]["namespace"], "monitoring");
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    assert_eq!(endpoint["honorLabels"], false);
+    assert_eq!(endpoint["relabelings"][0]["targetLabel"], "cluster");
+    assert_eq!(endpoint["metricRelabelings"][0]["action"], "drop");
+    let args = args_of(the(&objs, "Deployment"));
+    for arg in [
+        "--leader-election-lease-duration=30s",
+        "--leader-election-renew-deadline=20s",
+        "--leader-election-retry-period=4s",
+    ] {
+        assert!(args.contains(&arg.to_owned()), "{args:?}");
+    }
+
+    // Installed (without the ServiceMonitor, whose CRD this control plane does not serve):
+    // the API server keeps every setting.
+    let mut install = values.clone();
+    install["serviceMonitor"] = json!({"enabled": false});
+    let installed = Installed::new("chart-conventions", &install).await;
+    let live = installed.get("deployment", &installed.fullname);
+    assert_eq!(live["metadata"]["labels"]["team"], "voice");
+    assert_eq!(
+        live["metadata"]["annotations"]["example.com/owner"],
+        "voice-platform"
+    );
+    assert_eq!(live["spec"]["revisionHistoryLimit"], 3);
+    assert_eq!(live["spec"]["strategy"], values["strategy"]);
+    let pod = &live["spec"]["template"]["spec"];
+    assert_eq!(pod["runtimeClassName"], "gvisor");
+    assert_eq!(pod["hostAliases"], values["hostAliases"]);
+    let container = &pod["containers"][0];
+    for (probe, want) in [
+        ("livenessProbe", &values["livenessProbe"]),
+        ("readinessProbe", &values["readinessProbe"]),
+    ] {
+        for (field, value) in want.as_object().unwrap() {
+            // The API server leaves out a zero (the default).
+            assert_eq!(
+                container[probe][field].as_i64().unwrap_or(0),
+                value.as_i64().unwrap(),
+                "{probe}.{field}"
+            );
+        }
+    }
+    let account = installed.get("serviceaccount", &installed.fullname);
+    assert_eq!(account["metadata"]["labels"]["team"], "voice");
+
+    // The schema refuses what Kubernetes or the operator would.
+    for (bad, why) in [
+        (json!({"strategy": {"type": "Sometimes"}}), "strategy"),
+        (
+            json!({"livenessProbe": {"periodSeconds": 0}}),
+            "periodSeconds",
+        ),
+        (json!({"revisionHistoryLimit": -1}), "revisionHistoryLimit"),
+        (
+            json!({"leaderElection": {"enabled": true, "leaseDuration": "soon"}}),
+            "leaseDuration",
+        ),
+        (json!({"hostAliases": [{"ip": "192.0.2.1"}]}), "hostnames"),
+    ] {
+        let error = refused(&bad);
+        assert!(error.contains(why), "{bad}: {error}");
+    }
+}
