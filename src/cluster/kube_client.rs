@@ -29,7 +29,8 @@ pub fn build_like_kubectl(
     mut config: kube::Config,
     timeout: Duration,
 ) -> Result<kube::Client, kube::Error> {
-    if environment_proxy().is_some() && config.proxy_url == environment_proxy() {
+    let from_env = environment_proxy();
+    if from_env.is_some() && config.proxy_url == from_env {
         let host = config.cluster_url.host().unwrap_or_default().to_owned();
         let no_proxy = ["NO_PROXY", "no_proxy"]
             .iter()
@@ -83,7 +84,8 @@ fn environment_proxy() -> Option<http::Uri> {
 /// proxy when the kubeconfig names none: that proxy is dropped here. A `proxy-url` in the
 /// kubeconfig itself is used.
 fn ignore_environment_proxy(config: &mut kube::Config) {
-    if environment_proxy().is_some() && config.proxy_url == environment_proxy() {
+    let from_env = environment_proxy();
+    if from_env.is_some() && config.proxy_url == from_env {
         tracing::debug!(
             "HTTPS_PROXY is used for the NetSapiens API only, not for the Kubernetes API"
         );

@@ -121,7 +121,7 @@ pub fn render(
                 why,
             };
             check_syntax(source).map_err(fail)?;
-            let value = render_one(&env, key, source, vars.clone())
+            let value = render_one(env, key, source, vars.clone())
                 // The values are real here: report the kind of failure, not the engine's text.
                 .map_err(|e| {
                     fail(format!(
@@ -161,7 +161,7 @@ pub fn check(template: &SecretDataTemplate) -> Result<(), TemplateError> {
             why,
         };
         check_syntax(source).map_err(fail)?;
-        render_one(&env, key, source, vars.clone()).map_err(|e| fail(describe(&e)))?;
+        render_one(env, key, source, vars.clone()).map_err(|e| fail(describe(&e)))?;
     }
     Ok(())
 }
@@ -265,7 +265,13 @@ fn check_syntax(source: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn environment() -> Environment<'static> {
+/// The one engine, with its settings and filters: built once (every pass renders with it).
+fn environment() -> &'static Environment<'static> {
+    static ENV: std::sync::OnceLock<Environment<'static>> = std::sync::OnceLock::new();
+    ENV.get_or_init(build_environment)
+}
+
+fn build_environment() -> Environment<'static> {
     let mut env = Environment::empty();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_auto_escape_callback(|_| AutoEscape::None);
