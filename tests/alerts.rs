@@ -127,6 +127,128 @@ fn the_rules_and_every_dashboard_query_pass_promtool() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// GitHub's anchor of a Markdown heading: lower case, spaces as dashes, other punctuation gone.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn every_alert_links_its_runbook_and_values_turn_alerts_off_change_them_and_add_rules() {
+    // Each runbook_url is the chart's runbookUrl and a heading of docs/troubleshooting.md.
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/troubleshooting.md"),
+    )
+    .unwrap();
+    let anchors: Vec<String> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix('#'))
+        .map(|h| anchor(h.trim_start_matches('#')))
+        .collect();
+    let rules = chart_rules();
+    let all = rules["groups"][0]["rules"].as_array().unwrap();
+    assert_eq!(all.len(), 4);
+    for rule in all {
+        let url = rule["annotations"]["runbook_url"].as_str().unwrap();
+        let (page, fragment) = url.split_once('#').unwrap();
+        assert!(page.ends_with("/docs/troubleshooting.md"), "{url}");
+        assert!(
+            anchors.iter().any(|a| a == fragment),
+            "{url}: no such heading in docs/troubleshooting.md"
+        );
+        assert_eq!(fragment, rule["alert"].as_str().unwrap().to_lowercase());
+    }
+
+    // One alert off, one changed, a label for all, a rule of the user's own.
+    let objects = chart::render(
+        RELEASE,
+        RELEASE_NAMESPACE,
+        &[
+            "prometheusRule.enabled=true",
+            "fullnameOverride=nsapi-token-operator",
+            "prometheusRule.runbookUrl=https://wiki.example.com/voice/nsapi",
+            "prometheusRule.alertLabels.team=voice",
+            "prometheusRule.alerts.NsApiCredentialNotReady.enabled=false",
+            "prometheusRule.alerts.NsApiTokenRefreshFailing.for=5m",
+            "prometheusRule.alerts.NsApiTokenRefreshFailing.failures=10",
+            "prometheusRule.alerts.NsApiTokenRefreshFailing.severity=critical",
+            "prometheusRule.alerts.NsApiTokenRefreshFailing.labels.team=voice-oncall",
+            "prometheusRule.alerts.NsApiTokenRefreshFailing.annotations.summary=Token requests keep failing",
+            "prometheusRule.additionalRules[0].record=nsapi:credentials_not_ready:count",
+            "prometheusRule.additionalRules[0].expr=count(nsapi_token_operator_credential_ready == 0)",
+            "prometheusRule.additionalRules[1].alert=NsApiTokenRotationsStopped",
+            "prometheusRule.additionalRules[1].expr=sum(rate(nsapi_token_operator_token_requests_total{result=\"ok\"}[2h])) == 0",
+            "prometheusRule.additionalRules[1].for=30m",
+            "prometheusRule.additionalRules[1].labels.severity=warning",
+        ],
+    );
+    let spec = chart::of_kind(&objects, "PrometheusRule")[0]["spec"].clone();
+    let names: Vec<&str> = spec["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["alert"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "NsApiTokenExpiringSoon",
+            "NsApiTokenRefreshFailing",
+            "NsApiTokenOperatorDown"
+        ]
+    );
+    let failing = rule(&spec, "NsApiTokenRefreshFailing");
+    assert_eq!(failing["for"], "5m");
+    assert!(
+        failing["expr"].as_str().unwrap().ends_with(">= 10"),
+        "{failing}"
+    );
+    assert_eq!(
+        failing["labels"],
+        json!({"severity": "critical", "team": "voice-oncall"})
+    );
+    assert_eq!(
+        failing["annotations"]["summary"],
+        "Token requests keep failing"
+    );
+    assert_eq!(
+        failing["annotations"]["runbook_url"],
+        "https://wiki.example.com/voice/nsapi#nsapitokenrefreshfailing"
+    );
+    assert_eq!(
+        rule(&spec, "NsApiTokenExpiringSoon")["labels"],
+        json!({"severity": "critical", "team": "voice"})
+    );
+    assert_eq!(spec["groups"][1]["name"], "nsapi-token-operator-additional");
+    let dir = workdir();
+    let file = dir.join("custom.yaml");
+    write_yaml(&file, &spec);
+    let out = promtool_ok(&["check", "rules", file.to_str().unwrap()]);
+    assert!(out.contains("SUCCESS: 5 rules found"), "{out}");
+
+    // No runbook_url when runbookUrl is empty.
+    let objects = chart::render(
+        RELEASE,
+        RELEASE_NAMESPACE,
+        &["prometheusRule.enabled=true", "prometheusRule.runbookUrl="],
+    );
+    let spec = &chart::of_kind(&objects, "PrometheusRule")[0]["spec"];
+    assert!(
+        rule(spec, "NsApiTokenOperatorDown")["annotations"]
+            .get("runbook_url")
+            .is_none()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Prometheus' `humanizeDuration` for whole seconds of at least a minute.
 fn humanize_duration(seconds: i64) -> String {
     let (d, h, m, s) = (
@@ -307,6 +429,8 @@ async fn each_alert_fires_on_the_operators_real_metrics() {
     );
     for name in [
         "nsapi_token_operator_reconcile_duration_seconds_count",
+        "nsapi_token_operator_work_queue_depth",
+        "nsapi_token_operator_reconciles_in_flight",
         "process_resident_memory_bytes",
         "process_cpu_seconds_total",
         "process_open_fds",

@@ -638,7 +638,7 @@ async fn crd_upgrades_with_the_release_and_outlives_it_unless_told_otherwise() {
 // ---------------------------------------------------------------------------------------------
 // The pod: extraArgs, extraEnv, extraVolumes/extraVolumeMounts, topologySpreadConstraints.
 
-/// The operator's arguments with the default values.
+/// The operator's first arguments with the default values (leader election's come after them).
 const DEFAULT_ARGS: [&str; 8] = [
     "run",
     "--http-addr=0.0.0.0:8080",
@@ -661,7 +661,10 @@ async fn extra_args_come_after_the_charts_own() {
     assert_eq!(args[args.len() - 2..], extra, "{args:?}");
     assert!(args.contains(&"--leader-election".to_owned()), "{args:?}");
     assert_eq!(
-        args_of(the(&render(&json!({})), "Deployment")),
+        args_of(the(
+            &render(&json!({"leaderElection": {"enabled": false}, "replicaCount": 1})),
+            "Deployment"
+        )),
         DEFAULT_ARGS
     );
 
@@ -856,7 +859,18 @@ async fn topology_spread_constraints_default_their_selector_to_the_releases_pods
 #[tokio::test(flavor = "multi_thread")]
 async fn pod_disruption_budget_lets_one_of_two_replicas_go_at_a_time() {
     let _plane = PLANE.read().await;
-    assert!(of_kind(&render(&json!({})), "PodDisruptionBudget").is_empty());
+    // On by default, with the two replicas of the default; off on request.
+    assert_eq!(
+        the(&render(&json!({})), "PodDisruptionBudget")["spec"]["maxUnavailable"],
+        1
+    );
+    assert!(
+        of_kind(
+            &render(&json!({"podDisruptionBudget": {"enabled": false}})),
+            "PodDisruptionBudget"
+        )
+        .is_empty()
+    );
     let two = json!({"replicaCount": 2, "leaderElection": {"enabled": true}});
     let values = json!({
         "replicaCount": 2,
@@ -1714,31 +1728,74 @@ fn schema_refuses_bad_values_of_every_new_key() {
     }
 }
 
+/// Serves prometheus-operator's ServiceMonitor, PodMonitor and PrometheusRule CRDs on the
+/// shared control plane (idempotent; nothing else there uses them).
+fn serve_monitoring_crds() {
+    let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/monitoring-crds"))
+        .arg("--path")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = String::from_utf8(out.stdout).unwrap();
+    let applied = control_plane::kubectl(&["apply", "--server-side", "-f", dir.trim()]);
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let established = control_plane::kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/servicemonitors.monitoring.coreos.com",
+        "crd/podmonitors.monitoring.coreos.com",
+        "crd/prometheusrules.monitoring.coreos.com",
+    ]);
+    assert!(established.status.success());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn platform_conventions_render_and_install() {
     let _plane = PLANE.read().await;
-    // The defaults: what the chart always did, stated.
+    // The defaults: two replicas electing a leader, rolled one at a time with a ready replica
+    // throughout, on different nodes where there are several, under a disruption budget.
     let objs = render(&json!({}));
     let deployment = the(&objs, "Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 2);
     assert_eq!(deployment["spec"]["revisionHistoryLimit"], 10);
-    assert_eq!(deployment["spec"]["strategy"], json!({"type": "Recreate"}));
-    let container = &pod_spec(&objs)["containers"][0];
-    assert_eq!(container["livenessProbe"]["periodSeconds"], 10);
-    assert_eq!(container["readinessProbe"]["periodSeconds"], 5);
-    let with_leader = render(&json!({"leaderElection": {"enabled": true}, "replicaCount": 2}));
-    let deployment = the(&with_leader, "Deployment");
     assert_eq!(
         deployment["spec"]["strategy"],
         json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}})
     );
     let args = args_of(deployment);
     for arg in [
+        "--leader-election",
         "--leader-election-lease-duration=15s",
         "--leader-election-renew-deadline=10s",
         "--leader-election-retry-period=2s",
     ] {
         assert!(args.contains(&arg.to_owned()), "{args:?}");
     }
+    let affinity = &pod_spec(&objs)["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        [0]["podAffinityTerm"];
+    assert_eq!(affinity["topologyKey"], "kubernetes.io/hostname");
+    assert_eq!(
+        the(&objs, "PodDisruptionBudget")["spec"]["maxUnavailable"],
+        1
+    );
+    let container = &pod_spec(&objs)["containers"][0];
+    assert_eq!(container["livenessProbe"]["periodSeconds"], 10);
+    assert_eq!(container["readinessProbe"]["periodSeconds"], 5);
+    // One replica without leader election: Recreate, never two operators at once.
+    let single = render(&json!({"leaderElection": {"enabled": false}, "replicaCount": 1}));
+    let deployment = the(&single, "Deployment");
+    assert_eq!(deployment["spec"]["strategy"], json!({"type": "Recreate"}));
+    assert!(!args_of(deployment).contains(&"--leader-election".to_owned()));
+    assert!(pod_spec(&single).get("affinity").is_none());
 
     let values = json!({
         "commonLabels": {"team": "voice", "cost-center": "c42"},
@@ -1776,11 +1833,58 @@ async fn platform_conventions_render_and_install() {
         assert!(args.contains(&arg.to_owned()), "{args:?}");
     }
 
-    // Installed (without the ServiceMonitor, whose CRD this control plane does not serve):
-    // the API server keeps every setting.
+    // Installed, with prometheus-operator's own CRDs served (scripts/monitoring-crds), so the
+    // API server checks the ServiceMonitor, the PodMonitor and the PrometheusRule with their
+    // schemas: the API server keeps every setting.
+    serve_monitoring_crds();
     let mut install = values.clone();
-    install["serviceMonitor"] = json!({"enabled": false});
+    install["serviceMonitor"]["namespace"] = json!("");
+    install["prometheusRule"] = json!({
+        "enabled": true,
+        "alerts": {"NsApiCredentialNotReady": {"enabled": false},
+                   "NsApiTokenRefreshFailing": {"for": "5m", "failures": 10, "labels": {"team": "oncall"}}},
+        "additionalRules": [{"record": "nsapi:not_ready:count", "expr": "count(nsapi_token_operator_credential_ready == 0)"}],
+    });
     let installed = Installed::new("chart-conventions", &install).await;
+    let monitor = installed.get("servicemonitor", &installed.fullname);
+    assert_eq!(monitor["spec"]["endpoints"][0]["honorLabels"], false);
+    assert_eq!(
+        monitor["spec"]["endpoints"][0]["metricRelabelings"][0]["action"],
+        "drop"
+    );
+    let rules = installed.get("prometheusrule", &installed.fullname);
+    assert_eq!(
+        rules["spec"]["groups"][0]["rules"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        rules["spec"]["groups"][1]["rules"][0]["record"],
+        "nsapi:not_ready:count"
+    );
+    // The PodMonitor alternative: every pod scraped, its job named as the Service's would be.
+    let mut pod_monitor = values.clone();
+    pod_monitor["serviceMonitor"] = json!({"enabled": false, "relabelings": [{"targetLabel": "cluster", "replacement": "eu-1"}]});
+    pod_monitor["podMonitor"] = json!({"enabled": true, "labels": {"release": "prometheus"}});
+    let with_pods = Installed::new("chart-podmonitor", &pod_monitor).await;
+    let live = with_pods.get("podmonitor", &with_pods.fullname);
+    assert_eq!(live["metadata"]["labels"]["release"], "prometheus");
+    let endpoint = &live["spec"]["podMetricsEndpoints"][0];
+    assert_eq!(endpoint["port"], "http");
+    assert_eq!(
+        endpoint["relabelings"],
+        json!([
+            {"action": "replace", "targetLabel": "job", "replacement": with_pods.fullname},
+            {"action": "replace", "targetLabel": "cluster", "replacement": "eu-1"},
+        ])
+    );
+    assert_eq!(
+        live["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"],
+        with_pods.release.as_str()
+    );
+    drop(with_pods);
     let live = installed.get("deployment", &installed.fullname);
     assert_eq!(live["metadata"]["labels"]["team"], "voice");
     assert_eq!(

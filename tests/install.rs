@@ -84,12 +84,15 @@ fn chart_lints_and_renders_with_default_and_namespace_scoped_values() {
     assert_eq!(
         kinds(&objs),
         [
+            "PodDisruptionBudget",
             "ServiceAccount",
             "CustomResourceDefinition",
             "ClusterRole",
             "ClusterRole",
             "ClusterRoleBinding",
             "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
             "Service",
             "Deployment"
         ]
@@ -100,6 +103,7 @@ fn chart_lints_and_renders_with_default_and_namespace_scoped_values() {
             [
                 "nsapi-token-operator",
                 "nsapi-token-operator-namespaces",
+                "nsapi-token-operator-leader-election",
                 "nsapicredentials.nsapi.io"
             ]
             .contains(&name),
@@ -119,8 +123,9 @@ fn chart_lints_and_renders_with_default_and_namespace_scoped_values() {
     );
     let deployment = of_kind(&objs, "Deployment")[0];
     assert_eq!(deployment["metadata"]["namespace"], RELEASE_NAMESPACE);
-    assert_eq!(deployment["spec"]["replicas"], 1);
-    assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
+    // Two replicas, one leader, rolled with a ready replica throughout.
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert_eq!(deployment["spec"]["strategy"]["type"], "RollingUpdate");
     let pod = &deployment["spec"]["template"]["spec"];
     assert_eq!(pod["serviceAccountName"], SERVICE_ACCOUNT);
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
@@ -155,13 +160,21 @@ fn chart_lints_and_renders_with_default_and_namespace_scoped_values() {
             "--kube-api-timeout=10s",
             "--api-rate-limit=10",
             "--api-burst=20",
-            "--concurrency=64"
+            "--concurrency=64",
+            "--leader-election",
+            "--leader-election-namespace=nsapi-system",
+            "--leader-election-lease=nsapi-token-operator",
+            "--leader-election-lease-duration=15s",
+            "--leader-election-renew-deadline=10s",
+            "--leader-election-retry-period=2s"
         ]
     );
     let service = of_kind(&objs, "Service")[0];
     assert_eq!(service["spec"]["ports"][0]["targetPort"], 8080);
 
     // Namespace-scoped, with a list: a Role and a RoleBinding in each, no cluster-wide access.
+    // (One replica without leader election here: the Lease's Role was checked above.)
+    let single = "leaderElection.enabled=false,replicaCount=1,podDisruptionBudget.enabled=false";
     let objs = objects(&helm_ok(&[
         "template",
         "ops",
@@ -170,6 +183,8 @@ fn chart_lints_and_renders_with_default_and_namespace_scoped_values() {
         "operators",
         "-f",
         &scoped_values,
+        "--set",
+        single,
     ]));
     assert_eq!(
         kinds(&objs),
@@ -220,7 +235,7 @@ fn chart_lints_and_renders_with_default_and_namespace_scoped_values() {
     }
 
     // Namespace-scoped without a list: the release namespace only.
-    let objs = render("ops", "operators", &["scope=namespace"]);
+    let objs = render("ops", "operators", &["scope=namespace", single]);
     let roles = of_kind(&objs, "Role");
     assert_eq!(roles.len(), 1);
     assert_eq!(roles[0]["metadata"]["namespace"], "operators");
@@ -284,7 +299,16 @@ fn day2_extras_are_opt_in() {
             "consumerCheck.enabled=true",
         ],
     );
-    let roles = of_kind(&objs, "Role");
+    // One Role in each watched namespace (and the Lease's, for leader election).
+    let roles: Vec<&Value> = of_kind(&objs, "Role")
+        .into_iter()
+        .filter(|r| {
+            !r["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .ends_with("-leader-election")
+        })
+        .collect();
     assert_eq!(roles.len(), 2);
     for role in roles {
         assert_eq!(role["rules"], with_both);
@@ -336,7 +360,11 @@ fn day2_extras_are_opt_in() {
 fn chart_schema_rejects_bad_values() {
     let chart = chart();
     for (set, expected) in [
-        ("replicaCount=2", "/replicaCount"),
+        // Two replicas are the default; without leader election both would rotate.
+        (
+            "leaderElection.enabled=false,replicaCount=2",
+            "/replicaCount",
+        ),
         ("logFormat=xml", "/logFormat"),
         ("allowedApiHosts=portal.example.com", "/allowedApiHosts"),
         (
@@ -354,12 +382,24 @@ fn chart_schema_rejects_bad_values() {
         ("rolloutRestart.enabled=yes", "/rolloutRestart/enabled"),
         ("consumerCheck.enabled=1", "/consumerCheck/enabled"),
         (
-            "prometheusRule.notReadyFor=ten minutes",
-            "/prometheusRule/notReadyFor",
+            "prometheusRule.alerts.NsApiCredentialNotReady.for=ten minutes",
+            "/prometheusRule/alerts/NsApiCredentialNotReady/for",
         ),
         (
-            "prometheusRule.refreshFailures=0",
-            "/prometheusRule/refreshFailures",
+            "prometheusRule.alerts.NsApiTokenRefreshFailing.failures=0",
+            "/prometheusRule/alerts/NsApiTokenRefreshFailing/failures",
+        ),
+        (
+            "prometheusRule.alerts.NsApiTokenExpiringSoon.enable=false",
+            "additional properties 'enable'",
+        ),
+        (
+            "prometheusRule.additionalRules[0].expr=up",
+            "/prometheusRule/additionalRules/0",
+        ), // neither alert nor record
+        (
+            "podMonitor.enabled=true,serviceMonitor.enabled=true",
+            "/serviceMonitor/enabled",
         ),
         (
             "grafanaDashboard.namespace=Monitoring",
@@ -403,11 +443,14 @@ fn deploy_manifests_match_the_chart() {
         kinds(&objs),
         [
             "Namespace",
+            "PodDisruptionBudget",
             "ServiceAccount",
             "ClusterRole",
             "ClusterRole",
             "ClusterRoleBinding",
             "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
             "Service",
             "Deployment"
         ]
@@ -544,9 +587,12 @@ async fn helm_install_creates_crd_rbac_deployment_and_service() {
         "--kubeconfig",
         &kubeconfig,
         "--set",
-        "replicaCount=2",
+        "leaderElection.enabled=false,replicaCount=2",
     ]);
-    assert!(!out.status.success(), "replicaCount=2 was accepted");
+    assert!(
+        !out.status.success(),
+        "two replicas without leader election were accepted"
+    );
     let history = helm_ok(&[
         "history",
         &release.name,
@@ -654,7 +700,12 @@ impl Drop for AppliedRbac {
 /// The chart rendered as a release in nsapi-system whose ServiceAccount is the control plane's
 /// static operator identity; `release` keeps the (Cluster)Role names unique to this run.
 fn render_for_operator_identity(release: &str, set: &[&str]) -> Vec<Value> {
-    let mut all = vec!["serviceAccount.name=nsapi-token-operator"];
+    // One operator process, as these tests run it; a test that elects a leader says so.
+    let mut all = vec![
+        "serviceAccount.name=nsapi-token-operator",
+        "leaderElection.enabled=false",
+        "replicaCount=1",
+    ];
     all.extend_from_slice(set);
     let objs = render(release, RELEASE_NAMESPACE, &all);
     for binding in objs

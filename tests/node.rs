@@ -87,6 +87,9 @@ fn node_network_values(plane: &PrivatePlane, http_port: u16) -> Vec<String> {
         format!("extraEnv[1].value={api_port}"),
         // The fixture applied the CRD with kubectl: the release must not own it.
         "crds.enabled=false".to_owned(),
+        // One pod (the chart's default is two, electing a leader), so that its /metrics and
+        // log are the leader's; the HA test asks for two.
+        "replicaCount=1".to_owned(),
     ]
     .to_vec()
 }

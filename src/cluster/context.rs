@@ -128,6 +128,7 @@ impl Context {
 
     pub fn forget_by_name(&self, namespace: &str, name: &str, uid: Option<&str>) {
         self.metrics.forget(namespace, name);
+        self.metrics.queue.forget(namespace, name);
         if let Some(uid) = uid {
             self.gone.bury(uid, std::time::Instant::now());
             self.sessions.forget(uid);

@@ -108,7 +108,18 @@ pub async fn run(
             })
             .try_filter_map({
                 let mut triggers = Triggers::default();
-                move |event| futures::future::ready(Ok(triggers.select(event)))
+                let ctx = ctx.clone();
+                move |event| {
+                    let selected = triggers.select(event);
+                    if let Some(credential) = &selected {
+                        ctx.metrics.queue.triggered(
+                            &credential.namespace().unwrap_or_default(),
+                            &credential.name_any(),
+                            std::time::Instant::now(),
+                        );
+                    }
+                    futures::future::ready(Ok(selected))
+                }
             });
         // Metadata only: the operator never holds the data of Secrets it does not own.
         let secret_changes = watcher(
@@ -125,7 +136,15 @@ pub async fn run(
                     if ctx.own_writes.is_own(&secret.metadata) {
                         return Vec::new();
                     }
-                    credentials_using(&index, &secret)
+                    let using = credentials_using(&index, &secret);
+                    let now = std::time::Instant::now();
+                    for credential in &using {
+                        let namespace = credential.namespace.as_deref().unwrap_or_default();
+                        ctx.metrics
+                            .queue
+                            .triggered(namespace, &credential.name, now);
+                    }
+                    using
                 }
             })
             .graceful_shutdown_on(shutdown.clone())
@@ -288,10 +307,23 @@ fn error_policy(credential: Arc<NsApiCredential>, error: &Error, ctx: Arc<Contex
     ctx.metrics.reconcile_error(error.metric_label());
     // Someone changed the object between our read and our write: start over soon.
     if matches!(error, Error::Kube(kube::Error::Api(e)) if e.code == 409) {
-        return Action::requeue(Duration::from_secs(1));
+        let soon = Duration::from_secs(1);
+        ctx.metrics.queue.finished(
+            &credential.namespace().unwrap_or_default(),
+            &credential.name_any(),
+            std::time::Instant::now(),
+            Some(soon),
+        );
+        return Action::requeue(soon);
     }
     let uid = credential.uid().unwrap_or_default();
     let delay = ctx.kube_retries.next_delay(&uid);
+    ctx.metrics.queue.finished(
+        &credential.namespace().unwrap_or_default(),
+        &credential.name_any(),
+        std::time::Instant::now(),
+        Some(delay),
+    );
     warn!(
         credential = %credential.name_any(),
         namespace = credential.namespace().unwrap_or_default(),

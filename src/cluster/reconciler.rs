@@ -18,7 +18,7 @@ use crate::cluster::consumers::Consumers;
 use crate::cluster::context::Context;
 use crate::cluster::namespaces::is_namespace_terminating;
 use crate::cluster::output_secret::{self, InPlace, OutputSecret};
-use crate::cluster::record::Record;
+use crate::cluster::record::{Next, Record};
 use crate::cluster::trust;
 use crate::cluster::{Error, Result};
 use crate::core::clock::{later, rfc3339};
@@ -42,13 +42,26 @@ const CA_BUNDLE_RECHECK: std::time::Duration = std::time::Duration::from_secs(30
 #[instrument(skip_all, fields(namespace = cached.namespace().unwrap_or_default(), credential = %cached.name_any()))]
 pub async fn reconcile(cached: Arc<NsApiCredential>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics.reconcile();
+    let (namespace, name) = (cached.namespace().unwrap_or_default(), cached.name_any());
+    let uid = cached.uid().unwrap_or_default();
+    ctx.metrics.queue.started(&namespace, &name);
     let started = std::time::Instant::now();
     let result = reconcile_now(cached, &ctx).await;
     ctx.metrics.reconcile_duration(started.elapsed());
-    result
+    match &result {
+        // A failed pass is requeued by `controller::error_policy`, which books it.
+        Err(_) => {}
+        Ok(_) if ctx.is_gone(&uid) => ctx.metrics.queue.forget(&namespace, &name),
+        Ok(next) => {
+            ctx.metrics
+                .queue
+                .finished(&namespace, &name, std::time::Instant::now(), next.after())
+        }
+    }
+    result.map(Action::from)
 }
 
-async fn reconcile_now(cached: Arc<NsApiCredential>, ctx: &Arc<Context>) -> Result<Action> {
+async fn reconcile_now(cached: Arc<NsApiCredential>, ctx: &Arc<Context>) -> Result<Next> {
     let ctx = ctx.clone();
     let namespace = cached.namespace().ok_or(Error::MissingField("namespace"))?;
     let api: Api<NsApiCredential> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -58,7 +71,7 @@ async fn reconcile_now(cached: Arc<NsApiCredential>, ctx: &Arc<Context>) -> Resu
         Some(c) if c.metadata.deletion_timestamp.is_none() => c,
         _ => {
             ctx.forget(&cached);
-            return Ok(Action::await_change());
+            return Ok(Next::await_change());
         }
     };
     let pass = Reconcile::new(&credential, &ctx)?;
@@ -75,7 +88,7 @@ async fn reconcile_now(cached: Arc<NsApiCredential>, ctx: &Arc<Context>) -> Resu
     if ctx.is_gone(&uid) {
         debug!("deleted while its pass ran: forgotten");
         ctx.forget(&credential);
-        return Ok(Action::await_change());
+        return Ok(Next::await_change());
     }
     let action = result?;
     ctx.kube_retries.clear(&uid);
@@ -85,7 +98,7 @@ async fn reconcile_now(cached: Arc<NsApiCredential>, ctx: &Arc<Context>) -> Resu
 /// After a pass panicked: `InternalError` on the credential (the panic's text is not used: it
 /// is a bug's words, not a message for users, and is in the log), and a retry with the same
 /// backoff as a failed Kubernetes call.
-async fn internal_error(credential: &NsApiCredential, ctx: &Context) -> Result<Action> {
+async fn internal_error(credential: &NsApiCredential, ctx: &Context) -> Result<Next> {
     let uid = credential.uid().unwrap_or_default();
     error!(
         namespace = credential.namespace().unwrap_or_default(),
@@ -106,7 +119,7 @@ async fn internal_error(credential: &NsApiCredential, ctx: &Context) -> Result<A
     Record { credential, ctx }
         .report(None, Outcome::Blocked(&problem), Extras::default())
         .await?;
-    Ok(Action::requeue(delay))
+    Ok(Next::requeue(delay))
 }
 
 /// One pass over one credential.
@@ -135,7 +148,7 @@ impl<'a> Reconcile<'a> {
         })
     }
 
-    async fn run(self) -> Result<Action> {
+    async fn run(self) -> Result<Next> {
         let now = self.ctx.clock.now();
         let spec = &self.credential.spec;
         if let Some(target) = &self.ctx.panic_on {
@@ -194,7 +207,7 @@ impl<'a> Reconcile<'a> {
                 self.report(times, Outcome::Blocked(&problem), Extras::default())
                     .await?;
                 // A ConfigMap is not watched: look again in a while.
-                return Ok(Action::requeue(CA_BUNDLE_RECHECK));
+                return Ok(Next::requeue(CA_BUNDLE_RECHECK));
             }
         };
         // The token's inputs, and what the status records of this attempt (a change to it lifts
@@ -309,7 +322,7 @@ impl<'a> Reconcile<'a> {
                 if self.ctx.namespaces.terminating(&self.namespace).await {
                     info!("the namespace is being deleted: no token is obtained");
                     self.ctx.forget(self.credential);
-                    return Ok(Action::await_change());
+                    return Ok(Next::await_change());
                 }
                 info!(?why, "obtaining a token");
                 extras.renew_honoured = renew.as_deref();
@@ -360,7 +373,7 @@ impl<'a> Reconcile<'a> {
         (stored, minted): (&StoredToken, &Minted),
         fingerprint: &str,
         mut extras: Extras<'_>,
-    ) -> Result<Action> {
+    ) -> Result<Next> {
         if let Err(error) = output.write(stored, in_place).await {
             let times = in_place.token.as_ref().map(|t| t.times);
             return self.write_failed(error, times).await;
@@ -414,13 +427,13 @@ impl<'a> Reconcile<'a> {
     /// A refused write of the output Secret: retried with backoff (the token stays held), unless
     /// the namespace is going away, or the API server found the Secret invalid (a label the
     /// schema let through, say): that is the user's to fix, so it becomes a condition.
-    async fn write_failed(&self, error: Error, token: Option<TokenTimes>) -> Result<Action> {
+    async fn write_failed(&self, error: Error, token: Option<TokenTimes>) -> Result<Next> {
         match &error {
             Error::Kube(e) if is_namespace_terminating(e) => {
                 info!("the namespace is being deleted: the output Secret is not written");
                 self.ctx.namespaces.remember(&self.namespace, true);
                 self.ctx.forget(self.credential);
-                Ok(Action::await_change())
+                Ok(Next::await_change())
             }
             Error::Template(error) => {
                 let problem = crate::core::conditions::Problem::new(
@@ -451,7 +464,7 @@ impl<'a> Reconcile<'a> {
         token: Option<TokenTimes>,
         outcome: Outcome<'_>,
         mut extras: Extras<'_>,
-    ) -> Result<Action> {
+    ) -> Result<Next> {
         let ignored = self.ignored_lock().clone();
         extras.ignored_settings = ignored.as_deref();
         Record {

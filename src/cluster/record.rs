@@ -17,6 +17,30 @@ use crate::core::schedule::{self, TokenTimes};
 use crate::core::status::{self, EventType, Extras, Note, Outcome, Pass, Report};
 use crate::core::text::truncate;
 
+/// When a credential's next pass is due, as a pass decided it: kube's `Action`, but readable,
+/// so that the work queue's book (`telemetry::queue`) knows it too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Next(Option<std::time::Duration>);
+
+impl Next {
+    pub const fn requeue(after: std::time::Duration) -> Self {
+        Self(Some(after))
+    }
+    /// Only a change (or a re-list) starts the next pass.
+    pub const fn await_change() -> Self {
+        Self(None)
+    }
+    pub const fn after(self) -> Option<std::time::Duration> {
+        self.0
+    }
+}
+
+impl From<Next> for Action {
+    fn from(next: Next) -> Self {
+        next.0.map_or_else(Action::await_change, Action::requeue)
+    }
+}
+
 /// Kubernetes limits an Event's note to 1 KiB.
 const MAX_EVENT_NOTE: usize = 1000;
 
@@ -33,7 +57,7 @@ impl Record<'_> {
         token: Option<TokenTimes>,
         outcome: Outcome<'_>,
         extras: Extras<'_>,
-    ) -> Result<Action> {
+    ) -> Result<Next> {
         let old = self.credential.status.clone().unwrap_or_default();
         let pass = Pass {
             old: &old,
@@ -72,7 +96,7 @@ impl Record<'_> {
         }
         Ok(report
             .requeue_after
-            .map_or_else(Action::await_change, Action::requeue))
+            .map_or_else(Next::await_change, Next::requeue))
     }
 
     async fn write_status(&self, report: &Report) -> Result<()> {

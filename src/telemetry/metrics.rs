@@ -111,6 +111,10 @@ pub struct Metrics {
     ready: Family<CredentialLabels, Gauge>,
     condition: Family<ConditionLabels, Gauge>,
     failures: Family<CredentialLabels, Gauge>,
+    /// Passes due and waiting for a worker, and passes running (set from `queue` at a scrape).
+    queue_depth: Gauge,
+    in_flight: Gauge,
+    pub queue: crate::telemetry::queue::WorkQueue,
 }
 
 impl Default for Metrics {
@@ -207,6 +211,18 @@ impl Default for Metrics {
             "Failed token requests of a credential since its last success",
             failures.clone(),
         );
+        let queue_depth = Gauge::default();
+        registry.register(
+            "work_queue_depth",
+            "Credentials whose pass is due (a change, a planned rotation, a retry) and waits for a free worker (--concurrency); lasting values mean the operator falls behind",
+            queue_depth.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "reconciles_in_flight",
+            "Reconcile passes running now",
+            in_flight.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -237,6 +253,9 @@ impl Default for Metrics {
             reconcile_seconds,
             reconciles,
             reconcile_errors,
+            queue_depth,
+            in_flight,
+            queue: crate::telemetry::queue::WorkQueue::default(),
         }
     }
 }
@@ -409,6 +428,11 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
         use prometheus_client::encoding::text::{encode_eof, encode_registry};
+        let (waiting, running) = self.queue.depth(std::time::Instant::now());
+        self.queue_depth
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+        self.in_flight
+            .set(i64::try_from(running).unwrap_or(i64::MAX));
         let mut out = String::new();
         encode_registry(&mut out, &self.registry).expect("writing to a String cannot fail");
         encode_registry(&mut out, &process_registry()).expect("writing to a String cannot fail");

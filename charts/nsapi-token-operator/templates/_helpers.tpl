@@ -116,3 +116,92 @@ whether granted by a ClusterRole or by a Role per watched namespace.
 {{- define "nsapi-token-operator.caSource" -}}
 {{- if or .Values.caBundle.configMap .Values.caBundle.secret }}true{{ end }}
 {{- end }}
+
+{{/*
+An alert's labels and annotations: the chart's (severity, summary, description, runbook_url),
+then prometheusRule.alertLabels, then the alert's own labels and annotations, each later one
+winning over an earlier one of the same name.
+Arguments: rule (.Values.prometheusRule), alert (its entry in rule.alerts), anchor (of the
+alert's section in docs/troubleshooting.md), labels (the chart's own labels besides severity),
+summary, description.
+*/}}
+{{- define "nsapi-token-operator.alertMeta" -}}
+{{- $labels := mergeOverwrite (dict "severity" .alert.severity) (deepCopy .labels) (deepCopy (.rule.alertLabels | default dict)) (deepCopy (.alert.labels | default dict)) -}}
+{{- $annotations := dict "summary" .summary "description" .description -}}
+{{- with .rule.runbookUrl }}
+{{- $_ := set $annotations "runbook_url" (printf "%s#%s" . $.anchor) -}}
+{{- end }}
+{{- $annotations = mergeOverwrite $annotations (deepCopy (.alert.annotations | default dict)) -}}
+labels:
+  {{- toYaml $labels | nindent 2 }}
+annotations:
+  {{- toYaml $annotations | nindent 2 }}
+{{- end }}
+
+{{/*
+The scrape endpoint of the ServiceMonitor (pod: false; ports of the Service) and of the
+PodMonitor (pod: true; ports of the container, which have the same names), with the scrape
+settings of serviceMonitor (both use them). A PodMonitor cannot send Prometheus' own
+ServiceAccount token (no bearerTokenFile): with metrics.secure.auth kubernetes it needs
+serviceMonitor.bearerTokenSecret.name. Its job label is set to the full name, as a
+ServiceMonitor's is (the Service's name), which NsApiTokenOperatorDown looks for.
+Arguments: root (the chart's context), pod (bool).
+*/}}
+{{- define "nsapi-token-operator.scrapeEndpoint" -}}
+{{- $v := .root.Values -}}
+{{- $m := $v.serviceMonitor -}}
+{{- if $v.metrics.secure.enabled }}
+port: https-metrics
+path: /metrics
+scheme: https
+tlsConfig:
+  {{- with $m.tlsConfig }}
+  {{- toYaml . | nindent 2 }}
+  {{- else }}
+  serverName: {{ printf "%s.%s.svc" (include "nsapi-token-operator.fullname" .root) .root.Release.Namespace }}
+  ca:
+    secret:
+      name: {{ $v.metrics.secure.certSecret | quote }}
+      key: ca.crt
+  {{- end }}
+{{- if eq $v.metrics.secure.auth "kubernetes" }}
+{{- with $m.bearerTokenSecret }}
+{{- if .name }}
+authorization:
+  type: Bearer
+  credentials:
+    name: {{ .name | quote }}
+    key: {{ .key | quote }}
+{{- else if $.pod }}
+{{- fail "podMonitor with metrics.secure.auth=kubernetes needs serviceMonitor.bearerTokenSecret.name: a PodMonitor cannot send Prometheus' own ServiceAccount token" }}
+{{- else }}
+# Prometheus' own ServiceAccount token; bind that ServiceAccount with metrics.secure.readers.
+bearerTokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token
+{{- end }}
+{{- end }}
+{{- end }}
+{{- else }}
+port: http
+path: /metrics
+{{- end }}
+# The credential metrics carry the credential's own `namespace` label: keep it, rather than
+# rename it to exported_namespace under the target's namespace.
+honorLabels: {{ $m.honorLabels }}
+interval: {{ $m.interval }}
+scrapeTimeout: {{ $m.scrapeTimeout }}
+{{- if or .pod $m.relabelings }}
+relabelings:
+  {{- if .pod }}
+  - action: replace
+    targetLabel: job
+    replacement: {{ include "nsapi-token-operator.fullname" .root | quote }}
+  {{- end }}
+  {{- with $m.relabelings }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end }}
+{{- with $m.metricRelabelings }}
+metricRelabelings:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
