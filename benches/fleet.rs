@@ -5,16 +5,21 @@
 //!   cargo bench --bench fleet -- [--sizes 100,1000,10000] [--rate 100] [--foreign 5000]
 //!                                 (`--sizes ''`: the soak only)
 //!                                 [--soak-size 1000] [--soak-minutes 10] [--no-soak]
+//!                                 [--fault-minutes 10] [--no-eso] [--eso-only]
 //!
 //! For each size N: apply -> Ready (no rate limit); a restart with every token fresh; N more
 //! with the rate limit (time until all Ready); three rotations of every credential (NetSapiens
 //! requests and Kubernetes writes per rotation, memory and CPU, the spread of rotation times);
 //! with `--foreign`, memory with that many foreign 100 KiB Secrets in another namespace. Then a
 //! soak of 60 s tokens (seconds with an expired token in any Secret) next to the CronJob way
-//! (`benches/cronjob-baseline`). It prints a report and writes it to target/fleet-report.md.
+//! (`benches/cronjob-baseline`). Then, for each size, External Secrets Operator side by side
+//! with the operator (`fleet/eso.rs`; `--no-eso` leaves it out, `--eso-only` runs only it). It
+//! prints a report and writes it to target/fleet-report.md.
 
 #[path = "../tests/control_plane/mod.rs"]
 mod control_plane;
+#[path = "fleet/eso.rs"]
+mod eso;
 #[path = "../tests/fixture/mod.rs"]
 mod fixture;
 #[path = "../tests/measure/mod.rs"]
@@ -43,6 +48,10 @@ struct Options {
     soak_size: usize,
     soak_minutes: u64,
     soak: bool,
+    /// The side by side with External Secrets Operator: its fault windows, and whether it runs
+    /// (`None`), runs alone (`Some(true)`) or not at all (`Some(false)`).
+    fault_minutes: u64,
+    eso: Option<bool>,
 }
 
 fn options() -> Options {
@@ -53,6 +62,8 @@ fn options() -> Options {
         soak_size: 1000,
         soak_minutes: 10,
         soak: true,
+        fault_minutes: 10,
+        eso: None,
     };
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -74,6 +85,9 @@ fn options() -> Options {
             "--soak-size" => o.soak_size = value().parse().unwrap(),
             "--soak-minutes" => o.soak_minutes = value().parse().unwrap(),
             "--no-soak" => o.soak = false,
+            "--fault-minutes" => o.fault_minutes = value().parse().unwrap(),
+            "--no-eso" => o.eso = Some(false),
+            "--eso-only" => o.eso = Some(true),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -628,13 +642,26 @@ fn report(sizes: &[SizeReport], soak: Option<&Soak>) -> String {
 async fn main() {
     nsapi_token_operator::nsapi::tls::install_crypto_provider();
     let o = options();
+    let alone = o.eso == Some(true);
     let mut sizes = Vec::new();
-    for &n in &o.sizes {
+    for &n in o.sizes.iter().filter(|_| !alone) {
         sizes.push(run_size(n, &o).await);
         eprintln!("{}", report(&sizes, None));
     }
-    let soak = if o.soak { Some(soak(&o).await) } else { None };
-    let text = report(&sizes, soak.as_ref());
+    let soak = if o.soak && !alone {
+        Some(soak(&o).await)
+    } else {
+        None
+    };
+    let mut text = if alone {
+        String::new()
+    } else {
+        report(&sizes, soak.as_ref())
+    };
+    if o.eso != Some(false) {
+        let peers = eso::side_by_side(&o, |done| eprintln!("{}", eso::report(done, &o))).await;
+        text.push_str(&eso::report(&peers, &o));
+    }
     println!("{text}");
     let path = measure::report_path();
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
