@@ -1,7 +1,7 @@
 //! On a real node (`scripts/control-plane up --node`: kube-scheduler, containerd, a kubelet):
 //! the operator runs as a pod from its own chart and image, in-cluster; consumer pods see the
-//! mounted token rotate (and those that read it through `subPath` or an env var do not); a
-//! rolling upgrade to two replicas with leader election loses no token; deleting the leader's
+//! mounted token rotate (and those that read it through `subPath` or an env var do not); an
+//! upgrade of the chart's default two replicas never has none ready and loses no token; deleting the leader's
 //! pod hands over within the Lease duration; and the release, published to the node's registry,
 //! verified with cosign and installed from `oci://` as the README says, with the image pulled.
 //!
@@ -88,7 +88,7 @@ fn node_network_values(plane: &PrivatePlane, http_port: u16) -> Vec<String> {
         // The fixture applied the CRD with kubectl: the release must not own it.
         "crds.enabled=false".to_owned(),
         // One pod (the chart's default is two, electing a leader), so that its /metrics and
-        // log are the leader's; the HA test asks for two.
+        // log are the leader's; the HA test keeps the default.
         "replicaCount=1".to_owned(),
     ]
     .to_vec()
@@ -384,13 +384,50 @@ async fn the_chart_runs_the_operator_in_a_pod_and_mounted_tokens_rotate() {
     );
 }
 
+/// How many of these pods are ready (a terminating pod is not).
+fn ready_count(pods: &[Pod]) -> usize {
+    pods.iter().filter(|p| pod_ready(p)).count()
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn a_rolling_upgrade_to_two_replicas_loses_no_token_and_the_leader_hands_over() {
+async fn an_upgrade_of_the_default_two_replicas_never_has_none_ready_and_the_leader_hands_over() {
     let plane = PrivatePlane::start_with_node().await;
     let f = Fixture::new("node-ha", SimConfig::new().token_ttl(secs(30))).await;
     f.create_input_secrets().await;
     let http_port = free_port();
-    install(&plane, http_port, &[]).await;
+    // The chart's defaults: two replicas electing a leader, a RollingUpdate with a ready
+    // replica throughout (node_values asks for one replica; not here).
+    let values: Vec<String> = node_values(&plane, http_port)
+        .into_iter()
+        .filter(|v| !v.starts_with("replicaCount="))
+        .collect();
+    let chart = repo()
+        .join("charts/nsapi-token-operator")
+        .display()
+        .to_string();
+    let helm_args = |verb: &str, extra: &[&str]| {
+        let mut args = vec![
+            verb.to_owned(),
+            RELEASE.to_owned(),
+            chart.clone(),
+            "-n".to_owned(),
+            OPERATOR_NS.to_owned(),
+        ];
+        args.extend(set_args(&values));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    control_plane::kubectl(&["create", "namespace", OPERATOR_NS]);
+    let args = helm_args("install", &[]);
+    ok(
+        "helm install",
+        helm(&plane, &args.iter().map(String::as_str).collect::<Vec<_>>()),
+    );
+    control_plane::eventually("two ready replicas", secs(120), || async {
+        let pods = operator_pods(&f).await;
+        (pods.len() == 2 && ready_count(&pods) == 2).then_some(())
+    })
+    .await;
     f.create_credential("abc", |_| {}).await;
     f.wait_ready("abc", secs(120)).await;
     let mut seen = Observed::default();
@@ -401,50 +438,50 @@ async fn a_rolling_upgrade_to_two_replicas_loses_no_token_and_the_leader_hands_o
         .map(|p| p.metadata.name.clone().unwrap())
         .collect();
 
-    // Two replicas with leader election: a rolling update replaces the pod.
-    let mut args = vec![
-        "upgrade".to_owned(),
-        RELEASE.to_owned(),
-        repo()
-            .join("charts/nsapi-token-operator")
-            .display()
-            .to_string(),
-        "-n".to_owned(),
-        OPERATOR_NS.to_owned(),
-    ];
-    args.extend(set_args(&node_values(&plane, http_port)));
-    args.extend(
-        [
-            "--set",
-            "leaderElection.enabled=true",
-            "--set",
-            "replicaCount=2",
-        ]
-        .map(String::from),
+    // An upgrade that changes the pod template replaces both pods, one at a time.
+    let args = helm_args(
+        "upgrade",
+        &["--set-string", "podAnnotations.rollout=second"],
     );
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    ok("helm upgrade", helm(&plane, &args));
+    ok(
+        "helm upgrade",
+        helm(&plane, &args.iter().map(String::as_str).collect::<Vec<_>>()),
+    );
     let rollout = async {
+        let (mut observations, mut fewest_ready) = (0_u32, usize::MAX);
         loop {
             let pods = operator_pods(&f).await;
+            let ready = ready_count(&pods);
+            observations += 1;
+            fewest_ready = fewest_ready.min(ready);
+            assert!(
+                ready >= 1,
+                "no operator pod was ready during the upgrade (observation {observations}): {:?}",
+                pods.iter()
+                    .map(|p| (p.metadata.name.clone(), pod_ready(p)))
+                    .collect::<Vec<_>>()
+            );
             let fresh: Vec<&Pod> = pods
                 .iter()
                 .filter(|p| !before.contains(p.metadata.name.as_ref().unwrap()))
                 .collect();
             if fresh.len() == 2 && fresh.iter().all(|p| pod_ready(p)) && pods.len() == 2 {
-                return;
+                return (observations, fewest_ready);
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     };
-    let watch = seen.watch(&f, "abc-token", secs(90));
-    let (_, ()) = tokio::join!(
+    let watch = seen.watch(&f, "abc-token", secs(120));
+    let ((observations, fewest_ready), ()) = tokio::join!(
         async {
-            tokio::time::timeout(secs(90), rollout)
+            tokio::time::timeout(secs(120), rollout)
                 .await
                 .expect("the rollout finished")
         },
         watch
+    );
+    eprintln!(
+        "measure: upgrade of two replicas: {observations} observations of the pods, at least {fewest_ready} ready in each"
     );
 
     // Delete the leader's pod: the standby acts within the Lease duration.
