@@ -260,10 +260,11 @@ fn applied_keys(secret: &Secret, field: &str) -> Vec<String> {
         .collect()
 }
 
-/// The Secret to create before the first apply: everything the operator always sets, nothing a
-/// later apply may need to remove (the user's labels and annotations, the optional `domain` and
-/// `scope` keys). The create claims those always-present fields for an Update; the apply that
-/// follows owns everything, so that what it drops later is really removed.
+/// The Secret to create: the desired Secret without what a later server-side apply could not
+/// remove, the user's labels and annotations (fields a create sets stay owned by it). Data keys
+/// and the controller reference are created too: `stale_fields` removes them when they are no
+/// longer wanted. Where the spec asks for no labels or annotations of its own, the created
+/// Secret is the desired one and needs no apply: one write.
 pub fn creation_secret(desired: &Secret) -> Secret {
     let mut secret = desired.clone();
     let meta = &mut secret.metadata;
@@ -273,15 +274,6 @@ pub fn creation_secret(desired: &Secret) -> Secret {
     if let Some(annotations) = meta.annotations.as_mut() {
         annotations.retain(|k, _| ALWAYS_ANNOTATED.contains(&k.as_str()));
     }
-    // A type Kubernetes checks needs its keys from the start (and always: the type is fixed).
-    if secret.type_.as_deref() == Some("Opaque")
-        && let Some(data) = secret.data.as_mut()
-    {
-        data.retain(|k, _| k == KEY_ACCESS_TOKEN);
-    }
-    // Without a controller, the Secret is still this credential's (the label and the
-    // credential annotation say so) should the apply fail; the apply sets the reference.
-    meta.owner_references = None;
     secret
 }
 
@@ -626,7 +618,6 @@ mod tests {
         let keys: Vec<_> = replaced.data.as_ref().unwrap().keys().cloned().collect();
         assert_eq!(keys, [KEY_ACCESS_TOKEN, "token"]);
         assert_eq!(read_token(&replaced).unwrap(), token());
-        // The type needs the keys on creation too; for Opaque, creation holds the token only.
         assert_eq!(creation_secret(&replaced).data, replaced.data);
     }
 
@@ -713,7 +704,17 @@ mod tests {
     }
 
     #[test]
-    fn the_creation_secret_holds_only_what_is_always_there() {
+    fn the_creation_secret_is_the_desired_one_without_the_users_labels_and_annotations() {
+        // No labels or annotations of the user's: one write, nothing to apply after it.
+        let mut plain = credential();
+        plain.spec.token_secret.labels.clear();
+        plain.spec.token_secret.annotations.clear();
+        let desired = desired_secret(&plain, &token()).unwrap();
+        let created = creation_secret(&desired);
+        assert_eq!(created, desired);
+        assert!(!needs_write(&created, &desired));
+
+        // The credential of these tests has a label and an annotation of the user's.
         let desired = desired_secret(&credential(), &token()).unwrap();
         let created = creation_secret(&desired);
         let labels = created.metadata.labels.as_ref().unwrap();
@@ -721,14 +722,12 @@ mod tests {
         let annotations = created.metadata.annotations.as_ref().unwrap();
         assert!(annotations.keys().all(|k| k.starts_with("nsapi.io/")));
         assert_eq!(annotations.len(), 4);
-        let data = created.data.as_ref().unwrap();
-        assert_eq!(data.keys().collect::<Vec<_>>(), [KEY_ACCESS_TOKEN]);
+        assert_eq!(created.data, desired.data);
         assert_eq!(
-            value(&created, KEY_ACCESS_TOKEN),
-            value(&desired, KEY_ACCESS_TOKEN)
+            created.metadata.owner_references,
+            desired.metadata.owner_references
         );
-        // The apply that follows sets the controller reference.
-        assert_eq!(created.metadata.owner_references, None);
+        // The apply that follows sets the user's labels and annotations.
         assert!(needs_write(&created, &desired));
     }
 }
