@@ -626,7 +626,7 @@ async fn read_token_reports_what_the_server_knows() {
 }
 
 #[tokio::test]
-async fn a_refused_connection_is_transient() {
+async fn a_refused_connection_is_transient_and_says_nothing_was_sent() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
@@ -639,8 +639,9 @@ async fn a_refused_connection_is_transient() {
         .unwrap_err();
     assert_eq!(
         (err.kind(), err.metric_label()),
-        (ErrorKind::Transient, "network")
+        (ErrorKind::Transient, "connect_failed")
     );
+    assert!(err.was_not_sent());
     assert_no_secret(&err, &[]);
 }
 

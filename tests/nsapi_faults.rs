@@ -8,6 +8,7 @@ mod fixture;
 
 use std::time::Duration;
 
+use control_plane::{ProxyMode, TcpProxy};
 use fixture::{Fixture, data};
 use nsapi_sim::{Fault, RefreshMode, SimConfig};
 use serde_json::json;
@@ -193,6 +194,58 @@ async fn a_refresh_answer_without_a_refresh_token_keeps_the_session() {
     );
     assert_eq!(stats.password_grants, 1, "the session was dropped");
     assert_eq!(stats.refresh_grants_ok, 3);
+    f.assert_no_secret_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refresh_that_never_connected_keeps_its_refresh_token() {
+    // The port of the API closed across a rotation (a stopped server, not a slow one): the
+    // refresh grant cannot connect, so it sent nothing, and once the port opens again the
+    // same refresh token is used. No second login.
+    let f = started(
+        "unsent",
+        SimConfig::new()
+            .token_ttl(secs(20))
+            .refresh_mode(RefreshMode::Rotate),
+    )
+    .await;
+    let proxy = TcpProxy::start(f.sim.addr()).await;
+    let base = f
+        .sim
+        .base_url()
+        .replace(&f.sim.addr().to_string(), &proxy.addr.to_string());
+    f.create_credential("abc", |spec| spec["apiBaseUrl"] = json!(base))
+        .await;
+    f.wait_ready("abc", secs(60)).await;
+    let first = data(&f.token_secret("abc-token").await.unwrap(), "access_token").unwrap();
+    proxy.set(ProxyMode::Closed);
+    let unsent = r#"nsapi_token_operator_token_requests_total{grant="refresh_token",result="connect_failed"}"#;
+    control_plane::eventually(
+        "a refresh grant that could not connect",
+        secs(40),
+        || async {
+            let (_, metrics) = f.operator_http("/metrics").await;
+            metrics.lines().any(|l| l.starts_with(unsent)).then_some(())
+        },
+    )
+    .await;
+    proxy.set(ProxyMode::Forward);
+    let second = f.wait_new_token("abc-token", &first, secs(60)).await;
+    assert!(f.sim.is_token_valid(&second));
+    let stats = f.sim.stats();
+    eprintln!(
+        "measure: port closed across a rotation: {} password grants, {} refresh grants ({} ok), {} reuses",
+        stats.password_grants,
+        stats.refresh_grants,
+        stats.refresh_grants_ok,
+        stats.refresh_token_reuse
+    );
+    assert_eq!(stats.password_grants, 1, "a second login");
+    assert!(stats.refresh_grants_ok >= 1);
+    assert_eq!(stats.refresh_token_reuse, 0);
+    // The new token came from the refresh grant.
+    f.wait_condition("abc", "Ready", "True", Some("TokenRefreshed"), secs(30))
+        .await;
     f.assert_no_secret_leaked().await;
 }
 

@@ -54,7 +54,8 @@ pub enum NsApiError {
         message: String,
         status: Option<u16>,
         retry_after: Option<Duration>,
-        /// Low-cardinality cause: `timeout`, `network`, `rate_limited`, `server_error`,
+        /// Low-cardinality cause: `connect_failed` and `connect_timeout` (nothing was sent),
+        /// `timeout` (sent, then given up on), `network`, `rate_limited`, `server_error`,
         /// `firewall`, `malformed_response`, `unexpected_status`.
         label: &'static str,
     },
@@ -123,6 +124,18 @@ impl NsApiError {
     }
 
     /// A low-cardinality label for metrics (see each variant's `label`).
+    /// The request never reached the server (no connection was made), so nothing it carried
+    /// was used: a refresh token in it can still be sent.
+    pub fn was_not_sent(&self) -> bool {
+        matches!(
+            self,
+            NsApiError::Transient {
+                label: "connect_failed" | "connect_timeout",
+                ..
+            }
+        )
+    }
+
     pub fn metric_label(&self) -> &'static str {
         match self {
             NsApiError::Transient { label, .. }

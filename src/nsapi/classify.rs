@@ -550,6 +550,25 @@ pub(crate) fn classify_transport(
             retry_after: None,
             label: "timeout",
         },
+        TransportFailure::Connect { timeout: timed_out } => NsApiError::Transient {
+            message: if timed_out {
+                format!(
+                    "could not connect to the NetSapiens API at {endpoint} within {}s for the {what}; nothing was sent: check the host name and network access; retry later",
+                    timeout.as_secs_f64()
+                )
+            } else {
+                format!(
+                    "could not connect to the NetSapiens API at {endpoint} for the {what} ({detail}); nothing was sent: check the host name and network access; retry later"
+                )
+            },
+            status: None,
+            retry_after: None,
+            label: if timed_out {
+                "connect_timeout"
+            } else {
+                "connect_failed"
+            },
+        },
         TransportFailure::Network => NsApiError::Transient {
             message: format!(
                 "could not reach the NetSapiens API at {endpoint} for the {what} ({detail}): check the host name and network access; retry later"
@@ -575,6 +594,12 @@ pub(crate) fn classify_transport(
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum TransportFailure {
+    /// No connection (refused, unreachable, no answer to connecting, TLS or proxy set-up
+    /// failed): the request was never sent.
+    Connect {
+        timeout: bool,
+    },
+    /// Connected and sent, but no whole answer within the timeout: the server may have acted.
     Timeout,
     Network,
     InvalidRequest,
@@ -1133,6 +1158,10 @@ mod tests {
         );
         assert!(err.to_string().contains("within 1.5s"), "{err}");
         assert!(
+            !err.was_not_sent(),
+            "a timed-out request may have been acted on"
+        );
+        assert!(
             err.to_string().contains("oauth2/token/?[redacted]"),
             "{err}"
         );
@@ -1149,6 +1178,29 @@ mod tests {
         );
         assert!(err.to_string().contains("connection refused"), "{err}");
         assert!(!err.to_string().contains(REFRESH), "{err}");
+        assert!(!err.was_not_sent());
+        let err = classify_transport(
+            &ex,
+            TransportFailure::Connect { timeout: false },
+            Duration::from_secs(1),
+            &format!("tcp connect error: Connection refused {REFRESH}"),
+        );
+        assert_eq!(
+            (err.kind(), err.metric_label()),
+            (ErrorKind::Transient, "connect_failed")
+        );
+        assert!(err.to_string().contains("nothing was sent"), "{err}");
+        assert!(!err.to_string().contains(REFRESH), "{err}");
+        assert!(err.was_not_sent());
+        let err = classify_transport(
+            &ex,
+            TransportFailure::Connect { timeout: true },
+            Duration::from_secs(2),
+            "operation timed out",
+        );
+        assert_eq!(err.metric_label(), "connect_timeout");
+        assert!(err.to_string().contains("within 2s"), "{err}");
+        assert!(err.was_not_sent());
         let err = classify_transport(
             &ex,
             TransportFailure::InvalidRequest,

@@ -657,6 +657,11 @@ impl NsApiClient {
                 let err = err.without_url();
                 let failure = if let Some(untrusted) = tls::untrusted_in(&err) {
                     TransportFailure::UntrustedCertificate(untrusted.to_string())
+                } else if err.is_connect() {
+                    // No connection, so nothing of the request reached the server.
+                    TransportFailure::Connect {
+                        timeout: err.is_timeout(),
+                    }
                 } else if err.is_timeout() {
                     TransportFailure::Timeout
                 } else if err.is_builder() {

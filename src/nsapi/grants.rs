@@ -1,7 +1,8 @@
 //! Obtaining a token for one credential: the refresh grant while this operator holds a refresh
 //! token for the same inputs, otherwise (or when the server refuses the refresh) the password
 //! grant, and for a user with MFA enforced its second step with a TOTP passcode. Each refresh
-//! token and each passcode is sent at most once; every request is counted in the metrics.
+//! token and each passcode is sent at most once (a request that never connected was not
+//! sent); every request is counted in the metrics.
 
 use jiff::{SignedDuration, Timestamp};
 use tracing::{debug, info};
@@ -146,12 +147,19 @@ impl Grants<'_> {
                     info!(error = %e, "refresh grant refused; falling back to the password grant");
                     fallback_from = Some(e);
                 }
-                // Another node may answer a password grant.
-                Err(e) if !valid.fallbacks.is_empty() && fails_over(&e) => {
+                Err(e) => {
+                    // No connection was made: the refresh token is unspent, and the next
+                    // attempt refreshes with it rather than logging in again.
+                    if e.was_not_sent() {
+                        self.sessions.keep_refresh(self.uid, session);
+                    }
+                    // Another node may answer a password grant. Otherwise the refresh token,
+                    // if it was sent, may or may not have been consumed: it is not sent again.
+                    if valid.fallbacks.is_empty() || !fails_over(&e) {
+                        return Err(e);
+                    }
                     info!(error = %e, "refresh grant failed; a password grant goes to the next node");
                 }
-                // The refresh token may or may not have been consumed: it is not sent again.
-                Err(e) => return Err(e),
             }
         }
         let (login, node) = self

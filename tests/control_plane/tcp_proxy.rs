@@ -1,6 +1,7 @@
 //! A loopback TCP proxy for network faults between a client and a server: it forwards bytes,
 //! or stops forwarding while keeping every connection open (a half-open connection, which only
-//! a timeout detects), or drops every connection and refuses new ones for a while.
+//! a timeout detects), or drops every connection and refuses new ones for a while, or closes
+//! its port (a stopped server: connecting is refused).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +19,9 @@ pub enum ProxyMode {
     Hang,
     /// Every connection is closed, and new ones are closed at once.
     Refuse,
+    /// Every connection is closed and so is the port: connecting fails (connection refused)
+    /// until another mode opens it again, on the same address.
+    Closed,
 }
 
 pub struct TcpProxy {
@@ -58,11 +62,13 @@ impl Drop for TcpProxy {
 }
 
 async fn serve(listener: TcpListener, upstream: SocketAddr, mode: Arc<watch::Sender<ProxyMode>>) {
+    let addr = listener.local_addr().unwrap();
+    let mut listener = Some(listener);
     let mut connections = JoinSet::new();
     let mut changes = mode.subscribe();
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
+            accepted = async { listener.as_ref().unwrap().accept().await }, if listener.is_some() => {
                 let Ok((client, _)) = accepted else { continue };
                 if *mode.borrow() == ProxyMode::Refuse {
                     drop(client);
@@ -74,8 +80,14 @@ async fn serve(listener: TcpListener, upstream: SocketAddr, mode: Arc<watch::Sen
                 if changed.is_err() {
                     return;
                 }
-                if *changes.borrow() == ProxyMode::Refuse {
+                let now = *changes.borrow();
+                if matches!(now, ProxyMode::Refuse | ProxyMode::Closed) {
                     connections.abort_all();
+                }
+                if now == ProxyMode::Closed {
+                    listener = None;
+                } else if listener.is_none() {
+                    listener = Some(TcpListener::bind(addr).await.expect("reopen the proxy's port"));
                 }
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -94,7 +106,9 @@ async fn relay(client: TcpStream, upstream: SocketAddr, mut mode: watch::Receive
     loop {
         if *mode.borrow() == ProxyMode::Hang {
             // Hold both sockets open and move nothing, until the proxy refuses or goes away.
-            let _ = mode.wait_for(|m| *m == ProxyMode::Refuse).await;
+            let _ = mode
+                .wait_for(|m| matches!(m, ProxyMode::Refuse | ProxyMode::Closed))
+                .await;
             return;
         }
         tokio::select! {
