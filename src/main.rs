@@ -226,6 +226,11 @@ struct RunArgs {
     /// pods (the chart's consumerCheck.enabled sets both).
     #[arg(long, env = "NSAPI_CONSUMER_CHECK")]
     consumer_check: bool,
+    /// Record an Event for each routine new token (TokenIssued, TokenRefreshed). `false` saves
+    /// one API write per rotation; the Ready condition still says when and how each token was
+    /// obtained, and failures, fallbacks and everything else are still recorded.
+    #[arg(long, env = "NSAPI_ROUTINE_EVENTS", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    routine_events: bool,
     /// How many credentials are reconciled at the same time.
     #[arg(long, default_value = "64", value_parser = clap::value_parser!(u16).range(1..=1024))]
     concurrency: u16,
@@ -490,6 +495,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     });
     let mut ctx = Context::new(client, nsapi, clock, policy, reporter, metrics, rate);
     ctx.consumer_check = args.consumer_check;
+    ctx.routine_events = args.routine_events;
     ctx.panic_on = std::env::var("NSAPI_TEST_PANIC_CREDENTIAL").ok();
     let ctx = Arc::new(ctx);
     // A standby replica is healthy and ready too: it serves and takes over when the leader goes.

@@ -316,6 +316,11 @@ fn day2_extras_are_opt_in() {
     assert!(deployment_args(&objs).contains(&"--consumer-check".to_owned()));
     let default = render("ops", "operators", &[]);
     assert!(!deployment_args(&default).contains(&"--consumer-check".to_owned()));
+    // Routine Events by default; events.routine=false leaves them out.
+    let quiet = "--routine-events=false".to_owned();
+    assert!(!deployment_args(&default).contains(&quiet));
+    let objs = render("ops", "operators", &["events.routine=false"]);
+    assert!(deployment_args(&objs).contains(&quiet));
     // The alerts and the dashboard, where asked for.
     let objs = render(
         "ops",
@@ -381,6 +386,7 @@ fn chart_schema_rejects_bad_values() {
         ("replicas=1", "additional properties 'replicas'"), // a typo is an error too
         ("rolloutRestart.enabled=yes", "/rolloutRestart/enabled"),
         ("consumerCheck.enabled=1", "/consumerCheck/enabled"),
+        ("events.routine=no", "/events/routine"),
         (
             "prometheusRule.alerts.NsApiCredentialNotReady.for=ten minutes",
             "/prometheusRule/alerts/NsApiCredentialNotReady/for",

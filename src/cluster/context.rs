@@ -44,6 +44,8 @@ pub struct Context {
     pub trusted: TrustedClients,
     /// Whether to name the pods that read a token statically (`--consumer-check`).
     pub consumer_check: bool,
+    /// Whether routine new tokens get an Event (`--routine-events`).
+    pub routine_events: bool,
     /// A test hook (`NSAPI_TEST_PANIC_CREDENTIAL=namespace/name`): passes over that credential
     /// panic, to prove that a panic stays that credential's condition.
     pub panic_on: Option<String>,
@@ -77,6 +79,7 @@ impl Context {
             health: NodeHealth::default(),
             trusted: TrustedClients::default(),
             consumer_check: false,
+            routine_events: true,
             panic_on: None,
             gone: Tombstones::default(),
             own_writes: OwnWrites::default(),

@@ -88,7 +88,12 @@ impl Record<'_> {
             .metrics
             .credential_status(self.credential, &report.status);
         let reference = self.credential.object_ref(&());
-        for note in &report.events {
+        let routine_events = self.ctx.routine_events;
+        for note in report
+            .events
+            .iter()
+            .filter(|n| routine_events || !n.is_routine())
+        {
             self.event(note, &reference).await;
         }
         if report.status != old {

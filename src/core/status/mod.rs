@@ -113,6 +113,16 @@ pub struct Note {
     pub message: String,
 }
 
+impl Note {
+    /// A new token obtained as planned (`TokenIssued`, `TokenRefreshed`): the Events
+    /// `--routine-events=false` leaves out. A fallback, a failure or anything to look at is
+    /// never routine.
+    pub fn is_routine(&self) -> bool {
+        self.type_ == EventType::Normal
+            && matches!(self.reason, Reason::TokenIssued | Reason::TokenRefreshed)
+    }
+}
+
 /// What follows from a pass.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Report {

@@ -1007,3 +1007,18 @@ fn restart_reports_make_the_rollout_restart_condition_and_the_requeue() {
     );
     assert_eq!(obtained.requeue_after, Some(secs(10)));
 }
+
+#[test]
+fn only_new_tokens_obtained_as_planned_are_routine_events() {
+    let note = |type_, reason| Note {
+        type_,
+        reason,
+        message: String::new(),
+    };
+    assert!(note(EventType::Normal, Reason::TokenIssued).is_routine());
+    assert!(note(EventType::Normal, Reason::TokenRefreshed).is_routine());
+    assert!(!note(EventType::Normal, Reason::RefreshFallback).is_routine());
+    assert!(!note(EventType::Normal, Reason::Suspended).is_routine());
+    assert!(!note(EventType::Warning, Reason::TokenExpired).is_routine());
+    assert!(!note(EventType::Warning, Reason::AuthenticationFailed).is_routine());
+}
