@@ -6,6 +6,7 @@
 //!                                 (`--sizes ''`: the soak only)
 //!                                 [--soak-size 1000] [--soak-minutes 10] [--no-soak]
 //!                                 [--fault-minutes 10] [--no-eso] [--eso-only]
+//!                                 [--routine-events false]
 //!
 //! For each size N: apply -> Ready (no rate limit); a restart with every token fresh; N more
 //! with the rate limit (time until all Ready); three rotations of every credential (NetSapiens
@@ -52,6 +53,19 @@ struct Options {
     /// (`None`), runs alone (`Some(true)`) or not at all (`Some(false)`).
     fault_minutes: u64,
     eso: Option<bool>,
+    /// The operator's `--routine-events` (its default, `true`, unless asked).
+    routine_events: bool,
+}
+
+impl Options {
+    /// The operator's flags for a phase: `--api-rate-limit rate` and what the options ask.
+    fn operator_args(&self, rate: &str) -> Vec<String> {
+        vec![
+            "--api-rate-limit".to_owned(),
+            rate.to_owned(),
+            format!("--routine-events={}", self.routine_events),
+        ]
+    }
 }
 
 fn options() -> Options {
@@ -64,6 +78,7 @@ fn options() -> Options {
         soak: true,
         fault_minutes: 10,
         eso: None,
+        routine_events: true,
     };
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -88,6 +103,7 @@ fn options() -> Options {
             "--fault-minutes" => o.fault_minutes = value().parse().unwrap(),
             "--no-eso" => o.eso = Some(false),
             "--eso-only" => o.eso = Some(true),
+            "--routine-events" => o.routine_events = value().parse().unwrap(),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -122,6 +138,10 @@ struct SizeReport {
     ttl_s: u64,
     rotations: usize,
     requests_per_rotation: f64,
+    /// The rotation phase's NetSapiens requests by grant (the simulator's count), and the
+    /// operator's own count of its failed ones by grant and result (its metrics).
+    rotation_grants: eso::Grants,
+    rotation_failures: BTreeMap<String, f64>,
     core_writes_per_rotation: f64,
     events_per_rotation: f64,
     refused_writes: u64,
@@ -145,7 +165,7 @@ async fn run_size(n: usize, o: &Options) -> SizeReport {
     f.create_input_secrets().await;
     fixture::grant_operator(&f, &[]).await;
     let operator =
-        measure::start_operator(&f, &plane, "creation", true, &["--api-rate-limit", "0"]);
+        measure::start_operator(&f, &plane, "creation", true, &args(&o.operator_args("0")));
     let sampler = measure::Sampler::start(operator.pid());
     tokio::time::sleep(secs(2)).await;
     let started = Instant::now();
@@ -179,7 +199,8 @@ async fn run_size(n: usize, o: &Options) -> SizeReport {
     let before = (f.sim.stats(), measure::writes(&plane));
     assert!(operator.stop(), "the operator did not stop");
     drop(sampler);
-    let operator = measure::start_operator(&f, &plane, "restart", true, &["--api-rate-limit", "0"]);
+    let operator =
+        measure::start_operator(&f, &plane, "restart", true, &args(&o.operator_args("0")));
     let sampler = measure::Sampler::start(operator.pid());
     control_plane::eventually(
         "the restart to look at every credential",
@@ -238,7 +259,8 @@ async fn run_size(n: usize, o: &Options) -> SizeReport {
         let with_running = sampler.now().0;
         assert!(operator.stop());
         drop(sampler);
-        operator = measure::start_operator(&f, &plane, "foreign", true, &["--api-rate-limit", "0"]);
+        operator =
+            measure::start_operator(&f, &plane, "foreign", true, &args(&o.operator_args("0")));
         let sampler = measure::Sampler::start(operator.pid());
         tokio::time::sleep(secs(60)).await;
         r.foreign = Some((without, with_running.max(sampler.now().0), sampler.peak()));
@@ -261,8 +283,13 @@ async fn run_size(n: usize, o: &Options) -> SizeReport {
     f.create_input_secrets().await;
     fixture::grant_operator(&f, &[]).await;
     let rate = format!("{}", o.rate);
-    let operator =
-        measure::start_operator(&f, &plane, "rotation", false, &["--api-rate-limit", &rate]);
+    let operator = measure::start_operator(
+        &f,
+        &plane,
+        "rotation",
+        false,
+        &args(&o.operator_args(&rate)),
+    );
     let sampler = measure::Sampler::start(operator.pid());
     tokio::time::sleep(secs(2)).await;
     let created = measure::create_credentials(&f, 0..n, 32).await;
@@ -295,11 +322,18 @@ async fn run_size(n: usize, o: &Options) -> SizeReport {
         )
         .await;
     };
+    let failures_before = failed_requests(&operator).await;
     let ((expired, _), ()) = tokio::join!(watch, wait);
     r.expired_s = expired;
+    r.rotation_failures = failed_requests(&operator).await;
+    for (key, before) in failures_before {
+        *r.rotation_failures.entry(key).or_default() -= before;
+    }
+    r.rotation_failures.retain(|_, v| *v > 0.0);
     let elapsed = rotating.elapsed().as_secs_f64();
     let end = (f.sim.stats(), measure::writes(&plane).since(&start.1));
     r.rotations = end.1.secret_patches.len();
+    r.rotation_grants = eso::Grants::between(&start.0, &end.0);
     let rotations = r.rotations as f64;
     r.requests_per_rotation = (end.0.token_requests + end.0.read_requests
         - start.0.token_requests
@@ -345,7 +379,8 @@ async fn soak(o: &Options) -> Soak {
     fixture::grant_operator(&f, &[]).await;
     // 1,000 tokens of 60 s need about 25 requests a second: the default 10/s cannot keep up.
     let rate = format!("{}", o.rate);
-    let operator = measure::start_operator(&f, &plane, "soak", false, &["--api-rate-limit", &rate]);
+    let operator =
+        measure::start_operator(&f, &plane, "soak", false, &args(&o.operator_args(&rate)));
     measure::create_credentials(&f, 0..n, 32).await;
     measure::wait_ready(&f, n, secs(300)).await;
     let before = f.sim.stats().token_requests;
@@ -422,6 +457,32 @@ async fn soak(o: &Options) -> Soak {
 
 fn mib(kib: u64) -> String {
     format!("{:.1}", kib as f64 / MIB)
+}
+
+/// The operator's failed NetSapiens requests so far, `grant/result` → count (from
+/// `nsapi_token_operator_token_requests_total`).
+async fn failed_requests(operator: &fixture::Operator) -> BTreeMap<String, f64> {
+    let text = measure::operator_http(operator, "/metrics")
+        .await
+        .unwrap_or_default();
+    let label = |line: &str, name: &str| {
+        let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+        let end = start + line[start..].find('"')?;
+        Some(line[start..end].to_owned())
+    };
+    text.lines()
+        .filter(|l| l.starts_with("nsapi_token_operator_token_requests_total{"))
+        .filter_map(|l| {
+            let (grant, result) = (label(l, "grant")?, label(l, "result")?);
+            let value: f64 = l.rsplit(' ').next()?.parse().ok()?;
+            (result != "ok").then(|| (format!("{grant}/{result}"), value))
+        })
+        .collect()
+}
+
+/// `&[String]` as `&[&str]`.
+fn args(owned: &[String]) -> Vec<&str> {
+    owned.iter().map(String::as_str).collect()
 }
 
 fn pass(ok: bool) -> &'static str {
@@ -554,6 +615,22 @@ fn report(sizes: &[SizeReport], soak: Option<&Soak>) -> String {
                 r.core_writes_per_rotation,
                 pass(r.core_writes_per_rotation <= 2.0)
             )
+        },
+    );
+    row(
+        &mut out,
+        "requests in the rotation phase by grant; the operator's failed ones",
+        &|r| {
+            let failed = if r.rotation_failures.is_empty() {
+                "none".to_owned()
+            } else {
+                r.rotation_failures
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            format!("{}; {failed}", r.rotation_grants.per(1.0, 0))
         },
     );
     row(&mut out, "Events per rotation; refused writes", &|r| {

@@ -1,7 +1,9 @@
 //! The scale benchmark in small (`benches/fleet.rs` is the whole one): 200 credentials, one
 //! rotation each. It asserts the counts the benchmark reports, never times: one NetSapiens
-//! request per token, two Kubernetes writes per rotation (the Secret and the status), and
-//! nothing at all while a restarted operator finds every token fresh.
+//! request per token, one write of the Secret and one of the status for each new credential,
+//! two Kubernetes writes per rotation (the Secret and the status; no Event with
+//! `--routine-events=false`), and nothing at all while a restarted operator finds every token
+//! fresh.
 
 mod control_plane;
 mod fixture;
@@ -26,8 +28,31 @@ async fn a_fleet_rotates_with_one_request_and_two_writes_and_a_restart_costs_not
     f.create_input_secrets().await;
     fixture::grant_operator(&f, &[]).await;
     let operator = measure::start_operator(&f, &plane, "operator", false, &[]);
+    let before_creation = measure::writes(&plane);
     measure::create_credentials(&f, 0..FLEET, 16).await;
     measure::wait_ready(&f, FLEET, secs(120)).await;
+    // The status is written after the Secret and the Event: once every credential is Ready,
+    // every write of their creation is in the audit log.
+    tokio::time::sleep(secs(2)).await;
+    let creation = measure::writes(&plane).since(&before_creation);
+    eprintln!(
+        "measure: creation of {FLEET}: {} Secret writes, {} status writes, {} Events, {} refused writes",
+        creation.of("secrets"),
+        creation.of("nsapicredentials/status"),
+        creation.of("events"),
+        creation.refused
+    );
+    assert_eq!(
+        creation.of("secrets"),
+        FLEET as u64,
+        "one write per new Secret"
+    );
+    assert_eq!(
+        creation.of("nsapicredentials/status"),
+        FLEET as u64,
+        "one status write per new credential"
+    );
+    assert_eq!(creation.of("events"), FLEET as u64, "one TokenIssued each");
     let issued = f.sim.stats();
     assert_eq!(
         issued.token_requests, FLEET as u64,
@@ -38,10 +63,12 @@ async fn a_fleet_rotates_with_one_request_and_two_writes_and_a_restart_costs_not
         "the grant said territory and uid: no inspection"
     );
 
-    // A restart while every token is fresh: no request, no write.
+    // A restart while every token is fresh: no request, no write. The restarted operator
+    // records no Event for a routine rotation.
     let before = (f.sim.stats(), measure::writes(&plane));
     assert!(operator.stop(), "the operator did not stop");
-    let operator = measure::start_operator(&f, &plane, "restarted", false, &[]);
+    let operator =
+        measure::start_operator(&f, &plane, "restarted", false, &["--routine-events=false"]);
     control_plane::eventually(
         "the restarted operator to look at every credential",
         secs(60),
@@ -99,5 +126,6 @@ async fn a_fleet_rotates_with_one_request_and_two_writes_and_a_restart_costs_not
         2.0,
         "Kubernetes writes per rotation"
     );
+    assert_eq!(end.1.of("events"), 0, "an Event for a routine rotation");
     fixture::revoke_operator(&f).await;
 }

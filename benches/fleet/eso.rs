@@ -98,7 +98,7 @@ pub struct Grants {
 }
 
 impl Grants {
-    fn between(a: &Stats, b: &Stats) -> Grants {
+    pub fn between(a: &Stats, b: &Stats) -> Grants {
         let password = b.password_grants - a.password_grants;
         let refresh = b.refresh_grants - a.refresh_grants;
         Grants {
@@ -116,7 +116,7 @@ impl Grants {
     }
 
     /// `total (password P, refresh R[, other O])`, each divided by `per`.
-    fn per(&self, per: f64, digits: usize) -> String {
+    pub fn per(&self, per: f64, digits: usize) -> String {
         let f = |v: u64| format!("{:.digits$}", v as f64 / per);
         // The successful ones too, where some failed.
         let g = |v: u64, ok: u64| {
