@@ -240,30 +240,8 @@ async fn eso_plane() -> (PrivatePlane, PathBuf) {
     let text = std::fs::read_to_string(plane.run_dir.join("operator.kubeconfig")).unwrap();
     assert!(text.contains(&operator_token));
     std::fs::write(&kubeconfig, text.replace(&operator_token, &token)).unwrap();
-    let policy = plane.run_dir.join("audit-policy.yaml");
-    std::fs::write(
-        &policy,
-        format!(
-            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n  \
-             - level: Metadata\n    users: [\"{ESO_USER}\"]\n    verbs: [\"create\", \"update\", \"patch\", \"delete\"]\n  \
-             - level: None\n"
-        ),
-    )
-    .unwrap();
-    let log = plane.run_dir.join("audit.log");
-    // The token file and the audit policy are read at start.
-    plane
-        .restart_apiserver(
-            Duration::ZERO,
-            &[
-                &format!("--audit-policy-file={}", policy.display()),
-                &format!("--audit-log-path={}", log.display()),
-                "--audit-log-format=json",
-                "--audit-log-mode=blocking",
-                "--audit-log-maxsize=100000",
-            ],
-        )
-        .await;
+    // The token file is read at start, with the audit policy.
+    measure::audit_writes_of(&plane, ESO_USER).await;
     (plane, kubeconfig)
 }
 

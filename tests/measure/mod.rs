@@ -21,22 +21,30 @@ use serde_json::Value;
 use crate::control_plane::{self, PrivatePlane};
 use crate::fixture::{Fixture, Operator, data};
 
-/// Only the operator identity's writes are logged.
-const AUDIT_POLICY: &str = r#"apiVersion: audit.k8s.io/v1
-kind: Policy
-omitStages: [RequestReceived]
-rules:
-  - level: Metadata
-    users: ["system:serviceaccount:nsapi-system:nsapi-token-operator"]
-    verbs: ["create", "update", "patch", "delete"]
-  - level: None
-"#;
+/// The identity the operator runs as on a private control plane.
+const OPERATOR_USER: &str = "system:serviceaccount:nsapi-system:nsapi-token-operator";
 
 /// A private control plane whose API server writes an audit log of the operator's writes.
 pub async fn audited_plane() -> PrivatePlane {
     let plane = PrivatePlane::start().await;
+    audit_writes_of(&plane, OPERATOR_USER).await;
+    plane
+}
+
+/// Restarts the plane's API server with an audit log of the writes (create, update, patch,
+/// delete) of `user` only, at metadata level; the log is what `writes` reads. Token files and
+/// other flags read at start are read again.
+pub async fn audit_writes_of(plane: &PrivatePlane, user: &str) {
     let policy = plane.run_dir.join("audit-policy.yaml");
-    std::fs::write(&policy, AUDIT_POLICY).unwrap();
+    std::fs::write(
+        &policy,
+        format!(
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n  \
+             - level: Metadata\n    users: [\"{user}\"]\n    verbs: [\"create\", \"update\", \"patch\", \"delete\"]\n  \
+             - level: None\n"
+        ),
+    )
+    .unwrap();
     let log = plane.run_dir.join("audit.log");
     plane
         .restart_apiserver(
@@ -51,7 +59,6 @@ pub async fn audited_plane() -> PrivatePlane {
             ],
         )
         .await;
-    plane
 }
 
 /// The operator's writes, as the API server's audit log recorded them.
