@@ -5,6 +5,7 @@
 //!   cargo bench --bench fleet -- [--sizes 100,1000,10000] [--rate 100] [--foreign 5000]
 //!                                 (`--sizes ''`: the soak only)
 //!                                 [--soak-size 1000] [--soak-minutes 10] [--no-soak]
+//!                                 [--no-rotation]
 //!                                 [--fault-minutes 10] [--no-eso] [--eso-only]
 //!                                 [--routine-events false]
 //!
@@ -14,8 +15,9 @@
 //! with `--foreign`, memory with that many foreign 100 KiB Secrets in another namespace. Then a
 //! soak of 60 s tokens (seconds with an expired token in any Secret) next to the CronJob way
 //! (`benches/cronjob-baseline`). Then, for each size, External Secrets Operator side by side
-//! with the operator (`fleet/eso.rs`; `--no-eso` leaves it out, `--eso-only` runs only it). It
-//! prints a report and writes it to target/fleet-report.md.
+//! with the operator (`fleet/eso.rs`; `--no-eso` leaves it out, `--eso-only` runs only it), and
+//! how each side's cost grows with N (`fleet/growth.rs`: a table, and a plot written to
+//! target/fleet-growth.png). It prints a report and writes it to target/fleet-report.md.
 
 #[path = "../tests/control_plane/mod.rs"]
 mod control_plane;
@@ -23,6 +25,8 @@ mod control_plane;
 mod eso;
 #[path = "../tests/fixture/mod.rs"]
 mod fixture;
+#[path = "fleet/growth.rs"]
+mod growth;
 #[path = "../tests/measure/mod.rs"]
 mod measure;
 
@@ -49,6 +53,8 @@ struct Options {
     soak_size: usize,
     soak_minutes: u64,
     soak: bool,
+    /// Whether each size ends with the rate-limited creation and three rotations.
+    rotation: bool,
     /// The side by side with External Secrets Operator: its fault windows, and whether it runs
     /// (`None`), runs alone (`Some(true)`) or not at all (`Some(false)`).
     fault_minutes: u64,
@@ -76,6 +82,7 @@ fn options() -> Options {
         soak_size: 1000,
         soak_minutes: 10,
         soak: true,
+        rotation: true,
         fault_minutes: 10,
         eso: None,
         routine_events: true,
@@ -100,6 +107,7 @@ fn options() -> Options {
             "--soak-size" => o.soak_size = value().parse().unwrap(),
             "--soak-minutes" => o.soak_minutes = value().parse().unwrap(),
             "--no-soak" => o.soak = false,
+            "--no-rotation" => o.rotation = false,
             "--fault-minutes" => o.fault_minutes = value().parse().unwrap(),
             "--no-eso" => o.eso = Some(false),
             "--eso-only" => o.eso = Some(true),
@@ -276,6 +284,9 @@ async fn run_size(n: usize, o: &Options) -> SizeReport {
     fixture::revoke_operator(&f).await;
     drop(f);
 
+    if !o.rotation {
+        return r;
+    }
     // 4. With the rate limit, short tokens: all Ready, then three rotations of every one.
     let ttl = rotation_ttl(n);
     r.ttl_s = ttl.as_secs();
@@ -540,20 +551,23 @@ fn report(sizes: &[SizeReport], soak: Option<&Soak>) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     });
-    row(
-        &mut out,
-        "all Ready with the rate limit (s) [target ≤ 1.1 × N / rate]",
-        &|r| {
-            let target = 1.1 * r.n as f64 / r.rate;
-            format!(
-                "{:.1} at {}/s (≤ {:.1}: {})",
-                r.rate_limited_all_ready_s,
-                r.rate,
-                target,
-                pass(r.rate_limited_all_ready_s <= target)
-            )
-        },
-    );
+    let rotated = sizes.iter().any(|r| r.rotations > 0);
+    if rotated {
+        row(
+            &mut out,
+            "all Ready with the rate limit (s) [target ≤ 1.1 × N / rate]",
+            &|r| {
+                let target = 1.1 * r.n as f64 / r.rate;
+                format!(
+                    "{:.1} at {}/s (≤ {:.1}: {})",
+                    r.rate_limited_all_ready_s,
+                    r.rate,
+                    target,
+                    pass(r.rate_limited_all_ready_s <= target)
+                )
+            },
+        );
+    }
     row(&mut out, "RSS idle, steady (MiB) [target < 64]", &|r| {
         format!(
             "{} ({})",
@@ -591,67 +605,69 @@ fn report(sizes: &[SizeReport], soak: Option<&Soak>) -> String {
             )
         },
     );
-    row(&mut out, "token lifetime in the rotation phase (s)", &|r| {
-        r.ttl_s.to_string()
-    });
-    row(&mut out, "rotations observed", &|r| r.rotations.to_string());
-    row(
-        &mut out,
-        "NetSapiens requests per rotation [target 1.00]",
-        &|r| {
-            format!(
-                "{:.2} ({})",
-                r.requests_per_rotation,
-                pass((r.requests_per_rotation - 1.0).abs() < 1e-9)
-            )
-        },
-    );
-    row(
-        &mut out,
-        "Kubernetes writes per rotation, Secret + status [target ≤ 2]",
-        &|r| {
-            format!(
-                "{:.2} ({})",
-                r.core_writes_per_rotation,
-                pass(r.core_writes_per_rotation <= 2.0)
-            )
-        },
-    );
-    row(
-        &mut out,
-        "requests in the rotation phase by grant; the operator's failed ones",
-        &|r| {
-            let failed = if r.rotation_failures.is_empty() {
-                "none".to_owned()
-            } else {
-                r.rotation_failures
-                    .iter()
-                    .map(|(k, v)| format!("{k} {v:.0}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            format!("{}; {failed}", r.rotation_grants.per(1.0, 0))
-        },
-    );
-    row(&mut out, "Events per rotation; refused writes", &|r| {
-        format!("{:.2}; {}", r.events_per_rotation, r.refused_writes)
-    });
-    row(
-        &mut out,
-        "seconds with an expired token during 2 lifetimes [target 0]",
-        &|r| format!("{:.0} ({})", r.expired_s, pass(r.expired_s == 0.0)),
-    );
-    row(
-        &mut out,
-        "RSS peak while rotating (MiB); CPU (% of a core)",
-        &|r| {
-            format!(
-                "{}; {:.1}",
-                mib(r.rss_rotation_peak_kib),
-                r.cpu_rotation_pct
-            )
-        },
-    );
+    if rotated {
+        row(&mut out, "token lifetime in the rotation phase (s)", &|r| {
+            r.ttl_s.to_string()
+        });
+        row(&mut out, "rotations observed", &|r| r.rotations.to_string());
+        row(
+            &mut out,
+            "NetSapiens requests per rotation [target 1.00]",
+            &|r| {
+                format!(
+                    "{:.2} ({})",
+                    r.requests_per_rotation,
+                    pass(format!("{:.2}", r.requests_per_rotation) == "1.00")
+                )
+            },
+        );
+        row(
+            &mut out,
+            "Kubernetes writes per rotation, Secret + status [target ≤ 2]",
+            &|r| {
+                format!(
+                    "{:.2} ({})",
+                    r.core_writes_per_rotation,
+                    pass(r.core_writes_per_rotation <= 2.0)
+                )
+            },
+        );
+        row(
+            &mut out,
+            "requests in the rotation phase by grant; the operator's failed ones",
+            &|r| {
+                let failed = if r.rotation_failures.is_empty() {
+                    "none".to_owned()
+                } else {
+                    r.rotation_failures
+                        .iter()
+                        .map(|(k, v)| format!("{k} {v:.0}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                format!("{}; {failed}", r.rotation_grants.per(1.0, 0))
+            },
+        );
+        row(&mut out, "Events per rotation; refused writes", &|r| {
+            format!("{:.2}; {}", r.events_per_rotation, r.refused_writes)
+        });
+        row(
+            &mut out,
+            "seconds with an expired token during 2 lifetimes [target 0]",
+            &|r| format!("{:.0} ({})", r.expired_s, pass(r.expired_s == 0.0)),
+        );
+        row(
+            &mut out,
+            "RSS peak while rotating (MiB); CPU (% of a core)",
+            &|r| {
+                format!(
+                    "{}; {:.1}",
+                    mib(r.rss_rotation_peak_kib),
+                    r.cpu_rotation_pct
+                )
+            },
+        );
+    }
     for r in sizes {
         if let Some((without, with, peak)) = r.foreign {
             let growth = (with as f64 - without as f64) / without as f64 * 100.0;
@@ -667,7 +683,7 @@ fn report(sizes: &[SizeReport], soak: Option<&Soak>) -> String {
             );
         }
     }
-    for r in sizes {
+    for r in sizes.iter().filter(|r| r.rotations > 0) {
         let _ = writeln!(
             out,
             "\nRotation times, N = {} ({} s tokens), first wave:\n```\n{}```\nthird wave:\n```\n{}```",
@@ -738,6 +754,13 @@ async fn main() {
     if o.eso != Some(false) {
         let peers = eso::side_by_side(&o, |done| eprintln!("{}", eso::report(done, &o))).await;
         text.push_str(&eso::report(&peers, &o));
+        text.push_str(&growth::table(&peers));
+        let plot = measure::report_path().with_file_name("fleet-growth.png");
+        std::fs::create_dir_all(plot.parent().unwrap()).unwrap();
+        match growth::plot(&peers, &plot) {
+            Ok(()) => eprintln!("growth plot written to {}", plot.display()),
+            Err(error) => eprintln!("the growth plot failed: {error}"),
+        }
     }
     println!("{text}");
     let path = measure::report_path();

@@ -59,7 +59,7 @@ pub enum Side {
 }
 
 impl Side {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Side::Ours => "operator",
             Side::Eso => "ESO",
