@@ -8,6 +8,7 @@ use std::path::Path;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
+use crate::MIB;
 use crate::eso::{PeerReport, Side};
 
 /// One side's costs at one N, per credential or per rotation.
@@ -33,15 +34,15 @@ impl Cost {
             writes_per_rotation: r.soak_writes.values().sum::<u64>() as f64 / rotations,
             cpu_ms_per_created: r.cpu_creation_s * 1000.0 / r.n as f64,
             cpu_ms_per_rotation: r.cpu_rotation_s * 1000.0 / rotations,
-            rss_steady_mib: r.rss_steady_kib as f64 / 1024.0,
-            rss_rotating_mib: r.rss_rotation_peak_kib as f64 / 1024.0,
+            rss_steady_mib: r.rss_steady_kib as f64 / MIB,
+            rss_rotating_mib: r.rss_rotation_peak_kib as f64 / MIB,
         }
     }
 
     /// RSS above what the same side needs at the smallest N, per credential more (KiB).
     fn marginal_kib(&self, smallest: Option<&Cost>) -> Option<f64> {
         let s = smallest.filter(|s| s.n < self.n)?;
-        Some((self.rss_steady_mib - s.rss_steady_mib) * 1024.0 / (self.n - s.n) as f64)
+        Some((self.rss_steady_mib - s.rss_steady_mib) * MIB / (self.n - s.n) as f64)
     }
 }
 
