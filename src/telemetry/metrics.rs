@@ -1,15 +1,18 @@
 //! Prometheus metrics. Labels carry only names, grants and low-cardinality error labels:
 //! never a secret, never a URL.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use kube::ResourceExt;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::core::api_error::NsApiError;
@@ -29,20 +32,6 @@ pub const RECONCILE_ERROR_LABELS: [&str; 6] = [
     "missing_field",
     "template",
 ];
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CredentialLabels {
-    namespace: String,
-    name: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ConditionLabels {
-    namespace: String,
-    name: String,
-    condition: String,
-    status: String,
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
@@ -76,7 +65,33 @@ const CONDITIONS: [&str; 5] = [
     CONSUMERS_CANNOT_REFRESH,
     SETTINGS_IGNORED,
 ];
-const STATUSES: [&str; 3] = ["True", "False", "Unknown"];
+
+/// The status of a condition, as `credential_condition` labels it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Status {
+    True,
+    False,
+    Unknown,
+}
+
+impl Status {
+    fn of(status: &str) -> Option<Self> {
+        match status {
+            "True" => Some(Self::True),
+            "False" => Some(Self::False),
+            "Unknown" => Some(Self::Unknown),
+            _ => None,
+        }
+    }
+
+    const fn as_str(self) -> &'static str {
+        match self {
+            Self::True => "True",
+            Self::False => "False",
+            Self::Unknown => "Unknown",
+        }
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -96,9 +111,9 @@ struct ErrorLabels {
 
 pub struct Metrics {
     registry: Registry,
-    token_expiry: Family<CredentialLabels, Gauge>,
-    refresh_lead: Family<CredentialLabels, Gauge>,
-    next_refresh: Family<CredentialLabels, Gauge>,
+    /// The series of each credential (expiry, rotation lead, next request, readiness,
+    /// conditions, failures), kept compact and written out at a scrape.
+    credentials: Arc<CredentialBook>,
     token_requests: Family<RequestLabels, Counter>,
     request_seconds: Family<GrantLabels, Histogram>,
     host_requests: Family<HostRequestLabels, Counter>,
@@ -108,9 +123,6 @@ pub struct Metrics {
     reconciles: Counter,
     reconcile_errors: Family<ErrorLabels, Counter>,
     rate_limit_wait: Histogram,
-    ready: Family<CredentialLabels, Gauge>,
-    condition: Family<ConditionLabels, Gauge>,
-    failures: Family<CredentialLabels, Gauge>,
     /// Passes due and waiting for a worker, and passes running (set from `queue` at a scrape).
     queue_depth: Gauge,
     in_flight: Gauge,
@@ -120,24 +132,6 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("nsapi_token_operator");
-        let token_expiry = Family::<CredentialLabels, Gauge>::default();
-        registry.register(
-            "token_expiry_timestamp_seconds",
-            "Unix time at which the current token of a credential expires",
-            token_expiry.clone(),
-        );
-        let refresh_lead = Family::<CredentialLabels, Gauge>::default();
-        registry.register(
-            "token_refresh_lead_seconds",
-            "How long before its expiry a credential's token is due for rotation (spec.refreshBefore as applied); a token closer to expiry than this missed its rotation",
-            refresh_lead.clone(),
-        );
-        let next_refresh = Family::<CredentialLabels, Gauge>::default();
-        registry.register(
-            "next_refresh_timestamp_seconds",
-            "Unix time of the next planned token request of a credential",
-            next_refresh.clone(),
-        );
         let token_requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "token_requests",
@@ -193,24 +187,8 @@ impl Default for Metrics {
             "Time NetSapiens requests waited for the per-host rate limit",
             rate_limit_wait.clone(),
         );
-        let ready = Family::<CredentialLabels, Gauge>::default();
-        registry.register(
-            "credential_ready",
-            "1 while the credential's output Secret holds a valid token (condition Ready=True), else 0",
-            ready.clone(),
-        );
-        let condition = Family::<ConditionLabels, Gauge>::default();
-        registry.register(
-            "credential_condition",
-            "1, with the status a credential's condition has (True, False or Unknown) as a label; one series per condition",
-            condition.clone(),
-        );
-        let failures = Family::<CredentialLabels, Gauge>::default();
-        registry.register(
-            "credential_consecutive_failures",
-            "Failed token requests of a credential since its last success",
-            failures.clone(),
-        );
+        let credentials = Arc::new(CredentialBook::default());
+        registry.register_collector(Box::new(CredentialCollector(Arc::clone(&credentials))));
         let queue_depth = Gauge::default();
         registry.register(
             "work_queue_depth",
@@ -238,13 +216,8 @@ impl Default for Metrics {
         );
         Self {
             registry,
-            ready,
-            condition,
-            failures,
+            credentials,
             rate_limit_wait,
-            token_expiry,
-            refresh_lead,
-            next_refresh,
             token_requests,
             request_seconds,
             host_requests,
@@ -340,89 +313,29 @@ impl Metrics {
         lead: Option<SignedDuration>,
         next_refresh_at: Option<Timestamp>,
     ) {
-        let labels = CredentialLabels {
-            namespace: credential.namespace().unwrap_or_default(),
-            name: credential.name_any(),
-        };
-        for (family, at) in [
-            (&self.token_expiry, expires_at),
-            (&self.next_refresh, next_refresh_at),
-        ] {
-            match at {
-                Some(at) => {
-                    family.get_or_create(&labels).set(at.as_second());
-                }
-                None => {
-                    family.remove(&labels);
-                }
-            }
-        }
-        match lead {
-            Some(lead) => {
-                self.refresh_lead.get_or_create(&labels).set(lead.as_secs());
-            }
-            None => {
-                self.refresh_lead.remove(&labels);
-            }
-        }
+        self.credentials.update(credential, |series| {
+            series.expiry = expires_at.map(Timestamp::as_second);
+            series.lead = lead.map(|l| l.as_secs());
+            series.next_refresh = next_refresh_at.map(Timestamp::as_second);
+        });
     }
 
     /// Records a credential's conditions and failure count, as its status says.
     pub fn credential_status(&self, credential: &NsApiCredential, status: &NsApiCredentialStatus) {
-        let (namespace, name) = (
-            credential.namespace().unwrap_or_default(),
-            credential.name_any(),
-        );
-        let labels = CredentialLabels {
-            namespace: namespace.clone(),
-            name: name.clone(),
-        };
-        let ready = status.condition(READY).is_some_and(|c| c.status == "True");
-        self.ready.get_or_create(&labels).set(i64::from(ready));
-        self.failures
-            .get_or_create(&labels)
-            .set(i64::from(status.consecutive_failures));
-        // One series per condition, for the status it has (a fleet of thousands keeps a third
-        // of the series that 0-valued ones for the other statuses would need).
-        for type_ in CONDITIONS {
-            let current = status.condition(type_).map(|c| c.status.as_str());
-            for value in STATUSES {
-                let series = ConditionLabels {
-                    namespace: namespace.clone(),
-                    name: name.clone(),
-                    condition: type_.to_owned(),
-                    status: value.to_owned(),
-                };
-                if current == Some(value) {
-                    self.condition.get_or_create(&series).set(1);
-                } else {
-                    self.condition.remove(&series);
-                }
+        self.credentials.update(credential, |series| {
+            series.ready = Some(status.condition(READY).is_some_and(|c| c.status == "True"));
+            series.failures = Some(status.consecutive_failures);
+            for (slot, type_) in series.conditions.iter_mut().zip(CONDITIONS) {
+                *slot = status
+                    .condition(type_)
+                    .and_then(|c| Status::of(&c.status));
             }
-        }
+        });
     }
 
     /// Drops the series of a deleted credential.
     pub fn forget(&self, namespace: &str, name: &str) {
-        let labels = CredentialLabels {
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-        };
-        self.token_expiry.remove(&labels);
-        self.refresh_lead.remove(&labels);
-        self.next_refresh.remove(&labels);
-        self.ready.remove(&labels);
-        self.failures.remove(&labels);
-        for type_ in CONDITIONS {
-            for value in STATUSES {
-                self.condition.remove(&ConditionLabels {
-                    namespace: namespace.to_owned(),
-                    name: name.to_owned(),
-                    condition: type_.to_owned(),
-                    status: value.to_owned(),
-                });
-            }
-        }
+        self.credentials.write().remove(&*key(namespace, name));
     }
 
     /// The Prometheus text exposition.
@@ -438,6 +351,158 @@ impl Metrics {
         encode_registry(&mut out, &process_registry()).expect("writing to a String cannot fail");
         encode_eof(&mut out).expect("writing to a String cannot fail");
         out
+    }
+}
+
+/// What the series of one credential hold (`None`: no series).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct CredentialSeries {
+    expiry: Option<i64>,
+    lead: Option<i64>,
+    next_refresh: Option<i64>,
+    ready: Option<bool>,
+    failures: Option<i32>,
+    /// The status of each of `CONDITIONS`.
+    conditions: [Option<Status>; CONDITIONS.len()],
+}
+
+/// The series of every credential, by `namespace/name` (neither may hold a `/`), in order.
+///
+/// One small entry per credential (about 100 bytes) rather than a `Family` per series, whose
+/// entries each hold their own copy of the label strings and a shared gauge: at 10,000
+/// credentials the families held about 1.5 KiB per credential.
+#[derive(Debug, Default)]
+struct CredentialBook(std::sync::RwLock<BTreeMap<Box<str>, CredentialSeries>>);
+
+fn key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+impl CredentialBook {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<Box<str>, CredentialSeries>> {
+        self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<Box<str>, CredentialSeries>> {
+        self.0.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Changes the series of `credential`; a credential left without any is dropped.
+    fn update(&self, credential: &NsApiCredential, change: impl FnOnce(&mut CredentialSeries)) {
+        let key = key(
+            credential.metadata.namespace.as_deref().unwrap_or_default(),
+            credential.metadata.name.as_deref().unwrap_or_default(),
+        );
+        let mut book = self.write();
+        match book.get_mut(key.as_str()) {
+            Some(series) => {
+                change(series);
+                if *series == CredentialSeries::default() {
+                    book.remove(key.as_str());
+                }
+            }
+            None => {
+                let mut series = CredentialSeries::default();
+                change(&mut series);
+                if series != CredentialSeries::default() {
+                    book.insert(key.into_boxed_str(), series);
+                }
+            }
+        }
+    }
+}
+
+/// Writes the credentials' series out at a scrape, as gauges.
+#[derive(Debug)]
+struct CredentialCollector(Arc<CredentialBook>);
+
+/// One gauge per credential: its name, help and value (`None`: no series).
+type CredentialGauge = (&'static str, &'static str, fn(&CredentialSeries) -> Option<i64>);
+
+const CREDENTIAL_GAUGES: [CredentialGauge; 3] = [
+    (
+        "token_expiry_timestamp_seconds",
+        "Unix time at which the current token of a credential expires",
+        |s| s.expiry,
+    ),
+    (
+        "token_refresh_lead_seconds",
+        "How long before its expiry a credential's token is due for rotation (spec.refreshBefore as applied); a token closer to expiry than this missed its rotation",
+        |s| s.lead,
+    ),
+    (
+        "next_refresh_timestamp_seconds",
+        "Unix time of the next planned token request of a credential",
+        |s| s.next_refresh,
+    ),
+];
+
+const CREDENTIAL_STATE: [CredentialGauge; 2] = [
+    (
+        "credential_ready",
+        "1 while the credential's output Secret holds a valid token (condition Ready=True), else 0",
+        |s| s.ready.map(i64::from),
+    ),
+    (
+        "credential_consecutive_failures",
+        "Failed token requests of a credential since its last success",
+        |s| s.failures.map(i64::from),
+    ),
+];
+
+impl CredentialCollector {
+    fn gauge(
+        book: &BTreeMap<Box<str>, CredentialSeries>,
+        encoder: &mut DescriptorEncoder,
+        (name, help, value): CredentialGauge,
+    ) -> std::fmt::Result {
+        if !book.values().any(|s| value(s).is_some()) {
+            return Ok(());
+        }
+        let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for (key, series) in book {
+            if let Some(v) = value(series) {
+                let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+                metric
+                    .encode_family(&[("namespace", namespace), ("name", name)])?
+                    .encode_gauge(&v)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Collector for CredentialCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let book = self.0.read();
+        for gauge in CREDENTIAL_GAUGES {
+            Self::gauge(&book, &mut encoder, gauge)?;
+        }
+        Self::gauge(&book, &mut encoder, CREDENTIAL_STATE[0])?;
+        if book.values().any(|s| s.conditions.iter().any(Option::is_some)) {
+            let mut metric = encoder.encode_descriptor(
+                "credential_condition",
+                "1, with the status a credential's condition has (True, False or Unknown) as a label; one series per condition",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (key, series) in book.iter() {
+                let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+                for (status, condition) in series.conditions.iter().zip(CONDITIONS) {
+                    if let Some(status) = status {
+                        metric
+                            .encode_family(&[
+                                ("namespace", namespace),
+                                ("name", name),
+                                ("condition", condition),
+                                ("status", status.as_str()),
+                            ])?
+                            .encode_gauge(&1i64)?;
+                    }
+                }
+            }
+        }
+        Self::gauge(&book, &mut encoder, CREDENTIAL_STATE[1])
     }
 }
 
@@ -680,5 +745,46 @@ mod tests {
         );
         m.forget("ns", "abc");
         assert!(!m.encode().contains("name=\"abc\""));
+    }
+
+    #[test]
+    fn token_times_are_gauges_per_credential_until_cleared() {
+        let m = Metrics::default();
+        let credential = |name: &str| -> NsApiCredential {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "nsapi.io/v1alpha1", "kind": "NsApiCredential",
+                "metadata": {"name": name, "namespace": "ns"},
+                "spec": {"apiBaseUrl": "https://p.example.com", "clientSecretRef": {"name": "a"},
+                         "subscriberSecretRef": {"name": "b"}, "tokenSecret": {"name": "c"}},
+            }))
+            .unwrap()
+        };
+        let at = |s: i64| Timestamp::from_second(s).unwrap();
+        m.token_times(
+            &credential("b"),
+            Some(at(2_000_003_600)),
+            Some(SignedDuration::from_secs(600)),
+            Some(at(2_000_003_000)),
+        );
+        m.token_times(&credential("a"), Some(at(2_000_000_100)), None, None);
+        let text = m.encode();
+        for line in [
+            "# TYPE nsapi_token_operator_token_expiry_timestamp_seconds gauge",
+            r#"nsapi_token_operator_token_expiry_timestamp_seconds{namespace="ns",name="a"} 2000000100"#,
+            r#"nsapi_token_operator_token_expiry_timestamp_seconds{namespace="ns",name="b"} 2000003600"#,
+            r#"nsapi_token_operator_token_refresh_lead_seconds{namespace="ns",name="b"} 600"#,
+            r#"nsapi_token_operator_next_refresh_timestamp_seconds{namespace="ns",name="b"} 2000003000"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from {text}");
+        }
+        // In order of namespace and name.
+        assert!(text.find(r#"name="a"} 2000000100"#) < text.find(r#"name="b"} 2000003600"#));
+        assert!(!text.contains(r#"lead_seconds{namespace="ns",name="a"}"#), "{text}");
+        // Cleared: no series, and with none left, no family either.
+        m.token_times(&credential("a"), None, None, None);
+        m.token_times(&credential("b"), None, None, None);
+        let text = m.encode();
+        assert!(!text.contains("token_expiry_timestamp_seconds"), "{text}");
+        assert!(m.credentials.read().is_empty());
     }
 }
