@@ -36,7 +36,9 @@ pub struct RefreshSession {
 pub struct HeldToken {
     pub stored: StoredToken,
     /// How it was obtained, while it is not yet written (its status is still to be reported).
-    pub unwritten: Option<Minted>,
+    /// Boxed: rarely there, and about 600 bytes that every session would otherwise keep room
+    /// for.
+    pub unwritten: Option<Box<Minted>>,
 }
 
 impl HeldToken {
@@ -118,7 +120,7 @@ impl Sessions {
         self.with(uid, |s| {
             s.token = Some(HeldToken {
                 stored,
-                unwritten: Some(minted),
+                unwritten: Some(Box::new(minted)),
             })
         });
     }
