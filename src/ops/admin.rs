@@ -47,14 +47,18 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     metrics_response(&state.metrics)
 }
 
-/// The metrics in the OpenMetrics text format, as a response.
+/// The metrics in the OpenMetrics text format, as a response whose body is written piece by
+/// piece as it is sent (a fleet's exposition is megabytes; see `metrics::Exposition`).
 pub fn metrics_response(metrics: &Metrics) -> impl IntoResponse + use<> {
+    let pieces = metrics
+        .exposition()
+        .map(|piece| Ok::<_, std::convert::Infallible>(bytes::Bytes::from(piece)));
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        metrics.encode(),
+        axum::body::Body::from_stream(futures::stream::iter(pieces)),
     )
 }
 

@@ -2,17 +2,16 @@
 //! never a secret, never a URL.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::core::api_error::NsApiError;
@@ -188,7 +187,6 @@ impl Default for Metrics {
             rate_limit_wait.clone(),
         );
         let credentials = Arc::new(CredentialBook::default());
-        registry.register_collector(Box::new(CredentialCollector(Arc::clone(&credentials))));
         let queue_depth = Gauge::default();
         registry.register(
             "work_queue_depth",
@@ -326,9 +324,7 @@ impl Metrics {
             series.ready = Some(status.condition(READY).is_some_and(|c| c.status == "True"));
             series.failures = Some(status.consecutive_failures);
             for (slot, type_) in series.conditions.iter_mut().zip(CONDITIONS) {
-                *slot = status
-                    .condition(type_)
-                    .and_then(|c| Status::of(&c.status));
+                *slot = status.condition(type_).and_then(|c| Status::of(&c.status));
             }
         });
     }
@@ -338,19 +334,31 @@ impl Metrics {
         self.credentials.write().remove(&*key(namespace, name));
     }
 
-    /// The Prometheus text exposition.
+    /// The Prometheus text exposition, whole.
     pub fn encode(&self) -> String {
+        self.exposition().collect()
+    }
+
+    /// The Prometheus text exposition, in pieces (see `Exposition`).
+    pub fn exposition(&self) -> Exposition {
         use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let (waiting, running) = self.queue.depth(std::time::Instant::now());
         self.queue_depth
             .set(i64::try_from(waiting).unwrap_or(i64::MAX));
         self.in_flight
             .set(i64::try_from(running).unwrap_or(i64::MAX));
-        let mut out = String::new();
-        encode_registry(&mut out, &self.registry).expect("writing to a String cannot fail");
-        encode_registry(&mut out, &process_registry()).expect("writing to a String cannot fail");
-        encode_eof(&mut out).expect("writing to a String cannot fail");
-        out
+        let mut head = String::new();
+        encode_registry(&mut head, &self.registry).expect("writing to a String cannot fail");
+        let mut tail = String::new();
+        encode_registry(&mut tail, &process_registry()).expect("writing to a String cannot fail");
+        encode_eof(&mut tail).expect("writing to a String cannot fail");
+        Exposition {
+            head: Some(head),
+            snapshot: self.credentials.snapshot(),
+            family: 0,
+            at: 0,
+            tail: Some(tail),
+        }
     }
 }
 
@@ -366,25 +374,31 @@ struct CredentialSeries {
     conditions: [Option<Status>; CONDITIONS.len()],
 }
 
+type Book = BTreeMap<Arc<str>, CredentialSeries>;
+
 /// The series of every credential, by `namespace/name` (neither may hold a `/`), in order.
 ///
 /// One small entry per credential (about 100 bytes) rather than a `Family` per series, whose
 /// entries each hold their own copy of the label strings and a shared gauge: at 10,000
 /// credentials the families held about 1.5 KiB per credential.
 #[derive(Debug, Default)]
-struct CredentialBook(std::sync::RwLock<BTreeMap<Box<str>, CredentialSeries>>);
+struct CredentialBook(std::sync::RwLock<Book>);
 
 fn key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
 }
 
 impl CredentialBook {
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<Box<str>, CredentialSeries>> {
-        self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Book> {
+        self.0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<Box<str>, CredentialSeries>> {
-        self.0.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Book> {
+        self.0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Changes the series of `credential`; a credential left without any is dropped.
@@ -405,104 +419,161 @@ impl CredentialBook {
                 let mut series = CredentialSeries::default();
                 change(&mut series);
                 if series != CredentialSeries::default() {
-                    book.insert(key.into_boxed_str(), series);
+                    book.insert(Arc::from(key), series);
                 }
             }
         }
     }
+
+    /// A copy to write out without holding the lock (the keys are shared, not copied).
+    fn snapshot(&self) -> Vec<(Arc<str>, CredentialSeries)> {
+        self.read()
+            .iter()
+            .map(|(key, series)| (Arc::clone(key), *series))
+            .collect()
+    }
 }
 
-/// Writes the credentials' series out at a scrape, as gauges.
-#[derive(Debug)]
-struct CredentialCollector(Arc<CredentialBook>);
+/// A family of per-credential series.
+#[derive(Clone, Copy)]
+enum CredentialFamily {
+    /// One gauge per credential: its name, help and value (`None`: no series).
+    Gauge(
+        &'static str,
+        &'static str,
+        fn(&CredentialSeries) -> Option<i64>,
+    ),
+    /// `credential_condition`: a series for each condition a credential has.
+    Conditions,
+}
 
-/// One gauge per credential: its name, help and value (`None`: no series).
-type CredentialGauge = (&'static str, &'static str, fn(&CredentialSeries) -> Option<i64>);
-
-const CREDENTIAL_GAUGES: [CredentialGauge; 3] = [
-    (
+/// In the order of the exposition.
+const CREDENTIAL_FAMILIES: [CredentialFamily; 6] = [
+    CredentialFamily::Gauge(
         "token_expiry_timestamp_seconds",
         "Unix time at which the current token of a credential expires",
         |s| s.expiry,
     ),
-    (
+    CredentialFamily::Gauge(
         "token_refresh_lead_seconds",
         "How long before its expiry a credential's token is due for rotation (spec.refreshBefore as applied); a token closer to expiry than this missed its rotation",
         |s| s.lead,
     ),
-    (
+    CredentialFamily::Gauge(
         "next_refresh_timestamp_seconds",
         "Unix time of the next planned token request of a credential",
         |s| s.next_refresh,
     ),
-];
-
-const CREDENTIAL_STATE: [CredentialGauge; 2] = [
-    (
+    CredentialFamily::Gauge(
         "credential_ready",
         "1 while the credential's output Secret holds a valid token (condition Ready=True), else 0",
         |s| s.ready.map(i64::from),
     ),
-    (
+    CredentialFamily::Conditions,
+    CredentialFamily::Gauge(
         "credential_consecutive_failures",
         "Failed token requests of a credential since its last success",
         |s| s.failures.map(i64::from),
     ),
 ];
 
-impl CredentialCollector {
-    fn gauge(
-        book: &BTreeMap<Box<str>, CredentialSeries>,
-        encoder: &mut DescriptorEncoder,
-        (name, help, value): CredentialGauge,
-    ) -> std::fmt::Result {
-        if !book.values().any(|s| value(s).is_some()) {
-            return Ok(());
-        }
-        let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-        for (key, series) in book {
-            if let Some(v) = value(series) {
-                let (namespace, name) = key.split_once('/').unwrap_or(("", key));
-                metric
-                    .encode_family(&[("namespace", namespace), ("name", name)])?
-                    .encode_gauge(&v)?;
-            }
-        }
-        Ok(())
-    }
-}
+const PREFIX: &str = "nsapi_token_operator";
 
-impl Collector for CredentialCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
-        let book = self.0.read();
-        for gauge in CREDENTIAL_GAUGES {
-            Self::gauge(&book, &mut encoder, gauge)?;
+impl CredentialFamily {
+    fn has(self, series: &CredentialSeries) -> bool {
+        match self {
+            Self::Gauge(_, _, value) => value(series).is_some(),
+            Self::Conditions => series.conditions.iter().any(Option::is_some),
         }
-        Self::gauge(&book, &mut encoder, CREDENTIAL_STATE[0])?;
-        if book.values().any(|s| s.conditions.iter().any(Option::is_some)) {
-            let mut metric = encoder.encode_descriptor(
+    }
+
+    /// The `# HELP` and `# TYPE` lines.
+    fn descriptor(self, out: &mut String) {
+        let (name, help) = match self {
+            Self::Gauge(name, help, _) => (name, help),
+            Self::Conditions => (
                 "credential_condition",
                 "1, with the status a credential's condition has (True, False or Unknown) as a label; one series per condition",
-                None,
-                MetricType::Gauge,
-            )?;
-            for (key, series) in book.iter() {
-                let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+            ),
+        };
+        let _ = write!(
+            out,
+            "# HELP {PREFIX}_{name} {help}.\n# TYPE {PREFIX}_{name} gauge\n"
+        );
+    }
+
+    /// The lines of one credential. Namespaces and names are DNS names: nothing to escape.
+    fn lines(self, out: &mut String, key: &str, series: &CredentialSeries) {
+        let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+        match self {
+            Self::Gauge(family, _, value) => {
+                if let Some(v) = value(series) {
+                    let _ = writeln!(
+                        out,
+                        "{PREFIX}_{family}{{namespace=\"{namespace}\",name=\"{name}\"}} {v}"
+                    );
+                }
+            }
+            Self::Conditions => {
                 for (status, condition) in series.conditions.iter().zip(CONDITIONS) {
                     if let Some(status) = status {
-                        metric
-                            .encode_family(&[
-                                ("namespace", namespace),
-                                ("name", name),
-                                ("condition", condition),
-                                ("status", status.as_str()),
-                            ])?
-                            .encode_gauge(&1i64)?;
+                        let _ = writeln!(
+                            out,
+                            "{PREFIX}_credential_condition{{namespace=\"{namespace}\",name=\"{name}\",condition=\"{condition}\",status=\"{}\"}} 1",
+                            status.as_str()
+                        );
                     }
                 }
             }
         }
-        Self::gauge(&book, &mut encoder, CREDENTIAL_STATE[1])
+    }
+}
+
+/// About how much text each piece of the exposition holds.
+const PIECE: usize = 64 * 1024;
+
+/// The exposition, written out piece by piece as it is sent: the registry's series, then the
+/// credentials' (from a snapshot, so no lock is held while a scraper reads), then the process
+/// series and the end. At 10,000 credentials the whole text is about 7 MB; a scrape holds the
+/// snapshot (about 1 MB) and a piece or two rather than all of it.
+pub struct Exposition {
+    head: Option<String>,
+    snapshot: Vec<(Arc<str>, CredentialSeries)>,
+    family: usize,
+    at: usize,
+    tail: Option<String>,
+}
+
+impl Iterator for Exposition {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        if let Some(head) = self.head.take() {
+            return Some(head);
+        }
+        while let Some(&family) = CREDENTIAL_FAMILIES.get(self.family) {
+            let mut out = String::with_capacity(PIECE + 1024);
+            if self.at == 0 {
+                if !self.snapshot.iter().any(|(_, s)| family.has(s)) {
+                    self.family += 1;
+                    continue;
+                }
+                family.descriptor(&mut out);
+            }
+            while let Some((key, series)) = self.snapshot.get(self.at) {
+                if out.len() >= PIECE {
+                    break;
+                }
+                family.lines(&mut out, key, series);
+                self.at += 1;
+            }
+            if self.at >= self.snapshot.len() {
+                self.family += 1;
+                self.at = 0;
+            }
+            return Some(out);
+        }
+        self.tail.take()
     }
 }
 
@@ -748,6 +819,74 @@ mod tests {
     }
 
     #[test]
+    fn a_fleet_exposition_comes_in_whole_lines_of_bounded_pieces() {
+        let m = Metrics::default();
+        let status: NsApiCredentialStatus = serde_json::from_value(serde_json::json!({
+            "conditions": [
+                {"type": "Ready", "status": "True", "reason": "TokenIssued", "message": "",
+                 "lastTransitionTime": "2026-01-01T00:00:00Z"}
+            ],
+        }))
+        .unwrap();
+        let fleet = 3000;
+        for i in 0..fleet {
+            let credential: NsApiCredential = serde_json::from_value(serde_json::json!({
+                "apiVersion": "nsapi.io/v1alpha1", "kind": "NsApiCredential",
+                "metadata": {"name": format!("credential-{i:05}"), "namespace": "tenant-a"},
+                "spec": {"apiBaseUrl": "https://p.example.com", "clientSecretRef": {"name": "a"},
+                         "subscriberSecretRef": {"name": "b"}, "tokenSecret": {"name": "c"}},
+            }))
+            .unwrap();
+            let at = Timestamp::from_second(2_000_000_000 + i).unwrap();
+            m.token_times(
+                &credential,
+                Some(at),
+                Some(SignedDuration::from_secs(600)),
+                Some(at),
+            );
+            m.credential_status(&credential, &status);
+        }
+        let pieces: Vec<String> = m.exposition().collect();
+        assert!(pieces.len() > 8, "{} pieces", pieces.len());
+        for piece in &pieces {
+            assert!(piece.len() <= PIECE + 1024, "{}", piece.len());
+            assert!(piece.is_empty() || piece.ends_with('\n'));
+        }
+        let text = pieces.concat();
+        // The same as the whole exposition, but for the process's own series.
+        let own = |text: &str| {
+            text.lines()
+                .filter(|l| !l.contains("process_"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert!(own(&text) == own(&m.encode()));
+        assert!(text.contains("# HELP nsapi_token_operator_credential_ready 1 while the credential's output Secret holds a valid token (condition Ready=True), else 0.\n"));
+        for family in [
+            "token_expiry_timestamp_seconds",
+            "token_refresh_lead_seconds",
+            "next_refresh_timestamp_seconds",
+            "credential_ready",
+            "credential_condition",
+            "credential_consecutive_failures",
+        ] {
+            let name = format!("nsapi_token_operator_{family}{{");
+            assert_eq!(
+                text.lines().filter(|l| l.starts_with(&name)).count(),
+                3000,
+                "{family}"
+            );
+            assert_eq!(
+                text.matches(&format!("# TYPE nsapi_token_operator_{family} gauge"))
+                    .count(),
+                1
+            );
+        }
+        assert!(text.contains(r#"nsapi_token_operator_credential_condition{namespace="tenant-a",name="credential-02999",condition="Ready",status="True"} 1"#));
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
     fn token_times_are_gauges_per_credential_until_cleared() {
         let m = Metrics::default();
         let credential = |name: &str| -> NsApiCredential {
@@ -779,7 +918,10 @@ mod tests {
         }
         // In order of namespace and name.
         assert!(text.find(r#"name="a"} 2000000100"#) < text.find(r#"name="b"} 2000003600"#));
-        assert!(!text.contains(r#"lead_seconds{namespace="ns",name="a"}"#), "{text}");
+        assert!(
+            !text.contains(r#"lead_seconds{namespace="ns",name="a"}"#),
+            "{text}"
+        );
         // Cleared: no series, and with none left, no family either.
         m.token_times(&credential("a"), None, None, None);
         m.token_times(&credential("b"), None, None, None);
