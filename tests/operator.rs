@@ -766,3 +766,91 @@ async fn a_shutdown_lets_a_token_request_in_flight_finish_and_be_written() {
     );
     f.assert_no_secret_leaked().await;
 }
+
+/// The operator's Event publisher against the real API server: a repeat within six minutes is
+/// counted on the first Event (its `series`, its note kept), another reason is an Event of its
+/// own, and a repeat of an Event deleted meanwhile creates it anew.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repeated_event_is_counted_on_the_first_and_one_deleted_is_created_anew() {
+    use k8s_openapi::api::core::v1::ObjectReference;
+    use k8s_openapi::api::events::v1::Event as K8sEvent;
+    use kube::Api;
+    use kube::runtime::events::{Event, EventType, Reporter};
+    use nsapi_token_operator::cluster::events::Events;
+
+    let f = Fixture::new("events", SimConfig::new()).await;
+    let ns = f.namespace().to_owned();
+    let events = Events::new(
+        f.client.clone(),
+        Reporter {
+            controller: "nsapi-token-operator".into(),
+            instance: Some("test".into()),
+        },
+    );
+    let regarding = ObjectReference {
+        api_version: Some("nsapi.io/v1alpha1".into()),
+        kind: Some("NsApiCredential".into()),
+        name: Some("abc".into()),
+        namespace: Some(ns.clone()),
+        uid: Some("00000000-0000-0000-0000-000000000001".into()),
+        ..ObjectReference::default()
+    };
+    let missing = |note: &str| Event {
+        type_: EventType::Warning,
+        reason: "SecretMissing".into(),
+        note: Some(note.into()),
+        action: "ObtainToken".into(),
+        secondary: None,
+    };
+    events.publish(&missing("first"), &regarding).await.unwrap();
+    events
+        .publish(&missing("second"), &regarding)
+        .await
+        .unwrap();
+    let issued = Event {
+        type_: EventType::Normal,
+        reason: "TokenIssued".into(),
+        note: Some("issued".into()),
+        action: "ObtainToken".into(),
+        secondary: None,
+    };
+    events.publish(&issued, &regarding).await.unwrap();
+
+    let api: Api<K8sEvent> = Api::namespaced(f.client.clone(), &ns);
+    let listed = api.list(&Default::default()).await.unwrap().items;
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let first = listed
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("SecretMissing"))
+        .unwrap();
+    assert_eq!(first.series.as_ref().map(|s| s.count), Some(2), "{first:?}");
+    assert_eq!(first.note.as_deref(), Some("first"));
+    assert_eq!(
+        first.reporting_controller.as_deref(),
+        Some("nsapi-token-operator")
+    );
+    assert_eq!(first.reporting_instance.as_deref(), Some("test"));
+    let other = listed
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("TokenIssued"))
+        .unwrap();
+    assert!(other.series.is_none(), "{other:?}");
+
+    // Deleted meanwhile: the next repeat is a new Event.
+    api.delete(&first.name_any(), &Default::default())
+        .await
+        .unwrap();
+    events.publish(&missing("third"), &regarding).await.unwrap();
+    let again: Vec<K8sEvent> = api
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("SecretMissing"))
+        .collect();
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_ne!(again[0].name_any(), first.name_any());
+    assert!(again[0].series.is_none());
+    assert_eq!(again[0].note.as_deref(), Some("third"));
+}
