@@ -140,15 +140,9 @@ impl Events {
     }
 
     fn digest(&self, event: &Event, regarding: &ObjectReference) -> u64 {
-        let reference = |r: &ObjectReference| {
-            (
-                r.api_version.clone(),
-                r.kind.clone(),
-                r.namespace.clone(),
-                r.name.clone(),
-                r.uid.clone(),
-            )
-        };
+        fn reference(r: &ObjectReference) -> [Option<&str>; 5] {
+            [&r.api_version, &r.kind, &r.namespace, &r.name, &r.uid].map(Option::as_deref)
+        }
         self.digests.hash_one((
             matches!(event.type_, EventType::Warning),
             &event.reason,

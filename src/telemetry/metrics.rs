@@ -130,7 +130,7 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("nsapi_token_operator");
+        let mut registry = Registry::with_prefix(PREFIX);
         let token_requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "token_requests",
