@@ -14,8 +14,8 @@ use crate::cluster::events::Events;
 use crate::cluster::namespaces::NamespacePhases;
 use crate::cluster::output_secret::OwnWrites;
 use crate::cluster::trust::TrustedClients;
+use crate::cluster::watched::Watched;
 use crate::core::clock::Clock;
-use crate::core::crd::NsApiCredential;
 use crate::core::policy::Policy;
 use crate::core::schedule::{self, FailureClass};
 use crate::nsapi::NsApiClient;
@@ -110,20 +110,14 @@ impl Context {
 
     /// Forgets what the operator holds for a credential that is deleted or going away: its
     /// session, its retry count and its metric series.
-    pub fn forget(&self, credential: &NsApiCredential) {
+    pub fn forget(&self, credential: &Watched) {
         let namespace = credential.namespace().unwrap_or_default();
-        self.own_writes
-            .forget(&namespace, &credential.spec.token_secret.name);
-        // The name written before a rename, if the status still names it.
-        if let Some(old) = credential
-            .status
-            .as_ref()
-            .and_then(|s| s.token_secret_name.as_deref())
-        {
-            self.own_writes.forget(&namespace, old);
+        // The output Secret, and the name written before a rename while the status names it.
+        for output in credential.outputs() {
+            self.own_writes.forget(&namespace, output);
         }
         self.forget_by_name(
-            &credential.namespace().unwrap_or_default(),
+            &namespace,
             &credential.name_any(),
             credential.uid().as_deref(),
         );

@@ -19,8 +19,9 @@ use tracing::{debug, info, warn};
 use crate::cluster::context::Context;
 use crate::cluster::index::SecretIndex;
 use crate::cluster::reconciler::reconcile;
+use crate::cluster::watched::Watched;
 use crate::cluster::{Error, Result};
-use crate::core::crd::{MANAGED_BY, MANAGED_BY_LABEL, NsApiCredential, NsApiCredentialStatus};
+use crate::core::crd::{MANAGED_BY, MANAGED_BY_LABEL, NsApiCredential};
 use crate::core::token_secret::ANNOTATION_CREDENTIAL;
 
 /// Which credentials this operator instance acts on.
@@ -88,19 +89,18 @@ pub async fn run(
     }
     info!(namespaces = ?scope.namespaces, label_selector = ?scope.label_selector, concurrency, "controller started");
     let controllers = namespaces.into_iter().map(|namespace| {
-        let (credentials, secrets): (Api<NsApiCredential>, Api<PartialObjectMeta<Secret>>) =
-            match namespace {
-                None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
-                Some(ns) => (
-                    Api::namespaced(ctx.client.clone(), ns),
-                    Api::namespaced(ctx.client.clone(), ns),
-                ),
-            };
+        let (credentials, secrets): (Api<Watched>, Api<PartialObjectMeta<Secret>>) = match namespace
+        {
+            None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
+            Some(ns) => (
+                Api::namespaced(ctx.client.clone(), ns),
+                Api::namespaced(ctx.client.clone(), ns),
+            ),
+        };
         let index = Arc::new(SecretIndex::default());
         let (reader, writer) = reflector::store();
         let credential_events = watcher(credentials, credential_config.clone())
             .default_backoff()
-            .modify(slim)
             .reflect(writer)
             .inspect_ok({
                 let (index, ctx) = (index.clone(), ctx.clone());
@@ -159,28 +159,6 @@ pub async fn run(
     info!("controller stopped");
 }
 
-/// Keeps only what the controller reads in the watch cache: the managed fields and the
-/// last-applied annotation can be larger than the rest of the object together.
-fn slim(credential: &mut NsApiCredential) {
-    credential.managed_fields_mut().clear();
-    credential
-        .annotations_mut()
-        .remove("kubectl.kubernetes.io/last-applied-configuration");
-    // A pass reads the credential afresh from the API server; the cached copy only names it
-    // and the Secrets it uses (for the index). Its status is most of its size.
-    let spec = &mut credential.spec;
-    spec.token_secret.labels.clear();
-    spec.token_secret.annotations.clear();
-    spec.fallback_api_base_urls.clear();
-    spec.rollout_restart_targets.clear();
-    if let Some(status) = credential.status.take() {
-        credential.status = Some(NsApiCredentialStatus {
-            token_secret_name: status.token_secret_name,
-            ..NsApiCredentialStatus::default()
-        });
-    }
-}
-
 /// Which credential events start a pass. What the user changes (spec, so the generation;
 /// labels; annotations) does; the operator's own status writes do not (each would cost a pass
 /// that finds nothing to do). Every credential of a re-list does: a re-list follows a watch
@@ -196,15 +174,15 @@ struct Triggers {
 }
 
 impl Triggers {
-    fn select(&mut self, event: watcher::Event<NsApiCredential>) -> Option<NsApiCredential> {
+    fn select(&mut self, event: watcher::Event<Watched>) -> Option<Watched> {
         match event {
             watcher::Event::Apply(credential) => {
-                let seen = Self::user_part(&credential);
+                let seen = credential.user_part();
                 let before = self.seen.insert(credential.uid().unwrap_or_default(), seen);
                 (before != Some(seen)).then_some(credential)
             }
             watcher::Event::InitApply(credential) => {
-                let seen = Self::user_part(&credential);
+                let seen = credential.user_part();
                 let uid = credential.uid().unwrap_or_default();
                 if let Some(relisted) = &mut self.relisted {
                     relisted.insert(uid.clone());
@@ -228,21 +206,11 @@ impl Triggers {
             }
         }
     }
-
-    /// A hash of what the user writes.
-    fn user_part(credential: &NsApiCredential) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        credential.metadata.generation.hash(&mut hasher);
-        credential.labels().hash(&mut hasher);
-        credential.annotations().hash(&mut hasher);
-        hasher.finish()
-    }
 }
 
 /// Keeps the index current, and forgets what the operator holds for a deleted credential
 /// (including one deleted while a watch was down, found by the re-list).
-fn track(index: &SecretIndex, ctx: &Context, event: &watcher::Event<NsApiCredential>) {
+fn track(index: &SecretIndex, ctx: &Context, event: &watcher::Event<Watched>) {
     match event {
         watcher::Event::Apply(credential) | watcher::Event::InitApply(credential) => {
             // Seen again (a selector that matches it again after a Delete event): not gone.
@@ -268,10 +236,7 @@ fn track(index: &SecretIndex, ctx: &Context, event: &watcher::Event<NsApiCredent
 
 /// The credentials a Secret matters to: those that use it (one lookup in the index), and the
 /// one that controls it.
-fn credentials_using(
-    index: &SecretIndex,
-    secret: &impl Resource,
-) -> Vec<ObjectRef<NsApiCredential>> {
+fn credentials_using(index: &SecretIndex, secret: &impl Resource) -> Vec<ObjectRef<Watched>> {
     let meta = secret.meta();
     let (Some(ns), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref()) else {
         return Vec::new();
@@ -303,7 +268,7 @@ fn credentials_using(
 /// A pass failed on the Kubernetes API: retry soon after a conflict, otherwise back off
 /// exponentially (2.5-5 s at first, doubling up to 2.5-5 min), so a lasting problem (an RBAC denial, an outage) does not
 /// turn into a retry loop.
-fn error_policy(credential: Arc<NsApiCredential>, error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy(credential: Arc<Watched>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile_error(error.metric_label());
     // Someone changed the object between our read and our write: start over soon.
     if matches!(error, Error::Kube(kube::Error::Api(e)) if e.code == 409) {
@@ -338,7 +303,7 @@ fn error_policy(credential: Arc<NsApiCredential>, error: &Error, ctx: Arc<Contex
 mod tests {
     use super::*;
 
-    fn credential(generation: i64, labels: &[(&str, &str)], ready: &str) -> NsApiCredential {
+    fn credential(generation: i64, labels: &[(&str, &str)], ready: &str) -> Watched {
         serde_json::from_value(serde_json::json!({
             "apiVersion": "nsapi.io/v1alpha1", "kind": "NsApiCredential",
             "metadata": {"name": "abc", "namespace": "ns", "uid": "u1", "generation": generation,
@@ -357,7 +322,7 @@ mod tests {
         let mut t = Triggers::default();
         t.select(Apply(credential(1, &[], "True")));
         let mut other = credential(1, &[], "True");
-        other.metadata.uid = Some("u2".into());
+        other.meta_mut().uid = Some("u2".into());
         t.select(Apply(other.clone()));
         assert_eq!(t.seen.len(), 2);
         // u1 was deleted while the watch was down: the re-list lists u2 only.

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
-use crate::core::crd::NsApiCredential;
+use crate::cluster::watched::Watched;
 
 /// `(namespace, name)`.
 type Key = (String, String);
@@ -30,11 +30,11 @@ pub struct SecretIndex(Mutex<Inner>);
 
 impl SecretIndex {
     /// Indexes a credential as it is now (added or changed).
-    pub fn apply(&self, credential: &NsApiCredential) {
+    pub fn apply(&self, credential: &Watched) {
         let Some(key) = key_of(credential) else {
             return;
         };
-        let mut names = secret_names(credential);
+        let mut names: Vec<String> = credential.secret_names().map(str::to_owned).collect();
         names.sort();
         names.dedup();
         let entry = (credential.uid(), names);
@@ -57,7 +57,7 @@ impl SecretIndex {
     }
 
     /// Drops a deleted credential.
-    pub fn delete(&self, credential: &NsApiCredential) {
+    pub fn delete(&self, credential: &Watched) {
         if let Some(key) = key_of(credential) {
             let _ = self.lock().unindex(&key);
         }
@@ -93,11 +93,7 @@ impl SecretIndex {
     }
 
     /// The credentials that use the Secret `namespace/name`.
-    pub fn credentials_using(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Vec<ObjectRef<NsApiCredential>> {
+    pub fn credentials_using(&self, namespace: &str, name: &str) -> Vec<ObjectRef<Watched>> {
         let inner = self.lock();
         inner
             .by_secret
@@ -147,43 +143,21 @@ impl Inner {
     }
 }
 
-fn key_of(credential: &NsApiCredential) -> Option<Key> {
+fn key_of(credential: &Watched) -> Option<Key> {
     Some((credential.namespace()?, credential.name_any()))
-}
-
-/// The Secrets a credential uses.
-fn secret_names(credential: &NsApiCredential) -> Vec<String> {
-    let spec = &credential.spec;
-    let mut names: Vec<String> = crate::core::inputs::input_secret_names(spec)
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
-    names.push(spec.token_secret.name.clone());
-    if let Some(previous) = credential
-        .status
-        .as_ref()
-        .and_then(|s| s.token_secret_name.clone())
-    {
-        names.push(previous);
-    }
-    // A CA bundle in a Secret (one in a ConfigMap is read at each attempt).
-    if let Some(bundle) = spec
-        .ca_bundle
-        .as_ref()
-        .filter(|b| b.kind == crate::core::crd::CaBundleKind::Secret)
-    {
-        names.push(bundle.name.clone());
-    }
-    names
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::crd::{NsApiCredentialSpec, NsApiCredentialStatus};
+    use crate::core::crd::{NsApiCredential, NsApiCredentialSpec, NsApiCredentialStatus};
     use serde_json::json;
 
-    fn credential(ns: &str, name: &str, client: &str, output: &str) -> NsApiCredential {
+    fn credential(ns: &str, name: &str, client: &str, output: &str) -> Watched {
+        Watched::of(&full(ns, name, client, output))
+    }
+
+    fn full(ns: &str, name: &str, client: &str, output: &str) -> NsApiCredential {
         let spec: NsApiCredentialSpec = serde_json::from_value(json!({
             "apiBaseUrl": "https://portal.example.com",
             "clientSecretRef": {"name": client},
@@ -196,7 +170,7 @@ mod tests {
         c
     }
 
-    fn names(refs: Vec<ObjectRef<NsApiCredential>>) -> Vec<String> {
+    fn names(refs: Vec<ObjectRef<Watched>>) -> Vec<String> {
         refs.into_iter().map(|r| r.name).collect()
     }
 
@@ -225,11 +199,12 @@ mod tests {
     fn a_change_reindexes_and_a_delete_unindexes() {
         let index = SecretIndex::default();
         index.apply(&credential("a", "one", "client", "one-token"));
-        let mut renamed = credential("a", "one", "other-client", "new-token");
+        let mut renamed = full("a", "one", "other-client", "new-token");
         renamed.status = Some(NsApiCredentialStatus {
             token_secret_name: Some("one-token".into()),
             ..NsApiCredentialStatus::default()
         });
+        let renamed = Watched::of(&renamed);
         index.apply(&renamed);
         assert!(index.credentials_using("a", "client").is_empty());
         assert_eq!(names(index.credentials_using("a", "other-client")), ["one"]);

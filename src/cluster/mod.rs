@@ -20,6 +20,7 @@ pub mod output_secret;
 pub mod reconciler;
 pub mod record;
 pub mod trust;
+pub mod watched;
 
 /// Errors that end a reconcile pass early; it is retried. Problems with a credential itself
 /// (bad spec, missing Secret, refused login) are not errors: they become conditions.

@@ -20,6 +20,7 @@ use crate::cluster::namespaces::is_namespace_terminating;
 use crate::cluster::output_secret::{self, InPlace, OutputSecret};
 use crate::cluster::record::{Next, Record};
 use crate::cluster::trust;
+use crate::cluster::watched::Watched;
 use crate::cluster::{Error, Result};
 use crate::core::clock::{later, rfc3339};
 use crate::core::conditions::{Problem, Reason};
@@ -40,7 +41,7 @@ const CA_BUNDLE_RECHECK: std::time::Duration = std::time::Duration::from_secs(30
 /// watch cache can lag behind this operator's own last status write, and a decision taken on a
 /// stale status (failure count, retry time) could mint a token that is not due.
 #[instrument(skip_all, fields(namespace = cached.namespace().unwrap_or_default(), credential = %cached.name_any()))]
-pub async fn reconcile(cached: Arc<NsApiCredential>, ctx: Arc<Context>) -> Result<Action> {
+pub async fn reconcile(cached: Arc<Watched>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics.reconcile();
     let (namespace, name) = (cached.namespace().unwrap_or_default(), cached.name_any());
     let uid = cached.uid().unwrap_or_default();
@@ -61,7 +62,7 @@ pub async fn reconcile(cached: Arc<NsApiCredential>, ctx: Arc<Context>) -> Resul
     result.map(Action::from)
 }
 
-async fn reconcile_now(cached: Arc<NsApiCredential>, ctx: &Arc<Context>) -> Result<Next> {
+async fn reconcile_now(cached: Arc<Watched>, ctx: &Arc<Context>) -> Result<Next> {
     let ctx = ctx.clone();
     let namespace = cached.namespace().ok_or(Error::MissingField("namespace"))?;
     let api: Api<NsApiCredential> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -87,7 +88,7 @@ async fn reconcile_now(cached: Arc<NsApiCredential>, ctx: &Arc<Context>) -> Resu
     // scheduled.
     if ctx.is_gone(&uid) {
         debug!("deleted while its pass ran: forgotten");
-        ctx.forget(&credential);
+        ctx.forget(&Watched::of(&credential));
         return Ok(Next::await_change());
     }
     let action = result?;
@@ -321,7 +322,7 @@ impl<'a> Reconcile<'a> {
             Decision::Mint(why) => {
                 if self.ctx.namespaces.terminating(&self.namespace).await {
                     info!("the namespace is being deleted: no token is obtained");
-                    self.ctx.forget(self.credential);
+                    self.ctx.forget(&Watched::of(self.credential));
                     return Ok(Next::await_change());
                 }
                 info!(?why, "obtaining a token");
@@ -432,7 +433,7 @@ impl<'a> Reconcile<'a> {
             Error::Kube(e) if is_namespace_terminating(e) => {
                 info!("the namespace is being deleted: the output Secret is not written");
                 self.ctx.namespaces.remember(&self.namespace, true);
-                self.ctx.forget(self.credential);
+                self.ctx.forget(&Watched::of(self.credential));
                 Ok(Next::await_change())
             }
             Error::Template(error) => {
