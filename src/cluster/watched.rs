@@ -1,7 +1,7 @@
-//! What the credential watch keeps of each credential: its name, namespace and UID, the Secrets
-//! it uses and a digest of what its user wrote. A pass reads the credential afresh from the API
-//! server, so the watch's copy only has to name it, index it and tell a user's change from the
-//! operator's own status write. At 10,000 credentials the whole `NsApiCredential` kept by the
+//! What the credential watch keeps of each credential: its name, namespace, UID and resource
+//! version, the Secrets it uses and a digest of what its user wrote. A pass reads the
+//! credential afresh from the API server, so the watch's copy only has to name it, index it and
+//! tell a user's change from the operator's own status write. At 10,000 credentials the whole `NsApiCredential` kept by the
 //! reflector (1.3 KiB inline before its strings) was the largest holder of the heap left.
 
 use std::borrow::Cow;
@@ -20,7 +20,8 @@ use crate::core::inputs::input_secret_names;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(from = "NsApiCredential")]
 pub struct Watched {
-    /// Name, namespace and UID only.
+    /// Name, namespace, UID and resource version only. The watch resumes from the resource
+    /// version of the last object it saw: without it, every event would start a re-list.
     metadata: ObjectMeta,
     /// The Secrets it reads: the inputs, and a CA bundle kept in a Secret.
     inputs: Box<[String]>,
@@ -62,6 +63,7 @@ impl Watched {
                 name: meta.name.clone(),
                 namespace: meta.namespace.clone(),
                 uid: meta.uid.clone(),
+                resource_version: meta.resource_version.clone(),
                 ..ObjectMeta::default()
             },
             inputs: inputs.into(),
@@ -184,8 +186,9 @@ mod tests {
             ["client", "subscriber", "totp", "ca", "token", "old-token"]
         );
         assert_eq!(w.outputs().collect::<Vec<_>>(), ["token", "old-token"]);
+        // The watch resumes from it (kube's watcher re-lists after an object without one).
+        assert_eq!(w.resource_version().as_deref(), Some("42"));
         // What the watch does not need is not kept.
-        assert_eq!(w.meta().resource_version, None);
         assert_eq!(w.meta().labels, None);
         assert_eq!(w.meta().annotations, None);
         assert_eq!(w.meta().managed_fields, None);
