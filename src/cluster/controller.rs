@@ -1,6 +1,7 @@
 //! Wiring: which credentials this instance acts on, the watches that trigger a reconcile (the
 //! credentials, and the metadata of the Secrets a credential uses, mapped through the index),
-//! how many reconciles run at once, and what happens when a pass fails on the Kubernetes API.
+//! the timers of each credential's next pass, how many reconciles run at once, and what happens
+//! when a pass fails on the Kubernetes API.
 //! One pass itself is `reconciler.rs`.
 
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ use tracing::{debug, info, warn};
 use crate::cluster::context::Context;
 use crate::cluster::index::SecretIndex;
 use crate::cluster::reconciler::reconcile;
+use crate::cluster::timers::Timers;
 use crate::cluster::watched::Watched;
 use crate::cluster::{Error, Result};
 use crate::core::crd::{MANAGED_BY, MANAGED_BY_LABEL, NsApiCredential};
@@ -98,13 +100,14 @@ pub async fn run(
             ),
         };
         let index = Arc::new(SecretIndex::default());
+        let timers = Arc::new(Timers::default());
         let (reader, writer) = reflector::store();
         let credential_events = watcher(credentials, credential_config.clone())
             .default_backoff()
             .reflect(writer)
             .inspect_ok({
-                let (index, ctx) = (index.clone(), ctx.clone());
-                move |event| track(&index, &ctx, event)
+                let (index, timers, ctx) = (index.clone(), timers.clone(), ctx.clone());
+                move |event| track(&index, &timers, &ctx, event)
             })
             .try_filter_map({
                 let mut triggers = Triggers::default();
@@ -147,8 +150,27 @@ pub async fn run(
                     using
                 }
             })
+            .reconcile_on(timers.clone().fired())
             .graceful_shutdown_on(shutdown.clone())
-            .run(reconcile, error_policy, ctx.clone())
+            .run(
+                {
+                    let timers = timers.clone();
+                    move |credential, ctx| {
+                        let timers = timers.clone();
+                        async move {
+                            let next = reconcile(credential.clone(), ctx).await?;
+                            timers.set(&credential, next.after());
+                            Ok::<_, Error>(Action::await_change())
+                        }
+                    }
+                },
+                move |credential, error, ctx| {
+                    let retry = retry_delay(&credential, error, &ctx);
+                    timers.set(&credential, Some(retry));
+                    Action::await_change()
+                },
+                ctx.clone(),
+            )
             .for_each(|result| async move {
                 if let Err(error) = result {
                     debug!(%error, "reconcile loop");
@@ -210,7 +232,7 @@ impl Triggers {
 
 /// Keeps the index current, and forgets what the operator holds for a deleted credential
 /// (including one deleted while a watch was down, found by the re-list).
-fn track(index: &SecretIndex, ctx: &Context, event: &watcher::Event<Watched>) {
+fn track(index: &SecretIndex, timers: &Timers, ctx: &Context, event: &watcher::Event<Watched>) {
     match event {
         watcher::Event::Apply(credential) | watcher::Event::InitApply(credential) => {
             // Seen again (a selector that matches it again after a Delete event): not gone.
@@ -221,6 +243,7 @@ fn track(index: &SecretIndex, ctx: &Context, event: &watcher::Event<Watched>) {
         }
         watcher::Event::Delete(credential) => {
             index.delete(credential);
+            timers.clear(credential);
             ctx.forget(credential);
         }
         watcher::Event::Init => index.relist_started(),
@@ -228,6 +251,7 @@ fn track(index: &SecretIndex, ctx: &Context, event: &watcher::Event<Watched>) {
             let gone = index.relist_done();
             info!(credentials = index.len(), gone = gone.len(), "watch listed");
             for gone in gone {
+                timers.forget(&gone.namespace, &gone.name);
                 ctx.forget_by_name(&gone.namespace, &gone.name, gone.uid.as_deref());
             }
         }
@@ -265,38 +289,29 @@ fn credentials_using(index: &SecretIndex, secret: &impl Resource) -> Vec<ObjectR
     refs
 }
 
-/// A pass failed on the Kubernetes API: retry soon after a conflict, otherwise back off
-/// exponentially (2.5-5 s at first, doubling up to 2.5-5 min), so a lasting problem (an RBAC denial, an outage) does not
-/// turn into a retry loop.
-fn error_policy(credential: Arc<Watched>, error: &Error, ctx: Arc<Context>) -> Action {
+/// A pass failed on the Kubernetes API: how soon it is retried. Soon after a conflict,
+/// otherwise with exponential backoff (2.5-5 s at first, doubling up to 2.5-5 min), so a lasting
+/// problem (an RBAC denial, an outage) does not turn into a retry loop.
+fn retry_delay(credential: &Watched, error: &Error, ctx: &Context) -> Duration {
     ctx.metrics.reconcile_error(error.metric_label());
+    let (namespace, name) = (
+        credential.namespace().unwrap_or_default(),
+        credential.name_any(),
+    );
     // Someone changed the object between our read and our write: start over soon.
-    if matches!(error, Error::Kube(kube::Error::Api(e)) if e.code == 409) {
-        let soon = Duration::from_secs(1);
-        ctx.metrics.queue.finished(
-            &credential.namespace().unwrap_or_default(),
-            &credential.name_any(),
-            std::time::Instant::now(),
-            Some(soon),
-        );
-        return Action::requeue(soon);
-    }
-    let uid = credential.uid().unwrap_or_default();
-    let delay = ctx.kube_retries.next_delay(&uid);
-    ctx.metrics.queue.finished(
-        &credential.namespace().unwrap_or_default(),
-        &credential.name_any(),
-        std::time::Instant::now(),
-        Some(delay),
-    );
-    warn!(
-        credential = %credential.name_any(),
-        namespace = credential.namespace().unwrap_or_default(),
-        %error,
-        retry_in = ?delay,
-        "reconcile failed"
-    );
-    Action::requeue(delay)
+    let delay = if matches!(error, Error::Kube(kube::Error::Api(e)) if e.code == 409) {
+        Duration::from_secs(1)
+    } else {
+        let delay = ctx
+            .kube_retries
+            .next_delay(&credential.uid().unwrap_or_default());
+        warn!(credential = %name, %namespace, %error, retry_in = ?delay, "reconcile failed");
+        delay
+    };
+    ctx.metrics
+        .queue
+        .finished(&namespace, &name, std::time::Instant::now(), Some(delay));
+    delay
 }
 
 #[cfg(test)]

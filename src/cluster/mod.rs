@@ -1,4 +1,5 @@
-//! Kubernetes IO: the watches and the work queue (`controller`), one pass over one credential
+//! Kubernetes IO: the watches and the work queue (`controller`), what the watch keeps of each
+//! credential (`watched`) and when its next pass is due (`timers`), one pass over one credential
 //! (`reconciler`), recording what it decided (`record`, `events`), the output Secret
 //! (`output_secret`), what every pass shares (`context`), the Secret-to-credential `index`,
 //! `namespaces` being deleted, restart targets and consumers (`consumers`), CA bundles read from
@@ -19,6 +20,7 @@ pub mod namespaces;
 pub mod output_secret;
 pub mod reconciler;
 pub mod record;
+pub mod timers;
 pub mod trust;
 pub mod watched;
 

@@ -11,7 +11,6 @@ use futures::FutureExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
-use kube::runtime::controller::Action;
 use tracing::{debug, error, info, instrument};
 
 use crate::cluster::consumers::Consumers;
@@ -41,7 +40,7 @@ const CA_BUNDLE_RECHECK: std::time::Duration = std::time::Duration::from_secs(30
 /// watch cache can lag behind this operator's own last status write, and a decision taken on a
 /// stale status (failure count, retry time) could mint a token that is not due.
 #[instrument(skip_all, fields(namespace = cached.namespace().unwrap_or_default(), credential = %cached.name_any()))]
-pub async fn reconcile(cached: Arc<Watched>, ctx: Arc<Context>) -> Result<Action> {
+pub async fn reconcile(cached: Arc<Watched>, ctx: Arc<Context>) -> Result<Next> {
     ctx.metrics.reconcile();
     let (namespace, name) = (cached.namespace().unwrap_or_default(), cached.name_any());
     let uid = cached.uid().unwrap_or_default();
@@ -59,7 +58,7 @@ pub async fn reconcile(cached: Arc<Watched>, ctx: Arc<Context>) -> Result<Action
                 .finished(&namespace, &name, std::time::Instant::now(), next.after())
         }
     }
-    result.map(Action::from)
+    result
 }
 
 async fn reconcile_now(cached: Arc<Watched>, ctx: &Arc<Context>) -> Result<Next> {

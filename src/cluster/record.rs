@@ -3,7 +3,6 @@
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::Action;
 use kube::runtime::events::Event;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -17,8 +16,8 @@ use crate::core::schedule::{self, TokenTimes};
 use crate::core::status::{self, EventType, Extras, Note, Outcome, Pass, Report};
 use crate::core::text::truncate;
 
-/// When a credential's next pass is due, as a pass decided it: kube's `Action`, but readable,
-/// so that the work queue's book (`telemetry::queue`) knows it too.
+/// When a credential's next pass is due, as a pass decided it: set as the credential's timer
+/// (`timers`) and booked by the work queue's book (`telemetry::queue`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Next(Option<std::time::Duration>);
 
@@ -32,12 +31,6 @@ impl Next {
     }
     pub const fn after(self) -> Option<std::time::Duration> {
         self.0
-    }
-}
-
-impl From<Next> for Action {
-    fn from(next: Next) -> Self {
-        next.0.map_or_else(Action::await_change, Action::requeue)
     }
 }
 
