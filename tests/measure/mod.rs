@@ -183,13 +183,38 @@ pub fn start_operator(
         "json",
     ]);
     args.extend_from_slice(extra);
+    let mut env = vec![("MALLOC_ARENA_MAX".to_owned(), "2".to_owned())];
+    env.extend(heaptrack(name));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     Operator::start_with(
         &control_plane::operator_kubeconfig(),
         &args,
         &log,
         "info",
-        &[("MALLOC_ARENA_MAX", "2")],
+        &env,
     )
+}
+
+/// With `NSAPI_HEAPTRACK_DIR` set, the operator process runs under heaptrack's preload library
+/// (Debian's `heaptrack` package), which records every allocation to `<dir>/<name>.raw`.
+fn heaptrack(name: &str) -> Vec<(String, String)> {
+    let Some(dir) = std::env::var_os("NSAPI_HEAPTRACK_DIR") else {
+        return Vec::new();
+    };
+    let dir = std::path::PathBuf::from(dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let preload = "/usr/lib/heaptrack/libheaptrack_preload.so";
+    assert!(
+        std::path::Path::new(preload).exists(),
+        "NSAPI_HEAPTRACK_DIR needs heaptrack (apt-get install heaptrack)"
+    );
+    vec![
+        ("LD_PRELOAD".to_owned(), preload.to_owned()),
+        (
+            "DUMP_HEAPTRACK_OUTPUT".to_owned(),
+            dir.join(format!("{name}.raw")).display().to_string(),
+        ),
+    ]
 }
 
 /// GETs a path of an operator's HTTP server.
