@@ -3,63 +3,106 @@
 //! A credential uses the Secrets it names as inputs, output and CA bundle, and the output Secret
 //! it wrote under an earlier name (until the token has moved).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex};
 
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
+use crate::cluster::names::{CredentialName, Namespaces};
 use crate::cluster::watched::Watched;
 
-/// `(namespace, name)`.
-type Key = (String, String);
+/// A digest of a Secret's namespace and name. Two Secrets with the same digest (keyed at random
+/// per index, so not to be made on purpose) would only cost a pass that finds nothing to do.
+type SecretDigest = u64;
+
+/// What a credential is indexed under.
+#[derive(PartialEq, Eq)]
+struct Indexed {
+    uid: Option<Box<str>>,
+    secrets: Box<[SecretDigest]>,
+}
 
 #[derive(Default)]
 struct Inner {
     /// Secret → the credentials that use it.
-    by_secret: HashMap<Key, BTreeSet<String>>,
-    /// Credential → its UID and the Secret names it is indexed under.
-    by_credential: HashMap<Key, (Option<String>, Vec<String>)>,
+    by_secret: HashMap<SecretDigest, Vec<Arc<CredentialName>>>,
+    /// Credential → its UID and the Secrets it is indexed under.
+    by_credential: HashMap<Arc<CredentialName>, Indexed>,
+    namespaces: Namespaces,
+    digests: RandomState,
     /// During a re-list: the credentials seen so far.
-    relisting: Option<HashSet<Key>>,
+    relisting: Option<HashSet<Arc<CredentialName>>>,
 }
 
-/// The Secret-to-credential index of one watch (one namespace, or the whole cluster).
+/// The Secret-to-credential index of one watch (one namespace, or the whole cluster). About
+/// 300 bytes per credential: its name, UID and digests, and its place under each Secret.
 #[derive(Default)]
 pub struct SecretIndex(Mutex<Inner>);
 
 impl SecretIndex {
     /// Indexes a credential as it is now (added or changed).
     pub fn apply(&self, credential: &Watched) {
-        let Some(key) = key_of(credential) else {
+        let Some(namespace) = credential.namespace() else {
             return;
         };
-        let mut names: Vec<String> = credential.secret_names().map(str::to_owned).collect();
-        names.sort();
-        names.dedup();
-        let entry = (credential.uid(), names);
         let mut inner = self.lock();
+        let mut secrets: Vec<SecretDigest> = credential
+            .secret_names()
+            .map(|name| inner.digest(&namespace, name))
+            .collect();
+        secrets.sort_unstable();
+        secrets.dedup();
+        let entry = Indexed {
+            uid: credential.uid().map(Into::into),
+            secrets: secrets.into(),
+        };
+        let lookup = CredentialName {
+            namespace: namespace.as_str().into(),
+            name: credential.name_any().into(),
+        };
+        let key = match inner.by_credential.get_key_value(&lookup) {
+            Some((key, indexed)) if *indexed == entry => {
+                let key = key.clone();
+                if let Some(seen) = inner.relisting.as_mut() {
+                    seen.insert(key);
+                }
+                return;
+            }
+            Some((key, _)) => key.clone(),
+            None => Arc::new(CredentialName {
+                namespace: inner.namespaces.get(&namespace),
+                name: lookup.name,
+            }),
+        };
+        inner.unindex(&key);
         if let Some(seen) = inner.relisting.as_mut() {
             seen.insert(key.clone());
         }
-        if inner.by_credential.get(&key) == Some(&entry) {
-            return;
-        }
-        inner.unindex(&key);
-        for name in &entry.1 {
-            inner
-                .by_secret
-                .entry((key.0.clone(), name.clone()))
-                .or_default()
-                .insert(key.1.clone());
+        for secret in &entry.secrets {
+            let users = inner.by_secret.entry(*secret).or_default();
+            if let Err(at) = users.binary_search(&key) {
+                users.insert(at, key.clone());
+            }
         }
         inner.by_credential.insert(key, entry);
     }
 
     /// Drops a deleted credential.
     pub fn delete(&self, credential: &Watched) {
-        if let Some(key) = key_of(credential) {
-            let _ = self.lock().unindex(&key);
+        let Some(namespace) = credential.namespace() else {
+            return;
+        };
+        let key = CredentialName {
+            namespace: namespace.into(),
+            name: credential.name_any().into(),
+        };
+        let mut inner = self.lock();
+        if let Some((key, _)) = inner.by_credential.get_key_value(&key) {
+            let key = key.clone();
+            inner.unindex(&key);
+            inner.namespaces.release(&key.namespace);
         }
     }
 
@@ -74,18 +117,20 @@ impl SecretIndex {
         let Some(seen) = inner.relisting.take() else {
             return Vec::new();
         };
-        let gone: Vec<Key> = inner
+        let gone: Vec<Arc<CredentialName>> = inner
             .by_credential
             .keys()
             .filter(|k| !seen.contains(*k))
             .cloned()
             .collect();
+        drop(seen);
         gone.into_iter()
             .map(|key| {
                 let uid = inner.unindex(&key);
+                inner.namespaces.release(&key.namespace);
                 Gone {
-                    namespace: key.0,
-                    name: key.1,
+                    namespace: key.namespace.to_string(),
+                    name: key.name.to_string(),
                     uid,
                 }
             })
@@ -95,12 +140,14 @@ impl SecretIndex {
     /// The credentials that use the Secret `namespace/name`.
     pub fn credentials_using(&self, namespace: &str, name: &str) -> Vec<ObjectRef<Watched>> {
         let inner = self.lock();
+        let secret = inner.digest(namespace, name);
         inner
             .by_secret
-            .get(&(namespace.to_owned(), name.to_owned()))
+            .get(&secret)
             .into_iter()
             .flatten()
-            .map(|credential| ObjectRef::new(credential).within(namespace))
+            .filter(|credential| *credential.namespace == *namespace)
+            .map(|credential| credential.object_ref())
             .collect()
     }
 
@@ -127,24 +174,23 @@ pub struct Gone {
 }
 
 impl Inner {
+    fn digest(&self, namespace: &str, name: &str) -> SecretDigest {
+        self.digests.hash_one((namespace, name))
+    }
+
     /// Removes a credential; returns its UID.
-    fn unindex(&mut self, key: &Key) -> Option<String> {
-        let (uid, names) = self.by_credential.remove(key)?;
-        for name in names {
-            let secret = (key.0.clone(), name);
+    fn unindex(&mut self, key: &Arc<CredentialName>) -> Option<String> {
+        let Indexed { uid, secrets } = self.by_credential.remove(key)?;
+        for secret in secrets {
             if let Some(users) = self.by_secret.get_mut(&secret) {
-                users.remove(&key.1);
+                users.retain(|user| user != key);
                 if users.is_empty() {
                     self.by_secret.remove(&secret);
                 }
             }
         }
-        uid
+        uid.map(String::from)
     }
-}
-
-fn key_of(credential: &Watched) -> Option<Key> {
-    Some((credential.namespace()?, credential.name_any()))
 }
 
 #[cfg(test)]
@@ -230,5 +276,29 @@ mod tests {
         );
         assert_eq!(names(index.credentials_using("a", "client")), ["kept"]);
         assert!(index.relist_done().is_empty());
+    }
+
+    #[test]
+    fn an_index_keeps_each_namespace_once_and_forgets_it_with_its_last_credential() {
+        let index = SecretIndex::default();
+        let (one, two) = (
+            credential("a", "one", "client", "one-token"),
+            credential("a", "two", "client", "two-token"),
+        );
+        index.apply(&one);
+        index.apply(&two);
+        index.apply(&two);
+        assert_eq!(index.lock().namespaces.len(), 1);
+        assert_eq!(
+            index.lock().by_secret.len(),
+            4,
+            "client, subscriber, two tokens"
+        );
+        index.delete(&one);
+        assert_eq!(index.lock().namespaces.len(), 1);
+        index.relist_started();
+        assert_eq!(index.relist_done().len(), 1, "two, deleted meanwhile");
+        assert!(index.lock().namespaces.is_empty());
+        assert!(index.lock().by_secret.is_empty());
     }
 }

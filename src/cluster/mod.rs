@@ -1,12 +1,12 @@
 //! Kubernetes IO: the watches and the work queue (`controller`), what the watch keeps of each
-//! credential (`watched`) and when its next pass is due (`timers`), one pass over one credential
-//! (`reconciler`), recording what it decided (`record`, `events`), the output Secret
-//! (`output_secret`), what every pass shares (`context`), the Secret-to-credential `index`,
-//! `namespaces` being deleted, restart targets and consumers (`consumers`), CA bundles read from
-//! ConfigMaps and Secrets (`trust`), the client with request deadlines (`kube_client`) and
-//! Lease election (`leader`), and the TokenReview and SubjectAccessReview of a `/metrics`
-//! scrape (`access_review`). Every decision is taken in `core`; NetSapiens calls go through
-//! `nsapi`.
+//! credential (`watched`), when its next pass is due (`timers`), the credential names these
+//! tables share (`names`), one pass over one credential (`reconciler`), recording what it
+//! decided (`record`, `events`), the output Secret (`output_secret`), what every pass shares
+//! (`context`), the Secret-to-credential `index`, `namespaces` being deleted, restart targets and
+//! consumers (`consumers`), CA bundles read from ConfigMaps and Secrets (`trust`), the client
+//! with request deadlines (`kube_client`) and Lease election (`leader`), and the TokenReview and
+//! SubjectAccessReview of a `/metrics` scrape (`access_review`). Every decision is taken in
+//! `core`; NetSapiens calls go through `nsapi`.
 
 pub mod access_review;
 pub mod consumers;
@@ -16,6 +16,7 @@ pub mod events;
 pub mod index;
 pub mod kube_client;
 pub mod leader;
+pub mod names;
 pub mod namespaces;
 pub mod output_secret;
 pub mod reconciler;

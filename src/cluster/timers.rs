@@ -8,7 +8,7 @@
 //! The last pass decides: setting a credential's timer replaces the one it had (a user's change
 //! that started a pass early does not leave the old timer behind), and `None` clears it.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,23 +19,16 @@ use kube::runtime::reflector::ObjectRef;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::cluster::names::{CredentialName, Namespaces};
 use crate::cluster::watched::Watched;
-
-/// A credential's namespace (shared by all the credentials of a namespace) and name.
-#[derive(Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct Name {
-    namespace: Arc<str>,
-    name: Box<str>,
-}
 
 #[derive(Default)]
 struct Inner {
     /// Every timer, in the order they fire.
-    due: BTreeSet<(Instant, Arc<Name>)>,
+    due: BTreeSet<(Instant, Arc<CredentialName>)>,
     /// Each credential's timer.
-    at: HashMap<Arc<Name>, Instant>,
-    /// The namespaces named by `at`, each once.
-    namespaces: HashSet<Arc<str>>,
+    at: HashMap<Arc<CredentialName>, Instant>,
+    namespaces: Namespaces,
 }
 
 /// The timers of one watch's credentials.
@@ -68,7 +61,7 @@ impl Timers {
 
     fn set_at(&self, namespace: &str, name: &str, at: Option<Instant>) {
         let mut inner = self.lock();
-        let lookup = Name {
+        let lookup = CredentialName {
             namespace: namespace.into(),
             name: name.into(),
         };
@@ -77,8 +70,8 @@ impl Timers {
                 inner.due.remove(&(before, key.clone()));
                 key
             }
-            None => Arc::new(Name {
-                namespace: inner.intern(namespace),
+            None => Arc::new(CredentialName {
+                namespace: inner.namespaces.get(namespace),
                 name: lookup.name,
             }),
         };
@@ -137,7 +130,7 @@ impl Timers {
         {
             let (_, key) = inner.due.pop_first().expect("a first timer");
             inner.at.remove(&key);
-            fired.push(ObjectRef::new(&key.name).within(&key.namespace));
+            fired.push(key.object_ref());
             inner.release(&key);
         }
         fired
@@ -158,20 +151,10 @@ impl Timers {
 }
 
 impl Inner {
-    fn intern(&mut self, namespace: &str) -> Arc<str> {
-        if let Some(shared) = self.namespaces.get(namespace) {
-            return shared.clone();
-        }
-        let shared: Arc<str> = namespace.into();
-        self.namespaces.insert(shared.clone());
-        shared
-    }
-
-    /// Drops the namespace's shared name once no timer uses it (`key` is the last holder
-    /// besides the set).
-    fn release(&mut self, key: &Arc<Name>) {
-        if Arc::strong_count(key) == 1 && Arc::strong_count(&key.namespace) == 2 {
-            self.namespaces.remove(&key.namespace);
+    /// Lets go of a credential's name: no timer names it any more.
+    fn release(&mut self, key: &Arc<CredentialName>) {
+        if Arc::strong_count(key) == 1 {
+            self.namespaces.release(&key.namespace);
         }
     }
 }
@@ -264,7 +247,7 @@ mod tests {
             );
         }
         assert_eq!(timers.lock().namespaces.len(), 1);
-        let shared = timers.lock().namespaces.iter().next().unwrap().clone();
+        let shared = timers.lock().namespaces.get("team");
         assert_eq!(
             Arc::strong_count(&shared),
             102,
