@@ -762,7 +762,9 @@ async fn run(side: Side, n: usize, o: &Options) -> PeerReport {
     r.outage = Grants::between(&before, &f.sim.stats());
     f.sim.clear_faults();
     let cleared = Instant::now();
-    let limit = window.max(ttl * 2);
+    // Long enough to see the operator's slowest recovery: a credential waits out the backoff
+    // it reached during the outage, at most 5 minutes for transient failures.
+    let limit = window.max(ttl * 2).max(secs(6 * 60));
     r.recovery_limit_s = limit.as_secs_f64();
     let mut scratch = Vec::new();
     while cleared.elapsed() < limit {
