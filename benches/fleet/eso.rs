@@ -763,8 +763,9 @@ async fn run(side: Side, n: usize, o: &Options) -> PeerReport {
     f.sim.clear_faults();
     let cleared = Instant::now();
     // Long enough to see the operator's slowest recovery: a credential waits out the backoff
-    // it reached during the outage, at most 5 minutes for transient failures.
-    let limit = window.max(ttl * 2).max(secs(6 * 60));
+    // it reached during the outage, at most the cap for transient failures.
+    let backoff_cap = nsapi_token_operator::core::schedule::TRANSIENT_BACKOFF_CAP.unsigned_abs();
+    let limit = window.max(ttl * 2).max(backoff_cap + secs(60));
     r.recovery_limit_s = limit.as_secs_f64();
     let mut scratch = Vec::new();
     while cleared.elapsed() < limit {

@@ -213,10 +213,13 @@ pub fn retry_delay(
     }
 }
 
+/// The longest wait after transient failures (before jitter takes up to half of it).
+pub const TRANSIENT_BACKOFF_CAP: SignedDuration = SignedDuration::from_mins(5);
+
 /// The first delay and the cap of `class`'s backoff, before jitter takes up to half of each.
 fn backoff_bounds(class: FailureClass) -> (SignedDuration, SignedDuration) {
     match class {
-        FailureClass::Transient => (SignedDuration::from_secs(5), SignedDuration::from_mins(5)),
+        FailureClass::Transient => (SignedDuration::from_secs(5), TRANSIENT_BACKOFF_CAP),
         FailureClass::Refused => (SignedDuration::from_mins(5), SignedDuration::from_hours(1)),
     }
 }
