@@ -1039,6 +1039,72 @@ async fn namespace_scoped_rbac_confines_the_operator_to_its_namespaces() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_watch_that_keeps_failing_holds_back_no_rotation() {
+    // The chart's namespace Role without watch on Secrets: the operator can still read its
+    // inputs, write its output and list Secret metadata, but the watch that follows the list
+    // fails with 403 for as long as it runs, each retry after a longer backoff. Rotations go on
+    // as before (with the watch's errors passed on, kube's controller backed off as well, timers
+    // included: `a_failing_watch_holds_back_no_timer`), and the operator says what is wrong.
+    let _turn = OPERATOR_IDENTITY.lock().await;
+    let mut f = Fixture::new("rbac-no-watch", SimConfig::new().token_ttl(TOKEN_TTL)).await;
+    let operator = control_plane::client_for(&control_plane::operator_kubeconfig()).await;
+    let release = control_plane::unique_name("it-rbac-no-watch");
+    let watch = format!("watchNamespaces={{{}}}", f.namespace());
+    let mut objs = render_for_operator_identity(&release, &["scope=namespace", &watch]);
+    let mut cut = 0;
+    for role in objs.iter_mut().filter(|o| o["kind"] == "Role") {
+        for rule in role["rules"].as_array_mut().unwrap() {
+            if rule["resources"] == json!(["secrets"]) {
+                let verbs = rule["verbs"].as_array_mut().unwrap();
+                verbs.retain(|v| v != "watch");
+                cut += 1;
+            }
+        }
+    }
+    assert_eq!(cut, 1, "the chart's Role has one rule for Secrets");
+    let _rbac = AppliedRbac::apply(&objs);
+    wait_granted(&operator, Some(f.namespace())).await;
+    let secrets = Api::<Secret>::namespaced(operator.clone(), f.namespace());
+    secrets
+        .list_metadata(&ListParams::default())
+        .await
+        .expect("the operator may list Secrets");
+    assert_forbidden(
+        secrets.watch(&Default::default(), "0").await.map(|_| ()),
+        "watch Secrets",
+    );
+
+    f.create_input_secrets().await;
+    f.start_operator_as(&control_plane::operator_kubeconfig(), &[]);
+    f.wait_operator_started().await;
+    f.create_credential("abc", |_| {}).await;
+    f.wait_ready("abc", READY_TIMEOUT).await;
+    // Five tokens of 20 s each, every one rotated before it expired.
+    let mut seen = fixture::Observed::default();
+    seen.until_tokens(&f, "abc-token", 5, Duration::from_secs(120))
+        .await;
+    seen.assert_sound();
+    let stats = f.sim.stats();
+    assert_eq!(
+        stats.password_grants + stats.refresh_grants,
+        seen.tokens.len() as u64,
+        "a grant was wasted"
+    );
+
+    let logs = f.operator_logs();
+    let failed = logs
+        .lines()
+        .filter(|l| l.contains("watch failed") && l.contains("\"Secrets\""))
+        .count();
+    assert!(
+        failed >= 2 && logs.contains("forbidden"),
+        "the operator did not say, again, that its Secret watch failed ({failed} lines)"
+    );
+    f.stop_operator();
+    f.assert_no_secret_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_lasting_kubernetes_api_error_backs_off_and_the_token_obtained_is_written_once_allowed() {
     let _turn = OPERATOR_IDENTITY.lock().await;
     let mut f = Fixture::new("rbac-denied", SimConfig::new()).await;

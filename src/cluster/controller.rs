@@ -104,6 +104,7 @@ pub async fn run(
         let (reader, writer) = reflector::store();
         let credential_events = watcher(credentials, credential_config.clone())
             .default_backoff()
+            .filter_map(stop_errors("NsApiCredentials"))
             .reflect(writer)
             .inspect_ok({
                 let (index, timers, ctx) = (index.clone(), timers.clone(), ctx.clone());
@@ -130,6 +131,7 @@ pub async fn run(
             watcher::Config::default().timeout(WATCH_TIMEOUT_SECS),
         )
         .default_backoff()
+        .filter_map(stop_errors("Secrets"))
         .touched_objects();
         Controller::for_stream(credential_events, reader)
             .with_config(controller::Config::default().concurrency(concurrency))
@@ -179,6 +181,38 @@ pub async fn run(
     });
     futures::future::join_all(controllers).await;
     info!("controller stopped");
+}
+
+/// A watch's errors end at the watch: it retries after a backoff of its own (0.8 s doubling to
+/// 30 s). Passed on, each error would make the controller back off too, and that holds every
+/// trigger, the timers of the credentials' next passes included: a watch that keeps failing
+/// (Secrets the operator may not list, an API server answering "too old resource version" after
+/// a restart) would hold back every rotation by up to 30 s per error.
+fn stop_errors<T>(
+    watched: &'static str,
+) -> impl FnMut(watcher::Result<T>) -> futures::future::Ready<Option<watcher::Result<T>>> {
+    move |event| {
+        futures::future::ready(match event {
+            Ok(event) => Some(Ok(event)),
+            Err(error) => {
+                let code = match &error {
+                    watcher::Error::WatchError(status) => Some(status.code),
+                    watcher::Error::InitialListFailed(kube::Error::Api(status))
+                    | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+                    | watcher::Error::WatchFailed(kube::Error::Api(status)) => Some(status.code),
+                    _ => None,
+                };
+                // 410: the watch resumed from a version the API server no longer keeps; it
+                // lists again, as it should.
+                if code == Some(410) {
+                    debug!(watched, %error, "watch expired; listing again");
+                } else {
+                    warn!(watched, %error, "watch failed; retrying after its backoff");
+                }
+                None
+            }
+        })
+    }
 }
 
 /// Which credential events start a pass. What the user changes (spec, so the generation;
@@ -384,5 +418,55 @@ mod tests {
             Delete(credential(2, &[("a", "b")], "False"))
         ));
         assert!(t.seen.is_empty(), "a deleted credential is forgotten");
+    }
+
+    /// A watch that fails again and again (each error a second after the last) holds back no
+    /// timer: its errors end at the watch, so the controller never backs off. Passed on, the
+    /// errors made kube's controller back off, and a timer due at 30 s fired
+    /// only when a backoff ended (0.8 s doubling to 30 s, one error a second).
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_watch_holds_back_no_timer() {
+        use std::sync::Mutex;
+        let (reader, writer) = reflector::store();
+        let listed = futures::stream::iter([
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(credential(1, &[], "True"))),
+            Ok(watcher::Event::InitDone),
+        ]);
+        let failing = futures::stream::unfold((), |()| async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Some((Err(watcher::Error::NoResourceVersion), ()))
+        });
+        let events = listed
+            .chain(failing)
+            .filter_map(stop_errors("test"))
+            .reflect(writer)
+            .applied_objects();
+        let timers = Arc::new(Timers::default());
+        let passes = Arc::new(Mutex::new(Vec::new()));
+        let start = tokio::time::Instant::now();
+        let controller = Controller::for_stream(events, reader)
+            .reconcile_on(timers.clone().fired())
+            .run(
+                {
+                    let passes = passes.clone();
+                    move |_, _: Arc<()>| {
+                        passes.lock().unwrap().push(start.elapsed());
+                        futures::future::ready(Ok::<_, Error>(Action::await_change()))
+                    }
+                },
+                |_, _, _| Action::await_change(),
+                Arc::new(()),
+            )
+            .for_each(|_| async {});
+        timers.set(&credential(1, &[], "True"), Some(Duration::from_secs(30)));
+        let _ = tokio::time::timeout(Duration::from_secs(40), controller).await;
+        let passes = passes.lock().unwrap().clone();
+        assert_eq!(
+            passes.len(),
+            2,
+            "the listed credential, then its timer: {passes:?}"
+        );
+        assert_eq!(passes[1].as_secs(), 30, "the timer fired late: {passes:?}");
     }
 }
