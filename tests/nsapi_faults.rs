@@ -284,3 +284,63 @@ async fn a_token_revoked_server_side_is_replaced_at_the_next_rotation() {
     f.wait_ready("abc", secs(30)).await;
     f.assert_no_secret_leaked().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_waiting_out_an_outage_are_woken_when_the_host_answers_again() {
+    // Four credentials fail on a host answering 503 to everything until each has failed four
+    // times (its next attempt 20-40 s away). The outage ends; a new credential gets a token at
+    // once, and that answer wakes the four: each gets its token with one request, before the
+    // retry time its status announced.
+    let f = started("outage-wake", SimConfig::new()).await;
+    f.sim.inject(Fault::StatusFraction {
+        status: 503,
+        fraction: 1.0,
+    });
+    let waiting = ["a", "b", "c", "d"];
+    for name in waiting {
+        f.create_credential(name, |spec| {
+            spec["tokenSecret"]["name"] = json!(format!("{name}-token"))
+        })
+        .await;
+    }
+    let mut retry_at = Vec::new();
+    for name in waiting {
+        let cred =
+            control_plane::eventually(&format!("{name} to fail four times"), secs(120), || async {
+                let cred = f.credentials().get(name).await.ok()?;
+                let status = cred.status.as_ref()?;
+                (status.consecutive_failures >= 4).then_some(cred)
+            })
+            .await;
+        let status = cred.status.unwrap();
+        retry_at.push(status.next_refresh_at.unwrap().0);
+    }
+    let failed = f.sim.stats().token_requests;
+    f.sim.clear_faults();
+    let back = jiff::Timestamp::now();
+
+    f.create_credential("probe", |spec| {
+        spec["tokenSecret"]["name"] = json!("probe-token")
+    })
+    .await;
+    let mut woken = 0;
+    for (name, retry_at) in waiting.into_iter().zip(retry_at) {
+        let cred = f.wait_ready(name, secs(60)).await;
+        let issued = cred.status.unwrap().issued_at.unwrap().0;
+        // Only a retry time well after the outage's end tells a wake from a retry (the last
+        // credential to fail its fourth time has one 20 s or more after it).
+        if retry_at.duration_since(back) >= jiff::SignedDuration::from_secs(10) {
+            assert!(
+                issued < retry_at,
+                "{name} waited out its backoff (token issued {issued}, retry announced for {retry_at})"
+            );
+            woken += 1;
+        }
+    }
+    assert!(woken >= 1, "no credential had a retry time to beat");
+    f.wait_ready("probe", secs(60)).await;
+    // One request each once the host answered (one more if a retry raced the fault's end).
+    let after = f.sim.stats().token_requests - failed;
+    assert!(after <= 6, "{after} requests once the host answered");
+    f.assert_no_secret_leaked().await;
+}

@@ -12,6 +12,7 @@ use kube::runtime::events::Reporter;
 
 use crate::cluster::events::Events;
 use crate::cluster::namespaces::NamespacePhases;
+use crate::cluster::outages::Outages;
 use crate::cluster::output_secret::OwnWrites;
 use crate::cluster::trust::TrustedClients;
 use crate::cluster::watched::Watched;
@@ -40,6 +41,8 @@ pub struct Context {
     pub limiter: RateLimiter,
     /// Which API nodes answer (for `spec.fallbackApiBaseUrls`).
     pub health: NodeHealth,
+    /// The credentials waiting out an outage of their API host, woken when it answers.
+    pub outages: Outages,
     /// The NetSapiens clients for credentials' CA bundles.
     pub trusted: TrustedClients,
     /// Whether to name the pods that read a token statically (`--consumer-check`).
@@ -77,6 +80,7 @@ impl Context {
             kube_retries: KubeRetries::default(),
             limiter: RateLimiter::new(rate),
             health: NodeHealth::default(),
+            outages: Outages::default(),
             trusted: TrustedClients::default(),
             consumer_check: false,
             routine_events: true,
@@ -102,6 +106,7 @@ impl Context {
             metrics: &self.metrics,
             limiter: &self.limiter,
             health: &self.health,
+            answers: &self.outages,
             clock: self.clock.as_ref(),
             uid,
             deadline,
@@ -130,6 +135,7 @@ impl Context {
             self.gone.bury(uid, std::time::Instant::now());
             self.sessions.forget(uid);
             self.kube_retries.clear(uid);
+            self.outages.forget(uid);
         }
     }
 

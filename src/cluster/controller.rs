@@ -153,6 +153,7 @@ pub async fn run(
                 }
             })
             .reconcile_on(timers.clone().fired())
+            .reconcile_on(ctx.outages.woken(namespace))
             .graceful_shutdown_on(shutdown.clone())
             .run(
                 {

@@ -2,7 +2,8 @@
 //! credential (`watched`), when its next pass is due (`timers`), the credential names these
 //! tables share (`names`), one pass over one credential (`reconciler`), recording what it
 //! decided (`record`, `events`), the output Secret (`output_secret`), what every pass shares
-//! (`context`), the Secret-to-credential `index`, `namespaces` being deleted, restart targets and
+//! (`context`), the credentials waiting out an outage of their API host (`outages`), the
+//! Secret-to-credential `index`, `namespaces` being deleted, restart targets and
 //! consumers (`consumers`), CA bundles read from ConfigMaps and Secrets (`trust`), the client
 //! with request deadlines (`kube_client`) and Lease election (`leader`), and the TokenReview and
 //! SubjectAccessReview of a `/metrics` scrape (`access_review`). Every decision is taken in
@@ -18,6 +19,7 @@ pub mod kube_client;
 pub mod leader;
 pub mod names;
 pub mod namespaces;
+pub mod outages;
 pub mod output_secret;
 pub mod reconciler;
 pub mod record;

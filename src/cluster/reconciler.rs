@@ -16,6 +16,7 @@ use tracing::{debug, error, info, instrument};
 use crate::cluster::consumers::Consumers;
 use crate::cluster::context::Context;
 use crate::cluster::namespaces::is_namespace_terminating;
+use crate::cluster::outages::is_outage;
 use crate::cluster::output_secret::{self, InPlace, OutputSecret};
 use crate::cluster::record::{Next, Record};
 use crate::cluster::trust;
@@ -250,7 +251,10 @@ impl<'a> Reconcile<'a> {
         });
         let seed = schedule::token_seed(&self.uid, times);
         let renew = status::renew_request(self.credential);
-        let failure = status::failure_gate(self.status(), &attempt);
+        // Woken by its host's answer after waiting out an outage: the backoff of the outage's
+        // failures is over.
+        let failure = status::failure_gate(self.status(), &attempt)
+            .filter(|_| !self.ctx.outages.take_lifted(&self.uid));
         let mut extras = Extras::default();
         let mut decision = schedule::decide(
             now,
@@ -337,6 +341,7 @@ impl<'a> Reconcile<'a> {
                     .await
                 {
                     Ok(minted) => {
+                        self.ctx.outages.forget(&self.uid);
                         let stored = StoredToken::from_grant(
                             &minted.grant,
                             minted.served_by.as_str(),
@@ -352,6 +357,17 @@ impl<'a> Reconcile<'a> {
                             .await
                     }
                     Err(error) => {
+                        if is_outage(&error) {
+                            self.ctx.outages.wait(
+                                &self.uid,
+                                (&self.namespace, &self.credential.name_any()),
+                                times.map_or(now, |t| t.expires_at),
+                                ca_digest.as_deref().unwrap_or(""),
+                                valid.nodes(),
+                            );
+                        } else {
+                            self.ctx.outages.forget(&self.uid);
+                        }
                         let failed = Outcome::Failed {
                             error: &error,
                             fingerprint: &attempt,

@@ -17,7 +17,7 @@ use crate::core::token::{Grant, Minted, TokenApi, TokenGrant};
 use crate::core::token_secret::StoredToken;
 use crate::nsapi::NsApiClient;
 use crate::nsapi::client::{Login, MfaChallenge};
-use crate::nsapi::nodes::{NodeHealth, fails_over};
+use crate::nsapi::nodes::{Answers, NodeHealth, fails_over, shows_working};
 use crate::nsapi::ratelimit::RateLimiter;
 use crate::nsapi::sessions::{RefreshSession, Sessions};
 use crate::telemetry::metrics::Metrics;
@@ -61,6 +61,8 @@ pub struct Grants<'a> {
     pub metrics: &'a Metrics,
     pub limiter: &'a RateLimiter,
     pub health: &'a NodeHealth,
+    /// Told when a node answers (credentials waiting out its outage are woken).
+    pub answers: &'a dyn Answers,
     /// How `nsapi` reaches the nodes: the digest of the credential's CA bundle (`""` for the
     /// operator's roots). Node health is shared only between credentials that reach a node
     /// the same way.
@@ -370,6 +372,9 @@ impl Grants<'_> {
 
     /// Remembers how a node did (only where there are other nodes to prefer).
     fn record(&self, node: &ApiBaseUrl, error: Option<&NsApiError>) {
+        if shows_working(error) {
+            self.answers.answered(self.trust, node, self.uid);
+        }
         match error {
             None => self.health.answered(self.trust, node),
             Some(error) if fails_over(error) => {

@@ -32,6 +32,20 @@ pub fn fails_over(error: &NsApiError) -> bool {
     }
 }
 
+/// Told when a node answers: with a token, or with an answer a working server gives (a refused
+/// login, say), not with an outage's, a firewall's or a rate limit's.
+pub trait Answers: Send + Sync {
+    /// `node`, reached through `trust`, answered the credential `uid`.
+    fn answered(&self, trust: &str, node: &ApiBaseUrl, uid: &str);
+}
+
+/// Whether a request's result shows the node working: a token, or an answer that is not an
+/// outage's, a firewall's, a rate limit's or an untrusted certificate's.
+pub fn shows_working(result: Option<&NsApiError>) -> bool {
+    result
+        .is_none_or(|error| !matches!(error.kind(), ErrorKind::Transient | ErrorKind::TlsUntrusted))
+}
+
 /// How long a node's failure is remembered at most, once its time out is over and nobody
 /// probed it again (its credentials were deleted or changed): the map stays bounded.
 const FORGET_AFTER: SignedDuration = SignedDuration::from_hours(1);
