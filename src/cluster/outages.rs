@@ -113,9 +113,10 @@ impl Outages {
     /// The credentials woken for the controller of the watch of `namespace` (`None`: all).
     pub fn woken(&self, namespace: Option<&str>) -> BoxStream<'static, ObjectRef<Watched>> {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.lock()
-            .controllers
-            .push((namespace.map(str::to_owned), tx));
+        let mut inner = self.lock();
+        // A controller that stopped takes nothing more.
+        inner.controllers.retain(|(_, tx)| !tx.is_closed());
+        inner.controllers.push((namespace.map(str::to_owned), tx));
         futures::stream::unfold(rx, |mut rx| async move {
             let next = rx.recv().await?;
             Some((next, rx))
@@ -155,12 +156,13 @@ impl Answers for Outages {
             inner.remove(&uid);
             inner.lifted.insert(uid);
             let reference = ObjectRef::new(&waiter.name).within(&waiter.namespace);
-            if let Some((_, controller)) = inner.controllers.iter().find(|(scope, _)| {
-                scope
-                    .as_deref()
-                    .is_none_or(|scope| scope == waiter.namespace)
+            if let Some((_, controller)) = inner.controllers.iter().find(|(scope, tx)| {
+                !tx.is_closed()
+                    && scope
+                        .as_deref()
+                        .is_none_or(|scope| scope == waiter.namespace)
             }) {
-                // A controller that stopped (shutdown) takes nothing more: nothing to do.
+                // Closed since (a shutdown): nothing to do.
                 let _ = controller.send(reference);
             }
         }
@@ -230,8 +232,11 @@ mod tests {
     #[tokio::test]
     async fn an_answer_wakes_those_waiting_on_that_node_earliest_deadline_first() {
         let outages = Outages::default();
+        // A controller that stopped is passed over.
+        let stopped = outages.woken(Some("team"));
         let mut team = outages.woken(Some("team"));
         let mut all = outages.woken(None);
+        drop(stopped);
         let (primary, fallback, other) = (
             url("https://a.example.com"),
             url("https://b.example.com"),
