@@ -137,7 +137,15 @@ pub fn plot(reports: &[PeerReport], path: &Path) -> Result<(), Box<dyn std::erro
             chart
                 .configure_mesh()
                 .x_desc("credentials (N, log scale)")
-                .x_label_formatter(&|n| format!("{n:.0}"))
+                // Powers of ten only: the minor labels between them overlapped near each.
+                .x_label_formatter(&|n| {
+                    let exponent = n.log10();
+                    if (exponent - exponent.round()).abs() < 1e-6 {
+                        format!("{n:.0}")
+                    } else {
+                        String::new()
+                    }
+                })
                 .label_style(("sans-serif", 14))
                 .draw()?;
             for (side, color) in [(Side::Ours, BLUE), (Side::Eso, RED)] {
