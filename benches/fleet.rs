@@ -8,6 +8,7 @@
 //!                                 [--no-rotation]
 //!                                 [--fault-minutes 10] [--no-eso] [--eso-only]
 //!                                 [--routine-events false]
+//!                                 [--growth-from REPORT[,REPORT...]] [--growth-only]
 //!
 //! For each size N: apply -> Ready (no rate limit); a restart with every token fresh; N more
 //! with the rate limit (time until all Ready); three rotations of every credential (NetSapiens
@@ -17,7 +18,9 @@
 //! (`benches/cronjob-baseline`). Then, for each size, External Secrets Operator side by side
 //! with the operator (`fleet/eso.rs`; `--no-eso` leaves it out, `--eso-only` runs only it), and
 //! how each side's cost grows with N (`fleet/growth.rs`: a table, and a plot written to
-//! target/fleet-growth.png). It prints a report and writes it to target/fleet-report.md.
+//! target/fleet-growth.png; `--growth-from` adds the growth tables of earlier reports, for sizes
+//! measured in other runs, and `--growth-only` only draws those). It prints a report and writes
+//! it to target/fleet-report.md.
 
 #[path = "../tests/control_plane/mod.rs"]
 mod control_plane;
@@ -61,6 +64,10 @@ struct Options {
     eso: Option<bool>,
     /// The operator's `--routine-events` (its default, `true`, unless asked).
     routine_events: bool,
+    /// Earlier reports whose growth tables join this run's.
+    growth_from: Vec<String>,
+    /// Run nothing: only the growth table and plot of `growth_from`.
+    growth_only: bool,
 }
 
 impl Options {
@@ -86,6 +93,8 @@ fn options() -> Options {
         fault_minutes: 10,
         eso: None,
         routine_events: true,
+        growth_from: Vec::new(),
+        growth_only: false,
     };
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -112,6 +121,14 @@ fn options() -> Options {
             "--no-eso" => o.eso = Some(false),
             "--eso-only" => o.eso = Some(true),
             "--routine-events" => o.routine_events = value().parse().unwrap(),
+            "--growth-from" => {
+                o.growth_from = value()
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }
+            "--growth-only" => o.growth_only = true,
             other => panic!("unknown argument {other}"),
         }
     }
@@ -731,10 +748,36 @@ fn report(sizes: &[SizeReport], soak: Option<&Soak>) -> String {
     out
 }
 
+/// Draws the growth plot into target/fleet-growth.png.
+fn write_growth_plot(costs: &[growth::Cost]) {
+    let plot = measure::report_path().with_file_name("fleet-growth.png");
+    std::fs::create_dir_all(plot.parent().unwrap()).unwrap();
+    match growth::plot(costs, &plot) {
+        Ok(()) => eprintln!("growth plot written to {}", plot.display()),
+        Err(error) => eprintln!("the growth plot failed: {error}"),
+    }
+}
+
 #[tokio::main]
 async fn main() {
     nsapi_token_operator::nsapi::tls::install_crypto_provider();
     let o = options();
+    let earlier: Vec<growth::Cost> = o
+        .growth_from
+        .iter()
+        .flat_map(|path| {
+            let text = std::fs::read_to_string(path)
+                .unwrap_or_else(|e| panic!("cannot read --growth-from {path}: {e}"));
+            growth::parse_table(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+        })
+        .collect();
+    if o.growth_only {
+        let costs = growth::costs(&[], earlier);
+        let text = growth::table(&costs);
+        write_growth_plot(&costs);
+        println!("{text}");
+        return;
+    }
     let alone = o.eso == Some(true);
     let mut sizes = Vec::new();
     for &n in o.sizes.iter().filter(|_| !alone) {
@@ -754,13 +797,9 @@ async fn main() {
     if o.eso != Some(false) {
         let peers = eso::side_by_side(&o, |done| eprintln!("{}", eso::report(done, &o))).await;
         text.push_str(&eso::report(&peers, &o));
-        text.push_str(&growth::table(&peers));
-        let plot = measure::report_path().with_file_name("fleet-growth.png");
-        std::fs::create_dir_all(plot.parent().unwrap()).unwrap();
-        match growth::plot(&peers, &plot) {
-            Ok(()) => eprintln!("growth plot written to {}", plot.display()),
-            Err(error) => eprintln!("the growth plot failed: {error}"),
-        }
+        let costs = growth::costs(&peers, earlier);
+        text.push_str(&growth::table(&costs));
+        write_growth_plot(&costs);
     }
     println!("{text}");
     let path = measure::report_path();

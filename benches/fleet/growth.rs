@@ -1,6 +1,8 @@
 //! How each side's cost grows with N, from the side-by-side figures: a table for the report and
 //! a PNG of the same numbers (plotters on an in-memory bitmap, DejaVu Sans from the `dejavu`
-//! crate so that no system font is needed, encoded with the `png` crate).
+//! crate so that no system font is needed, encoded with the `png` crate). The figures of
+//! earlier runs can join them (`--growth-from`: the growth tables of their reports), so that
+//! sizes measured in separate runs make one table and one plot.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -12,7 +14,7 @@ use crate::MIB;
 use crate::eso::{PeerReport, Side};
 
 /// One side's costs at one N, per credential or per rotation.
-struct Cost {
+pub struct Cost {
     n: usize,
     side: Side,
     requests_per_lifetime: f64,
@@ -46,17 +48,72 @@ impl Cost {
     }
 }
 
-fn costs(reports: &[PeerReport]) -> Vec<Cost> {
-    reports
+/// This run's costs, then those of `earlier` runs at a side and N this run did not measure;
+/// ordered by side, then N.
+pub fn costs(reports: &[PeerReport], earlier: Vec<Cost>) -> Vec<Cost> {
+    let mut costs: Vec<Cost> = reports
         .iter()
         .filter(|r| r.n > 0 && r.side.is_some())
         .map(Cost::of)
-        .collect()
+        .collect();
+    for cost in earlier {
+        if !costs.iter().any(|c| c.side == cost.side && c.n == cost.n) {
+            costs.push(cost);
+        }
+    }
+    costs.sort_by_key(|c| (c.side != Side::Ours, c.n));
+    costs
+}
+
+/// The rows of the growth table in an earlier report (as [`table`] writes it).
+pub fn parse_table(report: &str) -> Result<Vec<Cost>, String> {
+    let mut costs = Vec::new();
+    let rows = report
+        .split("## How cost grows with N")
+        .nth(1)
+        .ok_or("no growth table")?;
+    for line in rows.lines().filter(|l| l.starts_with("| ")) {
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        let side = match cells[0] {
+            "operator" => Side::Ours,
+            "ESO" => Side::Eso,
+            _ => continue,
+        };
+        let [
+            _,
+            n,
+            requests,
+            writes,
+            created,
+            rotation,
+            steady,
+            _,
+            rotating,
+        ] = cells[..]
+        else {
+            return Err(format!("a row of {} cells: {line}", cells.len()));
+        };
+        let number = |cell: &str| -> Result<f64, String> {
+            cell.replace(',', "")
+                .parse()
+                .map_err(|_| format!("not a number: {cell:?} in {line}"))
+        };
+        costs.push(Cost {
+            n: number(n)? as usize,
+            side,
+            requests_per_lifetime: number(requests)?,
+            writes_per_rotation: number(writes)?,
+            cpu_ms_per_created: number(created)?,
+            cpu_ms_per_rotation: number(rotation)?,
+            rss_steady_mib: number(steady)?,
+            rss_rotating_mib: number(rotating)?,
+        });
+    }
+    Ok(costs)
 }
 
 /// The growth table: a row per side and N.
-pub fn table(reports: &[PeerReport]) -> String {
-    let costs = costs(reports);
+pub fn table(costs: &[Cost]) -> String {
     let mut out = String::new();
     if costs.is_empty() {
         return out;
@@ -66,7 +123,7 @@ pub fn table(reports: &[PeerReport]) -> String {
         out,
         "| side | N | NetSapiens requests per token lifetime, per credential | Kubernetes writes per rotation | CPU-ms per credential created | CPU-ms per rotation | RSS steady (MiB) | RSS per credential more than at the smallest N (KiB) | RSS peak while rotating (MiB) |\n|---|---|---|---|---|---|---|---|---|"
     );
-    for c in &costs {
+    for c in costs {
         let smallest = costs
             .iter()
             .filter(|s| s.side == c.side)
@@ -94,8 +151,7 @@ const WIDTH: u32 = 1200;
 const HEIGHT: u32 = 900;
 
 /// Draws the growth plot (four panels, N on a log scale, a line per side) into `path`.
-pub fn plot(reports: &[PeerReport], path: &Path) -> Result<(), Box<dyn std::error::Error>> {
-    let costs = costs(reports);
+pub fn plot(costs: &[Cost], path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     if costs.is_empty() {
         return Ok(());
     }
