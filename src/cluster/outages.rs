@@ -20,20 +20,8 @@ use kube::runtime::reflector::ObjectRef;
 use tokio::sync::mpsc;
 
 use crate::cluster::watched::Watched;
-use crate::core::api_error::{ErrorKind, NsApiError};
 use crate::core::base_url::ApiBaseUrl;
 use crate::nsapi::nodes::Answers;
-
-/// Whether `error` says the host is down (rather than that it answered): worth waking the
-/// credential as soon as the host answers someone else.
-pub fn is_outage(error: &NsApiError) -> bool {
-    error.kind() == ErrorKind::Transient
-        && error.retry_after().is_none()
-        && matches!(
-            error.metric_label(),
-            "connect_failed" | "connect_timeout" | "timeout" | "network" | "server_error"
-        )
-}
 
 /// A node as a credential reaches it: its trust (the CA bundle's digest, `""` for the
 /// operator's roots) and its base URL.
@@ -97,17 +85,14 @@ impl Outages {
     /// The credential `uid` no longer waits (its pass ended otherwise, or it was deleted).
     pub fn forget(&self, uid: &str) {
         let mut inner = self.lock();
-        if !inner.nodes_of.is_empty() || !inner.lifted.is_empty() {
-            inner.remove(uid);
-            inner.lifted.remove(uid);
-        }
+        inner.remove(uid);
+        inner.lifted.remove(uid);
     }
 
     /// Whether the credential `uid` was woken by its host's answer: its next pass then ignores
     /// the backoff of the failure it waited out. Asked once.
     pub fn take_lifted(&self, uid: &str) -> bool {
-        let mut inner = self.lock();
-        !inner.lifted.is_empty() && inner.lifted.remove(uid)
+        self.lock().lifted.remove(uid)
     }
 
     /// The credentials woken for the controller of the watch of `namespace` (`None`: all).
@@ -193,40 +178,6 @@ mod tests {
 
     fn at(secs: i64) -> Timestamp {
         Timestamp::from_second(secs).unwrap()
-    }
-
-    fn outage(label: &'static str, retry_after: Option<u64>) -> NsApiError {
-        NsApiError::Transient {
-            message: "m".into(),
-            status: None,
-            retry_after: retry_after.map(std::time::Duration::from_secs),
-            label,
-        }
-    }
-
-    #[test]
-    fn only_a_host_that_is_down_is_an_outage() {
-        for label in [
-            "connect_failed",
-            "connect_timeout",
-            "timeout",
-            "network",
-            "server_error",
-        ] {
-            assert!(is_outage(&outage(label, None)), "{label}");
-        }
-        // Told when to come back, or answered (badly): not woken by someone else's answer.
-        assert!(!is_outage(&outage("server_error", Some(30))));
-        assert!(!is_outage(&outage("firewall", Some(900))));
-        for label in ["rate_limited", "malformed_response", "unexpected_status"] {
-            assert!(!is_outage(&outage(label, None)), "{label}");
-        }
-        let refused = NsApiError::Authentication {
-            message: "m".into(),
-            status: Some(401),
-            label: "authentication",
-        };
-        assert!(!is_outage(&refused));
     }
 
     #[tokio::test]

@@ -16,7 +16,6 @@ use tracing::{debug, error, info, instrument};
 use crate::cluster::consumers::Consumers;
 use crate::cluster::context::Context;
 use crate::cluster::namespaces::is_namespace_terminating;
-use crate::cluster::outages::is_outage;
 use crate::cluster::output_secret::{self, InPlace, OutputSecret};
 use crate::cluster::record::{Next, Record};
 use crate::cluster::trust;
@@ -32,6 +31,7 @@ use crate::core::schedule::{self, CurrentToken, Decision, MintReason, TokenTimes
 use crate::core::status::{self, Extras, Obtained, Outcome};
 use crate::core::token::Minted;
 use crate::core::token_secret::StoredToken;
+use crate::nsapi::nodes::is_outage;
 use crate::nsapi::sessions::HeldToken;
 
 /// How soon a credential whose CA bundle is missing or unusable is looked at again.
@@ -330,18 +330,26 @@ impl<'a> Reconcile<'a> {
                 }
                 info!(?why, "obtaining a token");
                 extras.renew_honoured = renew.as_deref();
-                match ctx
-                    .grants(
-                        &nsapi,
-                        ca_digest.as_deref().unwrap_or(""),
-                        &self.uid,
-                        times.map_or(now, |t| t.expires_at),
-                    )
+                let trust = ca_digest.as_deref().unwrap_or("");
+                let deadline = times.map_or(now, |t| t.expires_at);
+                let obtained = ctx
+                    .grants(&nsapi, trust, &self.uid, deadline)
                     .obtain(&valid, &client, &subscriber, &fingerprint, why)
-                    .await
-                {
+                    .await;
+                // Found its host down: it waits on the host's nodes too, and is woken when one
+                // answers; otherwise it waits on nothing.
+                match &obtained {
+                    Err(error) if is_outage(error) => self.ctx.outages.wait(
+                        &self.uid,
+                        (&self.namespace, &self.credential.name_any()),
+                        deadline,
+                        trust,
+                        valid.nodes(),
+                    ),
+                    _ => self.ctx.outages.forget(&self.uid),
+                }
+                match obtained {
                     Ok(minted) => {
-                        self.ctx.outages.forget(&self.uid);
                         let stored = StoredToken::from_grant(
                             &minted.grant,
                             minted.served_by.as_str(),
@@ -357,17 +365,6 @@ impl<'a> Reconcile<'a> {
                             .await
                     }
                     Err(error) => {
-                        if is_outage(&error) {
-                            self.ctx.outages.wait(
-                                &self.uid,
-                                (&self.namespace, &self.credential.name_any()),
-                                times.map_or(now, |t| t.expires_at),
-                                ca_digest.as_deref().unwrap_or(""),
-                                valid.nodes(),
-                            );
-                        } else {
-                            self.ctx.outages.forget(&self.uid);
-                        }
                         let failed = Outcome::Failed {
                             error: &error,
                             fingerprint: &attempt,

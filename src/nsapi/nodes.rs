@@ -3,7 +3,8 @@
 //! (claimed, so that only one caller probes at a time); a success makes it preferred again.
 //! Shared by the credentials that reach a node the same way (the same URL and the same trusted
 //! CA bundle): one outage is learned once, and one tenant's unusable CA bundle never marks a
-//! node down for the others. In memory only.
+//! node down for the others. In memory only. Also how an answer is read for a node: worth
+//! another node (`fails_over`), the node down (`is_outage`), the node working (`shows_working`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -30,6 +31,17 @@ pub fn fails_over(error: &NsApiError) -> bool {
         | ErrorKind::MfaRequired
         | ErrorKind::Permanent => false,
     }
+}
+
+/// Whether `error` says the host is down (rather than that it answered): worth waking the
+/// credential as soon as the host answers someone else (`cluster::outages`).
+pub fn is_outage(error: &NsApiError) -> bool {
+    error.kind() == ErrorKind::Transient
+        && error.retry_after().is_none()
+        && matches!(
+            error.metric_label(),
+            "connect_failed" | "connect_timeout" | "timeout" | "network" | "server_error"
+        )
 }
 
 /// Told when a node answers: with a token, or with an answer a working server gives (a refused
@@ -124,6 +136,40 @@ mod tests {
 
     fn url(s: &str) -> ApiBaseUrl {
         ApiBaseUrl::parse(s, false).unwrap()
+    }
+
+    fn outage(label: &'static str, retry_after: Option<u64>) -> NsApiError {
+        NsApiError::Transient {
+            message: "m".into(),
+            status: None,
+            retry_after: retry_after.map(std::time::Duration::from_secs),
+            label,
+        }
+    }
+
+    #[test]
+    fn only_a_host_that_is_down_is_an_outage() {
+        for label in [
+            "connect_failed",
+            "connect_timeout",
+            "timeout",
+            "network",
+            "server_error",
+        ] {
+            assert!(is_outage(&outage(label, None)), "{label}");
+        }
+        // Told when to come back, or answered (badly): not woken by someone else's answer.
+        assert!(!is_outage(&outage("server_error", Some(30))));
+        assert!(!is_outage(&outage("firewall", Some(900))));
+        for label in ["rate_limited", "malformed_response", "unexpected_status"] {
+            assert!(!is_outage(&outage(label, None)), "{label}");
+        }
+        let refused = NsApiError::Authentication {
+            message: "m".into(),
+            status: Some(401),
+            label: "authentication",
+        };
+        assert!(!is_outage(&refused));
     }
 
     #[test]
