@@ -7,6 +7,7 @@
 //!                                 [--soak-size 1000] [--soak-minutes 10] [--no-soak]
 //!                                 [--no-rotation]
 //!                                 [--fault-minutes 10] [--no-eso] [--eso-only]
+//!                                 [--sides operator,eso]
 //!                                 [--routine-events false]
 //!                                 [--growth-from REPORT[,REPORT...]] [--growth-only]
 //!
@@ -16,7 +17,8 @@
 //! with `--foreign`, memory with that many foreign 100 KiB Secrets in another namespace. Then a
 //! soak of 60 s tokens (seconds with an expired token in any Secret) next to the CronJob way
 //! (`benches/cronjob-baseline`). Then, for each size, External Secrets Operator side by side
-//! with the operator (`fleet/eso.rs`; `--no-eso` leaves it out, `--eso-only` runs only it), and
+//! with the operator (`fleet/eso.rs`; `--no-eso` leaves it out, `--eso-only` runs only it,
+//! `--sides eso` runs only ESO's side of it, for a size too slow to run both in one sitting), and
 //! how each side's cost grows with N (`fleet/growth.rs`: a table, and a plot written to
 //! target/fleet-growth.png; `--growth-from` adds the growth tables of earlier reports, for sizes
 //! measured in other runs, and `--growth-only` only draws those). It prints a report and writes
@@ -62,6 +64,8 @@ struct Options {
     /// (`None`), runs alone (`Some(true)`) or not at all (`Some(false)`).
     fault_minutes: u64,
     eso: Option<bool>,
+    /// The sides of the side by side that run, in this order.
+    sides: Vec<eso::Side>,
     /// The operator's `--routine-events` (its default, `true`, unless asked).
     routine_events: bool,
     /// Earlier reports whose growth tables join this run's.
@@ -92,6 +96,7 @@ fn options() -> Options {
         rotation: true,
         fault_minutes: 10,
         eso: None,
+        sides: vec![eso::Side::Ours, eso::Side::Eso],
         routine_events: true,
         growth_from: Vec::new(),
         growth_only: false,
@@ -120,6 +125,16 @@ fn options() -> Options {
             "--fault-minutes" => o.fault_minutes = value().parse().unwrap(),
             "--no-eso" => o.eso = Some(false),
             "--eso-only" => o.eso = Some(true),
+            "--sides" => {
+                o.sides = value()
+                    .split(',')
+                    .map(|side| match side {
+                        "operator" => eso::Side::Ours,
+                        "eso" => eso::Side::Eso,
+                        other => panic!("unknown side {other}: operator or eso"),
+                    })
+                    .collect()
+            }
             "--routine-events" => o.routine_events = value().parse().unwrap(),
             "--growth-from" => {
                 o.growth_from = value()

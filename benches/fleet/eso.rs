@@ -181,7 +181,7 @@ pub struct PeerReport {
 pub async fn side_by_side(o: &Options, done: impl Fn(&[PeerReport])) -> Vec<PeerReport> {
     let mut reports = Vec::new();
     for &n in &o.sizes {
-        for side in [Side::Ours, Side::Eso] {
+        for &side in &o.sides {
             reports.push(run(side, n, o).await);
             done(&reports);
         }
