@@ -161,8 +161,8 @@ pub fn writes(plane: &PrivatePlane) -> Writes {
 }
 
 /// The operator binary, run as the operator identity on the fixture's namespace (or, with
-/// `cluster_wide`, on every namespace, as the chart's default does), logging at info, with the
-/// allocator setting the chart gives it.
+/// `cluster_wide`, on every namespace, as the chart's default does), logging at info (or at
+/// `NSAPI_OPERATOR_LOG`, a `RUST_LOG` filter), with the allocator setting the chart gives it.
 pub fn start_operator(
     f: &Fixture,
     plane: &PrivatePlane,
@@ -186,11 +186,12 @@ pub fn start_operator(
     let mut env = vec![("MALLOC_ARENA_MAX".to_owned(), "2".to_owned())];
     env.extend(heaptrack(name));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let level = std::env::var("NSAPI_OPERATOR_LOG").unwrap_or_else(|_| "info".to_owned());
     Operator::start_with(
         &control_plane::operator_kubeconfig(),
         &args,
         &log,
-        "info",
+        &level,
         &env,
     )
 }
