@@ -503,6 +503,14 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     ctx.consumer_check = args.consumer_check;
     ctx.routine_events = args.routine_events;
     ctx.panic_on = std::env::var("NSAPI_TEST_PANIC_CREDENTIAL").ok();
+    ctx.lose_triggers = std::env::var("NSAPI_TEST_LOSE_TRIGGERS").ok();
+    if let Some(ms) = std::env::var("NSAPI_TEST_SWEEP_EVERY_MS")
+        .ok()
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .filter(|ms| *ms > 0)
+    {
+        ctx.sweep_every = Duration::from_millis(ms);
+    }
     let ctx = Arc::new(ctx);
     // A standby replica is healthy and ready too: it serves and takes over when the leader goes.
     // (Not once the signal came: readiness went with it.)

@@ -854,3 +854,68 @@ async fn a_repeated_event_is_counted_on_the_first_and_one_deleted_is_created_ane
     assert!(again[0].series.is_none());
     assert_eq!(again[0].note.as_deref(), Some("third"));
 }
+
+/// A credential whose triggers are all lost (a test hook drops its watch events and Secret
+/// changes, as a lost event would) is found by the sweep, at its second sighting, and gets its
+/// token; it is counted and named, and no other credential is.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sweep_starts_a_credential_whose_triggers_were_lost() {
+    let mut f = Fixture::new("sweep", SimConfig::new()).await;
+    f.create_input_secrets().await;
+    let lost = format!("{}/lost", f.namespace());
+    f.start_operator_env(
+        &[],
+        &[
+            ("NSAPI_TEST_LOSE_TRIGGERS", &lost),
+            ("NSAPI_TEST_SWEEP_EVERY_MS", "2000"),
+        ],
+    );
+    f.wait_operator_started().await;
+    f.create_credential("found", |_| {}).await;
+    f.create_credential("lost", |spec| {
+        spec["tokenSecret"]["name"] = json!("lost-token")
+    })
+    .await;
+    f.wait_ready("found", READY_TIMEOUT).await;
+    f.wait_ready("lost", READY_TIMEOUT).await;
+    assert!(f.token_secret("lost-token").await.is_some());
+
+    let (status, metrics) = f.operator_http("/metrics").await;
+    assert_eq!(status, 200);
+    let count = |found: &str| {
+        let prefix = format!("nsapi_token_operator_sweep_retriggered_total{{found=\"{found}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix}in {metrics}"))
+            .parse::<f64>()
+            .unwrap()
+    };
+    assert_eq!(count("never_triggered"), 1.0, "only `lost`, once");
+    assert_eq!(count("stalled"), 0.0);
+    let log = f.latest_operator_log();
+    let warnings: Vec<_> = log.lines().filter(|l| l.contains("owed a pass")).collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains(&lost), "{}", warnings[0]);
+    assert_eq!(f.sim.stats().password_grants, 2, "one token each");
+
+    // Deleted, they leave nothing due in the work queue.
+    for name in ["found", "lost"] {
+        f.delete_credential(name).await;
+    }
+    control_plane::eventually(
+        "the deleted credentials to leave the work queue",
+        secs(60),
+        || async {
+            let (_, metrics) = f.operator_http("/metrics").await;
+            (!metrics.contains("name=\"found\"")
+                && !metrics.contains("name=\"lost\"")
+                && metrics
+                    .lines()
+                    .any(|l| l == "nsapi_token_operator_work_queue_depth 0"))
+            .then_some(())
+        },
+    )
+    .await;
+    f.assert_no_secret_leaked().await;
+}

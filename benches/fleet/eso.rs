@@ -345,6 +345,20 @@ impl Controller {
             Controller::Eso(p) => p.stop(),
         }
     }
+
+    /// The operator's `sweep_retriggered_total` series: credentials it found owed a pass that
+    /// nothing had started (anything but 0 is a bug). Nothing for ESO.
+    async fn sweep_counts(&self) -> Option<String> {
+        let Controller::Ours(op) = self else {
+            return None;
+        };
+        let metrics = measure::operator_http(op, "/metrics").await?;
+        let counts: Vec<&str> = metrics
+            .lines()
+            .filter_map(|l| l.strip_prefix("nsapi_token_operator_sweep_retriggered_total"))
+            .collect();
+        Some(counts.join(", "))
+    }
 }
 
 /// One side's world for one N: its control plane, and for ESO its build and kubeconfig.
@@ -703,6 +717,9 @@ async fn run(side: Side, n: usize, o: &Options) -> PeerReport {
         r.all_written_s,
         r.creation.total()
     );
+    if let Some(counts) = controller.sweep_counts().await {
+        eprintln!("bench {tag}: the sweep started {counts}");
+    }
     assert!(controller.stop(), "{tag}: the controller did not stop");
     drop(sampler);
     world.finish(&f).await;
@@ -794,6 +811,9 @@ async fn run(side: Side, n: usize, o: &Options) -> PeerReport {
         r.refused.total(),
         r.fault_s
     );
+    if let Some(counts) = controller.sweep_counts().await {
+        eprintln!("bench {tag}: the sweep started {counts}");
+    }
     assert!(controller.stop(), "{tag}: the controller did not stop");
     drop(sampler);
     world.finish(&f).await;

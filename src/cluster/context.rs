@@ -52,6 +52,11 @@ pub struct Context {
     /// A test hook (`NSAPI_TEST_PANIC_CREDENTIAL=namespace/name`): passes over that credential
     /// panic, to prove that a panic stays that credential's condition.
     pub panic_on: Option<String>,
+    /// A test hook (`NSAPI_TEST_LOSE_TRIGGERS=namespace/name`): the watch events and Secret
+    /// changes of that credential start no pass, as if lost, so that only the sweep can.
+    pub lose_triggers: Option<String>,
+    /// How often the sweep runs (`sweep::SWEEP_EVERY`; `NSAPI_TEST_SWEEP_EVERY_MS` in tests).
+    pub sweep_every: std::time::Duration,
     /// The output Secret versions this operator wrote (their watch events start no pass).
     pub own_writes: OwnWrites,
     /// Credentials deleted in the last minutes (see [`Tombstones`]).
@@ -85,9 +90,28 @@ impl Context {
             consumer_check: false,
             routine_events: true,
             panic_on: None,
+            lose_triggers: None,
+            sweep_every: crate::cluster::sweep::SWEEP_EVERY,
             gone: Tombstones::default(),
             own_writes: OwnWrites::default(),
         }
+    }
+
+    /// Whether the test hook `lose_triggers` drops the triggers of `credential`.
+    pub fn loses_trigger(&self, credential: &crate::cluster::watched::Watched) -> bool {
+        use kube::ResourceExt;
+        self.lose_triggers.is_some()
+            && self.loses_trigger_of(
+                &credential.namespace().unwrap_or_default(),
+                &credential.name_any(),
+            )
+    }
+
+    /// Whether the test hook `lose_triggers` drops the triggers of `namespace/name`.
+    pub fn loses_trigger_of(&self, namespace: &str, name: &str) -> bool {
+        self.lose_triggers
+            .as_deref()
+            .is_some_and(|lost| lost.split_once('/') == Some((namespace, name)))
     }
 
     /// The NetSapiens calls of one credential (`uid`), through `nsapi`; `deadline` is when its

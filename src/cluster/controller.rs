@@ -1,7 +1,7 @@
 //! Wiring: which credentials this instance acts on, the watches that trigger a reconcile (the
 //! credentials, and the metadata of the Secrets a credential uses, mapped through the index),
 //! the timers of each credential's next pass, how many reconciles run at once, and what happens
-//! when a pass fails on the Kubernetes API.
+//! when a pass fails on the Kubernetes API; the sweep (`sweep.rs`) starts what they missed.
 //! One pass itself is `reconciler.rs`.
 
 use std::collections::HashMap;
@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 use crate::cluster::context::Context;
 use crate::cluster::index::SecretIndex;
 use crate::cluster::reconciler::reconcile;
+use crate::cluster::sweep;
 use crate::cluster::timers::Timers;
 use crate::cluster::watched::Watched;
 use crate::cluster::{Error, Result};
@@ -110,19 +111,24 @@ pub async fn run(
                 let (index, timers, ctx) = (index.clone(), timers.clone(), ctx.clone());
                 move |event| track(&index, &timers, &ctx, event)
             })
-            .try_filter_map({
+            .map_ok({
+                let reader = reader.clone();
                 let mut triggers = Triggers::default();
+                move |event| starts(&mut triggers, event, &reader)
+            })
+            .try_flatten()
+            .try_filter({
                 let ctx = ctx.clone();
-                move |event| {
-                    let selected = triggers.select(event);
-                    if let Some(credential) = &selected {
-                        ctx.metrics.queue.triggered(
-                            &credential.namespace().unwrap_or_default(),
-                            &credential.name_any(),
-                            std::time::Instant::now(),
-                        );
-                    }
-                    futures::future::ready(Ok(selected))
+                move |credential| futures::future::ready(!ctx.loses_trigger(credential))
+            })
+            .inspect_ok({
+                let ctx = ctx.clone();
+                move |credential| {
+                    ctx.metrics.queue.triggered(
+                        &credential.namespace().unwrap_or_default(),
+                        &credential.name_any(),
+                        std::time::Instant::now(),
+                    );
                 }
             });
         // Metadata only: the operator never holds the data of Secrets it does not own.
@@ -133,6 +139,8 @@ pub async fn run(
         .default_backoff()
         .filter_map(stop_errors("Secrets"))
         .touched_objects();
+        let owed = sweep::owed_passes(reader.clone(), ctx.clone(), concurrency, ctx.sweep_every);
+        let listed = reader.clone();
         Controller::for_stream(credential_events, reader)
             .with_config(controller::Config::default().concurrency(concurrency))
             .watches_stream(secret_changes, {
@@ -141,7 +149,17 @@ pub async fn run(
                     if ctx.own_writes.is_own(&secret.metadata) {
                         return Vec::new();
                     }
-                    let using = credentials_using(&index, &secret);
+                    let mut using = credentials_using(&index, &secret);
+                    // Only credentials the watch holds: kube's controller would drop a request
+                    // for another (its owner, deleted, as its Secret is collected), which would
+                    // then stay due in the work queue's books for good.
+                    using.retain(|credential| {
+                        listed.get(credential).is_some()
+                            && !ctx.loses_trigger_of(
+                                credential.namespace.as_deref().unwrap_or_default(),
+                                &credential.name,
+                            )
+                    });
                     let now = std::time::Instant::now();
                     for credential in &using {
                         let namespace = credential.namespace.as_deref().unwrap_or_default();
@@ -154,6 +172,7 @@ pub async fn run(
             })
             .reconcile_on(timers.clone().fired())
             .reconcile_on(ctx.outages.woken(namespace))
+            .reconcile_on(owed)
             .graceful_shutdown_on(shutdown.clone())
             .run(
                 {
@@ -216,27 +235,70 @@ fn stop_errors<T>(
     }
 }
 
+/// The credentials a watch event starts a pass for, as `Triggers` selects them (those of a
+/// complete re-list one at a time from `listed`, kube's store).
+fn starts(
+    triggers: &mut Triggers,
+    event: watcher::Event<Watched>,
+    listed: &reflector::Store<Watched>,
+) -> futures::stream::Iter<Starts> {
+    let started: Starts = match triggers.select(event) {
+        Start::Nothing => Box::new(std::iter::empty()),
+        Start::One(credential) => Box::new(std::iter::once(Ok(*credential))),
+        Start::EveryListed => Box::new(
+            listed
+                .state()
+                .into_iter()
+                .map(|credential| Ok(Watched::clone(&credential))),
+        ),
+    };
+    futures::stream::iter(started)
+}
+
+type Starts = Box<dyn Iterator<Item = watcher::Result<Watched>> + Send>;
+
+/// What a credential event starts.
+#[derive(Debug)]
+enum Start {
+    Nothing,
+    /// A pass over this credential.
+    One(Box<Watched>),
+    /// A pass over every credential the watch holds: a re-list is complete.
+    EveryListed,
+}
+
 /// Which credential events start a pass. What the user changes (spec, so the generation;
 /// labels; annotations) does; the operator's own status writes do not (each would cost a pass
 /// that finds nothing to do). Every credential of a re-list does: a re-list follows a watch
 /// that broke, and a credential waiting out a Kubernetes error is then looked at again at once
 /// rather than at the end of its backoff. Timers are the requeue of each pass.
+/// A re-list starts its credentials only when it is complete: kube's store takes them all at
+/// once at its end, and kube's controller drops, without a word, a request for an object not
+/// in its store, so a credential created while the watch was down and listed in a page before
+/// the last would otherwise never get its pass. (The first list may start each at once: the
+/// controller runs nothing before its store is complete.)
 /// A re-list also prunes what it no longer lists (credentials deleted while the watch was
 /// down never send a Delete).
 #[derive(Default)]
 struct Triggers {
     seen: HashMap<String, u64>,
+    /// Whether a first list was complete.
+    listed: bool,
     /// The UIDs listed so far by a re-list in progress.
     relisted: Option<std::collections::HashSet<String>>,
 }
 
 impl Triggers {
-    fn select(&mut self, event: watcher::Event<Watched>) -> Option<Watched> {
+    fn select(&mut self, event: watcher::Event<Watched>) -> Start {
         match event {
             watcher::Event::Apply(credential) => {
                 let seen = credential.user_part();
                 let before = self.seen.insert(credential.uid().unwrap_or_default(), seen);
-                (before != Some(seen)).then_some(credential)
+                if before != Some(seen) {
+                    Start::One(Box::new(credential))
+                } else {
+                    Start::Nothing
+                }
             }
             watcher::Event::InitApply(credential) => {
                 let seen = credential.user_part();
@@ -245,21 +307,31 @@ impl Triggers {
                     relisted.insert(uid.clone());
                 }
                 self.seen.insert(uid, seen);
-                Some(credential)
+                if self.listed {
+                    Start::Nothing
+                } else {
+                    Start::One(Box::new(credential))
+                }
             }
+            // Nothing to do: `track` forgets it, and kube's controller would drop the request
+            // (the object has left its store).
             watcher::Event::Delete(credential) => {
                 self.seen.remove(&credential.uid().unwrap_or_default());
-                Some(credential)
+                Start::Nothing
             }
             watcher::Event::Init => {
                 self.relisted = Some(Default::default());
-                None
+                Start::Nothing
             }
             watcher::Event::InitDone => {
                 if let Some(relisted) = self.relisted.take() {
                     self.seen.retain(|uid, _| relisted.contains(uid));
                 }
-                None
+                if std::mem::replace(&mut self.listed, true) {
+                    Start::EveryListed
+                } else {
+                    Start::Nothing
+                }
             }
         }
     }
@@ -386,38 +458,46 @@ mod tests {
     fn user_changes_and_relists_start_a_pass_and_status_writes_do_not() {
         use watcher::Event::*;
         let mut t = Triggers::default();
-        let started = |t: &mut Triggers, e| t.select(e).is_some();
-        assert!(started(&mut t, Apply(credential(1, &[], "False"))), "new");
+        let one = |t: &mut Triggers, e| matches!(t.select(e), Start::One(_));
+        let nothing = |t: &mut Triggers, e| matches!(t.select(e), Start::Nothing);
+        // The first list starts each credential as it comes.
+        assert!(nothing(&mut t, Init));
         assert!(
-            !started(&mut t, Apply(credential(1, &[], "True"))),
+            one(&mut t, InitApply(credential(1, &[], "False"))),
+            "listed"
+        );
+        assert!(nothing(&mut t, InitDone));
+        assert!(
+            nothing(&mut t, Apply(credential(1, &[], "True"))),
             "own status write"
         );
         assert!(
-            started(&mut t, Apply(credential(2, &[], "True"))),
+            one(&mut t, Apply(credential(2, &[], "True"))),
             "spec changed"
         );
         assert!(
-            started(&mut t, Apply(credential(2, &[("a", "b")], "True"))),
+            one(&mut t, Apply(credential(2, &[("a", "b")], "True"))),
             "labels"
         );
         assert!(
-            !started(&mut t, Apply(credential(2, &[("a", "b")], "True"))),
+            nothing(&mut t, Apply(credential(2, &[("a", "b")], "True"))),
             "unchanged"
         );
-        assert!(!started(&mut t, Init));
-        assert!(
-            started(&mut t, InitApply(credential(2, &[("a", "b")], "True"))),
-            "re-list"
-        );
-        assert!(!started(&mut t, InitDone));
-        assert!(!started(
+        // A re-list starts every credential once it is complete.
+        assert!(nothing(&mut t, Init));
+        assert!(nothing(
+            &mut t,
+            InitApply(credential(2, &[("a", "b")], "True"))
+        ));
+        assert!(matches!(t.select(InitDone), Start::EveryListed));
+        assert!(nothing(
             &mut t,
             Apply(credential(2, &[("a", "b")], "False"))
         ));
-        assert!(started(
-            &mut t,
-            Delete(credential(2, &[("a", "b")], "False"))
-        ));
+        assert!(
+            nothing(&mut t, Delete(credential(2, &[("a", "b")], "False"))),
+            "gone from kube's store: nothing to start"
+        );
         assert!(t.seen.is_empty(), "a deleted credential is forgotten");
     }
 
@@ -469,5 +549,63 @@ mod tests {
             "the listed credential, then its timer: {passes:?}"
         );
         assert_eq!(passes[1].as_secs(), 30, "the timer fired late: {passes:?}");
+    }
+
+    fn named(name: &str) -> Watched {
+        let mut c = credential(1, &[], "True");
+        c.meta_mut().name = Some(name.into());
+        c.meta_mut().uid = Some(name.into());
+        c
+    }
+
+    /// A re-list in two pages, the first with a credential created while the watch was down:
+    /// kube's store takes what a re-list lists only at its end, and kube's controller drops a
+    /// request for an object not in its store. Every credential still gets its pass.
+    #[tokio::test(start_paused = true)]
+    async fn a_credential_new_in_the_first_page_of_a_relist_gets_its_pass() {
+        use std::sync::Mutex;
+        use watcher::Event::*;
+        let (reader, writer) = reflector::store();
+        let page = |events: Vec<watcher::Event<Watched>>, after: u64| {
+            // Each page waits from when the previous one ended.
+            futures::stream::once(async move {
+                tokio::time::sleep(Duration::from_secs(after)).await;
+                futures::stream::iter(events.into_iter().map(Ok))
+            })
+            .flatten()
+        };
+        let events = page(vec![Init, InitApply(named("old")), InitDone], 0)
+            // The watch broke; the re-list's second page is a request away from its first.
+            .chain(page(
+                vec![Init, InitApply(named("new")), InitApply(named("old"))],
+                5,
+            ))
+            .chain(page(vec![InitApply(named("other")), InitDone], 1))
+            .chain(futures::stream::pending())
+            .reflect(writer)
+            .map_ok({
+                let reader = reader.clone();
+                let mut triggers = Triggers::default();
+                move |event| starts(&mut triggers, event, &reader)
+            })
+            .try_flatten();
+        let passes = Arc::new(Mutex::new(Vec::new()));
+        let controller = Controller::for_stream(events, reader)
+            .run(
+                {
+                    let passes = passes.clone();
+                    move |credential: Arc<Watched>, _: Arc<()>| {
+                        passes.lock().unwrap().push(credential.name_any());
+                        futures::future::ready(Ok::<_, Error>(Action::await_change()))
+                    }
+                },
+                |_, _, _| Action::await_change(),
+                Arc::new(()),
+            )
+            .for_each(|_| async {});
+        let _ = tokio::time::timeout(Duration::from_secs(30), controller).await;
+        let mut passes = passes.lock().unwrap().clone();
+        passes.sort();
+        assert_eq!(passes, ["new", "old", "old", "other"]);
     }
 }

@@ -5,7 +5,8 @@
 //! (`context`), the credentials waiting out an outage of their API host (`outages`), the
 //! Secret-to-credential `index`, `namespaces` being deleted, restart targets and
 //! consumers (`consumers`), CA bundles read from ConfigMaps and Secrets (`trust`), the client
-//! with request deadlines (`kube_client`) and Lease election (`leader`), and the TokenReview and
+//! with request deadlines (`kube_client`), Lease election (`leader`), the sweep that starts a
+//! pass a credential was owed and never got (`sweep`), and the TokenReview and
 //! SubjectAccessReview of a `/metrics` scrape (`access_review`). Every decision is taken in
 //! `core`; NetSapiens calls go through `nsapi`.
 
@@ -23,6 +24,7 @@ pub mod outages;
 pub mod output_secret;
 pub mod reconciler;
 pub mod record;
+pub mod sweep;
 pub mod timers;
 pub mod trust;
 pub mod watched;

@@ -20,8 +20,9 @@ use crate::core::inputs::input_secret_names;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(from = "NsApiCredential")]
 pub struct Watched {
-    /// Name, namespace, UID and resource version only. The watch resumes from the resource
-    /// version of the last object it saw: without it, every event would start a re-list.
+    /// Name, namespace, UID, resource version and deletion timestamp only. The watch resumes
+    /// from the resource version of the last object it saw: without it, every event would
+    /// start a re-list. A credential being deleted is owed no pass (`sweep`).
     metadata: ObjectMeta,
     /// The Secrets it reads: the inputs, and a CA bundle kept in a Secret.
     inputs: Box<[String]>,
@@ -64,6 +65,7 @@ impl Watched {
                 namespace: meta.namespace.clone(),
                 uid: meta.uid.clone(),
                 resource_version: meta.resource_version.clone(),
+                deletion_timestamp: meta.deletion_timestamp.clone(),
                 ..ObjectMeta::default()
             },
             inputs: inputs.into(),
@@ -76,6 +78,11 @@ impl Watched {
     /// appear twice).
     pub fn secret_names(&self) -> impl Iterator<Item = &str> {
         self.inputs.iter().chain(&*self.outputs).map(String::as_str)
+    }
+
+    /// Whether it is being deleted (it waits for finalizers: its pass does nothing).
+    pub fn is_deleting(&self) -> bool {
+        self.metadata.deletion_timestamp.is_some()
     }
 
     /// The output Secrets' names.

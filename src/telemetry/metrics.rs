@@ -108,6 +108,15 @@ struct ErrorLabels {
     error: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SweepLabels {
+    found: String,
+}
+
+/// What the sweep (`cluster::sweep`) can find: a credential in a watch's store that never
+/// reached the work queue, or one due for a while that no free worker took.
+pub const SWEEP_FOUND_LABELS: [&str; 2] = ["never_triggered", "stalled"];
+
 pub struct Metrics {
     registry: Registry,
     /// The series of each credential (expiry, rotation lead, next request, readiness,
@@ -122,6 +131,7 @@ pub struct Metrics {
     reconciles: Counter,
     reconcile_errors: Family<ErrorLabels, Counter>,
     rate_limit_wait: Histogram,
+    sweep_found: Family<SweepLabels, Counter>,
     /// Passes due and waiting for a worker, and passes running (set from `queue` at a scrape).
     queue_depth: Gauge,
     in_flight: Gauge,
@@ -186,6 +196,17 @@ impl Default for Metrics {
             "Time NetSapiens requests waited for the per-host rate limit",
             rate_limit_wait.clone(),
         );
+        let sweep_found = Family::<SweepLabels, Counter>::default();
+        for label in SWEEP_FOUND_LABELS {
+            let _ = sweep_found.get_or_create(&SweepLabels {
+                found: label.to_owned(),
+            });
+        }
+        registry.register(
+            "sweep_retriggered",
+            "Credentials the sweep found without the pass they were owed, and started: never_triggered (listed by the watch, never queued), stalled (due for over a minute while workers were free). Anything but 0 is a bug worth reporting",
+            sweep_found.clone(),
+        );
         let credentials = Arc::new(CredentialBook::default());
         let queue_depth = Gauge::default();
         registry.register(
@@ -216,6 +237,7 @@ impl Default for Metrics {
             registry,
             credentials,
             rate_limit_wait,
+            sweep_found,
             token_requests,
             request_seconds,
             host_requests,
@@ -242,6 +264,15 @@ impl Metrics {
                 error: label.to_owned(),
             })
             .inc();
+    }
+
+    /// The sweep started `count` credentials it found `found` (one of `SWEEP_FOUND_LABELS`).
+    pub fn sweep_retriggered(&self, found: &str, count: usize) {
+        self.sweep_found
+            .get_or_create(&SweepLabels {
+                found: found.to_owned(),
+            })
+            .inc_by(count as u64);
     }
 
     pub fn rate_limit_wait(&self, waited: Duration) {

@@ -21,6 +21,18 @@ struct Entry {
     again: bool,
 }
 
+/// Where one credential stands in the queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueState {
+    /// Never triggered (or forgotten since).
+    Unknown,
+    Running,
+    /// Due since then, and no pass has started.
+    Due(Instant),
+    /// Due later, or only at a change.
+    NotDue,
+}
+
 /// Keyed by a 64-bit hash of the credential's namespace and name (8 bytes rather than two
 /// strings per credential; a collision would merge two credentials' entries in this count,
 /// nothing else). Secret changes name credentials by namespace and name, not UID.
@@ -82,6 +94,17 @@ impl WorkQueue {
         entries.remove(&key(namespace, name));
     }
 
+    /// Where the credential `namespace/name` stands at `now`.
+    pub fn state(&self, namespace: &str, name: &str, now: Instant) -> QueueState {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        match entries.get(&key(namespace, name)) {
+            None => QueueState::Unknown,
+            Some(e) if e.running => QueueState::Running,
+            Some(Entry { due: Some(due), .. }) if *due <= now => QueueState::Due(*due),
+            Some(_) => QueueState::NotDue,
+        }
+    }
+
     /// (due and waiting, running) at `now`.
     pub fn depth(&self, now: Instant) -> (usize, usize) {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
@@ -121,6 +144,24 @@ mod tests {
         assert_eq!(q.depth(t0 + s(1)), (2, 0));
         q.forget("ns", "b");
         assert_eq!(q.depth(t0 + s(1)), (1, 0));
+    }
+
+    #[test]
+    fn the_state_of_one_credential() {
+        let q = WorkQueue::default();
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        assert_eq!(q.state("ns", "a", t0), QueueState::Unknown);
+        q.triggered("ns", "a", t0);
+        assert_eq!(q.state("ns", "a", t0 + s(5)), QueueState::Due(t0));
+        q.started("ns", "a");
+        assert_eq!(q.state("ns", "a", t0 + s(5)), QueueState::Running);
+        q.finished("ns", "a", t0 + s(5), Some(s(60)));
+        assert_eq!(q.state("ns", "a", t0 + s(6)), QueueState::NotDue);
+        assert_eq!(q.state("ns", "a", t0 + s(65)), QueueState::Due(t0 + s(65)));
+        q.finished("ns", "a", t0 + s(5), None);
+        assert_eq!(q.state("ns", "a", t0 + s(86_400)), QueueState::NotDue);
+        assert_eq!(q.state("other", "a", t0), QueueState::Unknown);
     }
 
     #[test]
