@@ -139,7 +139,12 @@ pub async fn run(
         .default_backoff()
         .filter_map(stop_errors("Secrets"))
         .touched_objects();
-        let owed = sweep::owed_passes(reader.clone(), ctx.clone(), concurrency, ctx.sweep_every);
+        let owed = sweep::owed_passes(
+            reader.clone(),
+            ctx.metrics.clone(),
+            concurrency,
+            ctx.sweep_every,
+        );
         let listed = reader.clone();
         Controller::for_stream(credential_events, reader)
             .with_config(controller::Config::default().concurrency(concurrency))

@@ -178,17 +178,13 @@ impl Default for Metrics {
         );
         let reconciles = Counter::default();
         registry.register("reconciles", "Reconcile passes", reconciles.clone());
-        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
-        // Every series at 0 from the start, so that rates and alerts see the first error.
-        for label in RECONCILE_ERROR_LABELS {
-            let _ = reconcile_errors.get_or_create(&ErrorLabels {
-                error: label.to_owned(),
-            });
-        }
-        registry.register(
+        let reconcile_errors = zeroed_counters(
+            &mut registry,
             "reconcile_errors",
             "Reconcile passes that failed on the Kubernetes API, by error",
-            reconcile_errors.clone(),
+            RECONCILE_ERROR_LABELS.map(|error| ErrorLabels {
+                error: error.to_owned(),
+            }),
         );
         let rate_limit_wait = Histogram::new([0.0, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0]);
         registry.register(
@@ -196,16 +192,13 @@ impl Default for Metrics {
             "Time NetSapiens requests waited for the per-host rate limit",
             rate_limit_wait.clone(),
         );
-        let sweep_found = Family::<SweepLabels, Counter>::default();
-        for label in SWEEP_FOUND_LABELS {
-            let _ = sweep_found.get_or_create(&SweepLabels {
-                found: label.to_owned(),
-            });
-        }
-        registry.register(
+        let sweep_found = zeroed_counters(
+            &mut registry,
             "sweep_retriggered",
-            "Credentials the sweep found without the pass they were owed, and started: never_triggered (listed by the watch, never queued), stalled (due for over a minute while workers were free). Anything but 0 is a bug worth reporting",
-            sweep_found.clone(),
+            "Credentials the sweep found without the pass they were owed, and started: never_triggered (listed by the watch, never queued), stalled (due for a minute or more while workers were free). Anything but 0 is a bug worth reporting",
+            SWEEP_FOUND_LABELS.map(|found| SweepLabels {
+                found: found.to_owned(),
+            }),
         );
         let credentials = Arc::new(CredentialBook::default());
         let queue_depth = Gauge::default();
@@ -251,6 +244,25 @@ impl Default for Metrics {
             queue: crate::telemetry::queue::WorkQueue::default(),
         }
     }
+}
+
+/// A counter family, registered with a series at 0 for each of `labels` from the start, so
+/// that rates and alerts see the first increment.
+fn zeroed_counters<L>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    labels: impl IntoIterator<Item = L>,
+) -> Family<L, Counter>
+where
+    L: EncodeLabelSet + Clone + std::hash::Hash + Eq + std::fmt::Debug + Send + Sync + 'static,
+{
+    let family = Family::<L, Counter>::default();
+    for label in labels {
+        let _ = family.get_or_create(&label);
+    }
+    registry.register(name, help, family.clone());
+    family
 }
 
 impl Metrics {
