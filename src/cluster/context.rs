@@ -99,12 +99,11 @@ impl Context {
 
     /// Whether the test hook `lose_triggers` drops the triggers of `credential`.
     pub fn loses_trigger(&self, credential: &crate::cluster::watched::Watched) -> bool {
-        use kube::ResourceExt;
-        self.lose_triggers.is_some()
-            && self.loses_trigger_of(
-                &credential.namespace().unwrap_or_default(),
-                &credential.name_any(),
-            )
+        let meta = kube::Resource::meta(credential);
+        self.loses_trigger_of(
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default(),
+        )
     }
 
     /// Whether the test hook `lose_triggers` drops the triggers of `namespace/name`.
